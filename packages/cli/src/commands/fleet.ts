@@ -1,0 +1,6 @@
+import type { Command } from 'commander';
+
+/** Device registry commands: model, device, group. */
+export function fleetCommands(): Command[] {
+  return [];
+}

@@ -1,0 +1,105 @@
+import { Command } from 'commander';
+import { loadServerConfig, startPlatform, type Platform } from '@rampart/server';
+import { SharedError } from '@rampart/shared/errors';
+import { CliError, EXIT } from '../errors.js';
+import { collect, globalsOf, withExamples } from '../command.js';
+import { color } from '../output.js';
+
+interface UpOptions {
+  apiPort?: string;
+  apiHost?: string;
+  databaseUrl?: string;
+  logLevel?: string;
+  logFormat?: string;
+  set?: string[];
+}
+
+/** Parse `--set a.b=c` pairs into flag values keyed by dotted path. */
+export function parseSets(sets: readonly string[] = []): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const s of sets) {
+    const eq = s.indexOf('=');
+    if (eq <= 0) throw new CliError(`--set expects key=value, got "${s}"`, EXIT.usage);
+    out[s.slice(0, eq)] = s.slice(eq + 1);
+  }
+  return out;
+}
+
+export function upCommand(): Command {
+  const cmd = new Command('up')
+    .description(
+      'Start every Rampart service on this machine (embedded SQLite unless database.url says otherwise)',
+    )
+    .option('--api-port <port>', 'HTTPS port of the management API (0 = any free port)')
+    .option('--api-host <address>', 'address the management API listens on')
+    .option('--database-url <url>', 'sqlite:<path> or postgres://user:pass@host:port/db')
+    .option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent')
+    .option('--log-format <format>', 'json or pretty')
+    .option(
+      '--set <key=value>',
+      'any setting by its dotted key (repeatable), e.g. --set audit.checkpointIntervalSeconds=30',
+      collect,
+    )
+    .action(async (_o, command: Command) => {
+      const opts = globalsOf<UpOptions>(command);
+      const flags: Record<string, unknown> = {
+        ...parseSets(opts.set),
+        dataDir: opts.dataDir,
+        'api.port': opts.apiPort,
+        'api.host': opts.apiHost,
+        'database.url': opts.databaseUrl,
+        'log.level': opts.logLevel,
+        'log.format': opts.logFormat,
+      };
+      let loaded;
+      try {
+        loaded = loadServerConfig({ file: opts.config, flags });
+      } catch (err) {
+        if (err instanceof SharedError)
+          throw new CliError(err.message, EXIT.usage, ['see `rampart config settings` for every key']);
+        throw err;
+      }
+      const { config, origins, warnings } = loaded;
+      if (!origins.has('log.format') && process.stderr.isTTY) config.log.format = 'pretty';
+
+      const platform: Platform = await startPlatform(config);
+      for (const w of warnings) platform.logger.warn(w);
+      const out = process.stdout;
+      out.write(`rampart ${color.bold('up')}: data in ${config.dataDir} (${platform.storage.dialect})\n`);
+      if (platform.initialAdminToken) {
+        out.write(
+          `first start: created the admin token. It is shown once; a copy is in ${config.dataDir}/admin-token (mode 0600):\n` +
+            `  ${platform.initialAdminToken}\n`,
+        );
+      }
+      for (const l of platform.listeners) out.write(`listening ${l.name} ${l.url}\n`);
+
+      let signals = 0;
+      const shutdown = (signal: string) => {
+        signals++;
+        if (signals > 1) {
+          platform.logger.warn('second signal: exiting without a clean shutdown');
+          process.exit(EXIT.failed);
+        }
+        platform.logger.info({ signal }, 'shutting down');
+        platform
+          .stop(signal)
+          .then(() => {
+            out.write('stopped\n');
+            process.exit(EXIT.ok);
+          })
+          .catch((err: unknown) => {
+            platform.logger.error({ err }, 'shutdown failed');
+            process.exit(EXIT.failed);
+          });
+      };
+      process.on('SIGINT', () => shutdown('SIGINT'));
+      process.on('SIGTERM', () => shutdown('SIGTERM'));
+    });
+  return withExamples(cmd, [
+    'rampart up',
+    'rampart up --data-dir /var/lib/rampart --api-port 0',
+    'RAMPART_DATABASE_URL=postgres://rampart@db/rampart rampart up --api-host 0.0.0.0',
+    'rampart up --config rampart.yaml --set api.rateLimit.max=10000',
+  ]);
+}

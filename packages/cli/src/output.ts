@@ -1,0 +1,94 @@
+import Table from 'cli-table3';
+import { SingleBar, Presets } from 'cli-progress';
+import pc from 'picocolors';
+
+/** Options every command with output accepts. */
+export interface OutputOptions {
+  json?: boolean;
+}
+
+export function printJson(value: unknown): void {
+  process.stdout.write(JSON.stringify(value, null, 2) + '\n');
+}
+
+/** A table for people. Columns are [header, getter]; `null`/`undefined` render as "-". */
+export function printTable<T>(
+  rows: readonly T[],
+  columns: [string, (row: T) => unknown][],
+  empty = 'nothing to show',
+): void {
+  if (rows.length === 0) {
+    process.stdout.write(pc.dim(empty) + '\n');
+    return;
+  }
+  const table = new Table({
+    head: columns.map(([h]) => h),
+    style: { head: process.stdout.isTTY ? ['cyan'] : [], border: process.stdout.isTTY ? ['grey'] : [] },
+    chars: {
+      top: '',
+      'top-mid': '',
+      'top-left': '',
+      'top-right': '',
+      bottom: '',
+      'bottom-mid': '',
+      'bottom-left': '',
+      'bottom-right': '',
+      left: '',
+      'left-mid': '',
+      mid: '',
+      'mid-mid': '',
+      right: '',
+      'right-mid': '',
+      middle: '  ',
+    },
+  });
+  for (const row of rows) {
+    table.push(
+      columns.map(([, get]) => {
+        const v = get(row);
+        return v === null || v === undefined || v === ''
+          ? '-'
+          : typeof v === 'object'
+            ? JSON.stringify(v)
+            : String(v);
+      }),
+    );
+  }
+  process.stdout.write(table.toString().replace(/^ +/gm, '') + '\n');
+}
+
+/** Print `value` as JSON when --json was given, otherwise let `human` render it. */
+export function output<T>(opts: OutputOptions, value: T, human: (value: T) => void): void {
+  if (opts.json) printJson(value);
+  else human(value);
+}
+
+export interface Progress {
+  increment(n?: number): void;
+  setTotal(total: number): void;
+  stop(): void;
+}
+
+/** A progress bar on standard error, shown only to people (a terminal, no --json). */
+export function progress(label: string, total: number, opts: OutputOptions = {}): Progress {
+  if (opts.json || !process.stderr.isTTY) {
+    return { increment() {}, setTotal() {}, stop() {} };
+  }
+  const bar = new SingleBar(
+    {
+      format: `${label} [{bar}] {percentage}% | {value}/{total} | {eta_formatted} left`,
+      stream: process.stderr,
+      hideCursor: true,
+      etaBuffer: 50,
+    },
+    Presets.shades_classic,
+  );
+  bar.start(total, 0);
+  return {
+    increment: (n = 1) => bar.increment(n),
+    setTotal: (t) => bar.setTotal(t),
+    stop: () => bar.stop(),
+  };
+}
+
+export const color = pc;

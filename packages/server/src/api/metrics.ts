@@ -1,0 +1,67 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+/**
+ * Prometheus metrics of one platform instance. A registry per instance (not prom-client's global one)
+ * keeps several platforms in one test process apart.
+ */
+export class PlatformMetrics {
+  readonly registry = new Registry();
+  readonly httpRequests: Counter<'method' | 'route' | 'status'>;
+  readonly httpDuration: Histogram<'method' | 'route'>;
+  readonly auditEntries: Counter<'outcome'>;
+  readonly authRefusals: Counter<'reason'>;
+
+  constructor(version: string) {
+    collectDefaultMetrics({ register: this.registry, prefix: 'rampart_process_' });
+    new Gauge({
+      name: 'rampart_build_info',
+      help: 'Rampart version.',
+      labelNames: ['version'],
+      registers: [this.registry],
+    }).set({ version }, 1);
+    this.httpRequests = new Counter({
+      name: 'rampart_http_requests_total',
+      help: 'Management API requests by method, route and status.',
+      labelNames: ['method', 'route', 'status'],
+      registers: [this.registry],
+    });
+    this.httpDuration = new Histogram({
+      name: 'rampart_http_request_duration_seconds',
+      help: 'Management API request latency.',
+      labelNames: ['method', 'route'],
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+      registers: [this.registry],
+    });
+    this.auditEntries = new Counter({
+      name: 'rampart_audit_entries_appended_total',
+      help: 'Audit entries appended by this instance, by outcome.',
+      labelNames: ['outcome'],
+      registers: [this.registry],
+    });
+    this.authRefusals = new Counter({
+      name: 'rampart_api_auth_refusals_total',
+      help: 'Requests refused for a missing, invalid or insufficient token.',
+      labelNames: ['reason'],
+      registers: [this.registry],
+    });
+  }
+
+  /** A gauge whose value is read from the platform at scrape time. */
+  gaugeFromCallback(
+    name: string,
+    help: string,
+    labelNames: string[],
+    read: () => Promise<{ labels: Record<string, string>; value: number }[]>,
+  ) {
+    new Gauge({
+      name,
+      help,
+      labelNames,
+      registers: [this.registry],
+      async collect() {
+        this.reset();
+        for (const { labels, value } of await read()) this.set(labels, value);
+      },
+    });
+  }
+}

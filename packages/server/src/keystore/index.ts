@@ -1,0 +1,3 @@
+export * from './keystore.js';
+export { FileKeyStore } from './file-keystore.js';
+export { resolvePassphrase } from './passphrase.js';

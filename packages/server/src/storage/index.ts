@@ -1,0 +1,3 @@
+export * from './database.js';
+export type { SqlDialect } from './dialect.js';
+export type * from './schema.js';

@@ -1,0 +1,104 @@
+import type { ColumnType, Generated } from 'kysely';
+
+/** Attributes as read: SQLite yields JSON text, PostgreSQL a parsed jsonb value. */
+export type JsonColumn = ColumnType<unknown, string, string>;
+
+export interface PlatformSettingsTable {
+  key: string;
+  value: string;
+}
+
+export interface ApiTokensTable {
+  id: string;
+  name: string;
+  role: string;
+  secret_hash: string;
+  created_at: string;
+  created_by: string;
+  expires_at: string | null;
+  revoked_at: string | null;
+  last_used_at: string | null;
+}
+
+export interface AuditEntriesTable {
+  seq: number;
+  time: string;
+  actor: string;
+  action: string;
+  target: string;
+  outcome: string;
+  details: string;
+  prev_hash: string;
+  hash: string;
+}
+
+export interface AuditCheckpointsTable {
+  id: Generated<number>;
+  entry_count: number;
+  head_hash: string;
+  time: string;
+  key_id: string;
+  algorithm: string;
+  signature: string;
+}
+
+export interface DeviceModelsTable {
+  id: string;
+  name: string;
+  description: string;
+  created_at: string;
+  updated_at: string;
+}
+
+export interface HardwareRevisionsTable {
+  model_id: string;
+  revision: string;
+  description: string;
+  created_at: string;
+}
+
+export interface DevicesTable {
+  id: string;
+  model_id: string;
+  hardware_revision: string | null;
+  serial: string | null;
+  attributes: JsonColumn;
+  status: string;
+  created_at: string;
+  updated_at: string;
+  status_changed_at: string;
+}
+
+export interface DeviceGroupsTable {
+  id: string;
+  name: string;
+  description: string;
+  parent_id: string | null;
+  query: string | null;
+  created_at: string;
+  updated_at: string;
+}
+
+export interface DeviceGroupMembersTable {
+  group_id: string;
+  device_id: string;
+  added_at: string;
+}
+
+export interface AttributeIndexesTable {
+  name: string;
+  created_at: string;
+}
+
+export interface Database {
+  platform_settings: PlatformSettingsTable;
+  api_tokens: ApiTokensTable;
+  audit_entries: AuditEntriesTable;
+  audit_checkpoints: AuditCheckpointsTable;
+  device_models: DeviceModelsTable;
+  hardware_revisions: HardwareRevisionsTable;
+  devices: DevicesTable;
+  device_groups: DeviceGroupsTable;
+  device_group_members: DeviceGroupMembersTable;
+  attribute_indexes: AttributeIndexesTable;
+}

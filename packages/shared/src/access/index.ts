@@ -1,0 +1,54 @@
+/**
+ * Roles and permissions of the management API. This table is the single source of truth:
+ * the server enforces it, the CLI prints it (`rampart token roles`) and docs/access-control.md
+ * is checked against it by a test.
+ */
+
+export const ROLES = ['admin', 'operator', 'release-manager', 'auditor', 'viewer'] as const;
+export type Role = (typeof ROLES)[number];
+
+export const PERMISSIONS = {
+  'token:manage': 'Create, list and revoke API tokens.',
+  'audit:read': 'Read, export and verify the audit log.',
+  'device:read': 'Read devices, device models, hardware revisions and groups; run fleet queries.',
+  'device:write': 'Create, update, import, delete devices and change their status.',
+  'model:write': 'Create, update and delete device models and hardware revisions.',
+  'group:write': 'Create, update and delete groups and change static group membership.',
+  'metrics:read': 'Scrape Prometheus metrics at /metrics.',
+} as const;
+export type Permission = keyof typeof PERMISSIONS;
+
+export const ROLE_DESCRIPTIONS: Record<Role, string> = {
+  admin: 'Everything, including token management.',
+  operator: 'Runs the fleet day to day: devices, models, groups.',
+  'release-manager': 'Publishes releases and runs rollouts; reads the fleet.',
+  auditor: 'Reads everything and the audit log; changes nothing.',
+  viewer: 'Reads the fleet; no audit log, no changes.',
+};
+
+export const ROLE_PERMISSIONS: Record<Role, readonly Permission[]> = {
+  admin: Object.keys(PERMISSIONS) as Permission[],
+  operator: ['device:read', 'device:write', 'model:write', 'group:write', 'metrics:read'],
+  'release-manager': ['device:read', 'metrics:read'],
+  auditor: ['device:read', 'audit:read', 'metrics:read'],
+  viewer: ['device:read'],
+};
+
+export function roleAllows(role: Role, permission: Permission): boolean {
+  return ROLE_PERMISSIONS[role].includes(permission);
+}
+
+export function isRole(value: string): value is Role {
+  return (ROLES as readonly string[]).includes(value);
+}
+
+/** Renders the permission table as Markdown (used by docs/access-control.md and its consistency test). */
+export function permissionTableMarkdown(): string {
+  const header = `| Permission | ${ROLES.join(' | ')} | What it allows |`;
+  const rule = `|---|${ROLES.map(() => ':-:').join('|')}|---|`;
+  const rows = (Object.keys(PERMISSIONS) as Permission[]).map(
+    (p) =>
+      `| \`${p}\` | ${ROLES.map((r) => (roleAllows(r, p) ? '✓' : '')).join(' | ')} | ${PERMISSIONS[p]} |`,
+  );
+  return [header, rule, ...rows].join('\n');
+}

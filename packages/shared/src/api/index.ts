@@ -1,0 +1,4 @@
+export * from './tokens.js';
+export * from './audit.js';
+export * from './fleet.js';
+export * from './system.js';

@@ -1,0 +1,17 @@
+/**
+ * The one error type of the shared package. Every error carries a stable `code` so that callers
+ * (the CLI, the API's problem mapper, tests) can react to the kind of failure without parsing text.
+ */
+export type SharedErrorCode = 'CONFIG_INVALID' | 'CONFIG_FILE_UNREADABLE' | 'QUERY_SYNTAX' | 'AUDIT_FORMAT';
+
+export class SharedError extends Error {
+  readonly code: SharedErrorCode;
+  readonly details: readonly string[];
+
+  constructor(code: SharedErrorCode, message: string, details: readonly string[] = []) {
+    super(message);
+    this.name = 'SharedError';
+    this.code = code;
+    this.details = details;
+  }
+}

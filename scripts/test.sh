@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The whole test suite: system packages, build, lint, format check, then every test.
+# PostgreSQL tests use RAMPART_TEST_DATABASE_URL when set, otherwise a throwaway server of their own.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/ensure-system-deps.sh
+npx tsc -b
+npx eslint .
+npx prettier --check .
+npx vitest run "$@"
