@@ -1,0 +1,36 @@
+import { chmodSync, mkdtempSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { verify } from 'node:crypto';
+import { describe, expect, it } from 'vitest';
+import { SoftwareTrustAnchor } from './software.js';
+
+describe('software trust anchor', () => {
+  it('creates a P-256 key once, in a 0600 file, and signs with it', async () => {
+    const path = join(mkdtempSync(join(tmpdir(), 'agent-')), 'identity', 'device-key.pem');
+    const anchor = new SoftwareTrustAnchor(path);
+    expect(await anchor.publicKey()).toBeNull();
+    const pub = await anchor.ensureKey();
+    expect(pub.asymmetricKeyDetails?.namedCurve).toBe('prime256v1');
+    expect(statSync(path).mode & 0o777).toBe(0o600);
+    const again = await new SoftwareTrustAnchor(path).ensureKey();
+    expect(again.export({ type: 'spki', format: 'der' })).toEqual(
+      pub.export({ type: 'spki', format: 'der' }),
+    );
+    const sig = await anchor.sign(Buffer.from('challenge'));
+    expect(verify('sha256', Buffer.from('challenge'), pub, sig)).toBe(true);
+    expect(verify('sha256', Buffer.from('other'), pub, sig)).toBe(false);
+  });
+
+  it('refuses a key file other users can read', async () => {
+    const path = join(mkdtempSync(join(tmpdir(), 'agent-')), 'key.pem');
+    await new SoftwareTrustAnchor(path).ensureKey();
+    chmodSync(path, 0o644);
+    await expect(new SoftwareTrustAnchor(path).sign(Buffer.from('x'))).rejects.toThrow(/chmod 600/);
+  });
+
+  it('says how to create a key when there is none', async () => {
+    const anchor = new SoftwareTrustAnchor(join(mkdtempSync(join(tmpdir(), 'agent-')), 'none.pem'));
+    await expect(anchor.sign(Buffer.from('x'))).rejects.toThrow(/identity init/);
+  });
+});

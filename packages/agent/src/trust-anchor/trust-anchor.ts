@@ -1,0 +1,17 @@
+import type { KeyObject } from 'node:crypto';
+
+/**
+ * Where the device's identity key lives. The key is created inside the anchor and never leaves it;
+ * the agent only asks for signatures. Implementations: a software key file now; TPM 2.0 and PKCS#11
+ * secure elements come with provisioning.
+ */
+export interface TrustAnchor {
+  readonly kind: 'software' | 'tpm' | 'pkcs11';
+  /** Shown wherever the device's identity is reported, so that a weaker anchor is never mistaken for hardware. */
+  readonly strength: 'hardware' | 'software (weaker: the key is a file on the device)';
+  /** Create the identity key if there is none yet; return its public half. */
+  ensureKey(): Promise<KeyObject>;
+  publicKey(): Promise<KeyObject | null>;
+  /** ECDSA P-256 / SHA-256 signature, DER-encoded. */
+  sign(data: Uint8Array): Promise<Buffer>;
+}
