@@ -1,5 +1,5 @@
 import type { TestProject } from 'vitest/node';
-import { startThrowawayPostgres, type ThrowawayPostgres } from './postgres.js';
+import { startThrowawayPostgres, type ThrowawayPostgres } from '../dev/throwaway-postgres.js';
 
 declare module 'vitest' {
   export interface ProvidedContext {
