@@ -65,7 +65,8 @@ export async function openKeyStore(
   logger?: Logger,
 ): Promise<KeyStore> {
   const source = resolvePassphrase(env, config.keystore.passphraseFile, config.dataDir, {
-    create: !existsSync(join(config.dataDir, 'keys', 'keystore.json')) || !env.RAMPART_KEYSTORE_PASSPHRASE,
+    // Generate a passphrase only for a new key store: an existing one needs the passphrase it was made with.
+    create: !existsSync(join(dataFiles(config.dataDir).keys, 'keystore.json')),
   });
   if (source.warning) logger?.warn(source.warning);
   return FileKeyStore.open(dataFiles(config.dataDir).keys, source.passphrase);

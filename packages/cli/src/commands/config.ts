@@ -7,7 +7,7 @@ import { CliError, EXIT } from '../errors.js';
 import { output, printTable } from '../output.js';
 
 function redact(url: string): string {
-  return url.replace(/\/\/([^:/@]+):[^@/]*@/, '//$1:***@');
+  return url.replace(/\/\/([^:/@]+):[^@/]*@/, '//$1:***@').replace(/([?&]password=)[^&]*/gi, '$1***');
 }
 
 export function configCommand(): Command {
@@ -45,7 +45,9 @@ export function configCommand(): Command {
           const o = globalsOf(cmd);
           let loaded;
           try {
-            loaded = loadServerConfig({ file: o.config, flags: { dataDir: o.dataDir } });
+            // RAMPART_DATA_DIR also fills the option; only a real flag should be shown as one.
+            const dataDir = cmd.getOptionValueSourceWithGlobals('dataDir') === 'cli' ? o.dataDir : undefined;
+            loaded = loadServerConfig({ file: o.config, flags: { dataDir } });
           } catch (err) {
             if (err instanceof SharedError) throw new CliError(err.message, EXIT.usage);
             throw err;

@@ -44,7 +44,8 @@ export function upCommand(): Command {
       const opts = globalsOf<UpOptions>(command);
       const flags: Record<string, unknown> = {
         ...parseSets(opts.set),
-        dataDir: opts.dataDir,
+        // RAMPART_DATA_DIR also fills the option; the loader reads it itself, with the right origin.
+        dataDir: command.getOptionValueSourceWithGlobals('dataDir') === 'cli' ? opts.dataDir : undefined,
         'api.port': opts.apiPort,
         'api.host': opts.apiHost,
         'database.url': opts.databaseUrl,

@@ -56,7 +56,10 @@ export async function verifyAuditChain(
   options: { checkpoints?: readonly AuditCheckpoint[]; publicKey: KeyObject | null },
 ): Promise<AuditVerification> {
   const problems: AuditProblem[] = [];
+  // The first bad entry is kept apart from the (capped) list, so that it is right however many problems there are.
+  let firstBad: AuditProblem | null = null;
   const report = (seq: number, message: string) => {
+    if (!firstBad || seq < firstBad.seq) firstBad = { seq, message };
     if (problems.length < MAX_PROBLEMS) problems.push({ seq, message });
   };
   const keyId = options.publicKey ? keyIdOf(options.publicKey) : null;
@@ -74,6 +77,8 @@ export async function verifyAuditChain(
 
   let expected = 1;
   let prev = GENESIS_HASH;
+  let prevSeq = 0;
+  let lastSeq = 0;
   let count = 0;
   for await (const e of entries) {
     count++;
@@ -95,22 +100,24 @@ export async function verifyAuditChain(
       );
     }
     if (e.action === CHECKPOINT_ACTION) {
-      try {
-        const c = JSON.parse(e.detailsJson) as AuditCheckpoint;
-        if (typeof c.entryCount === 'number' && typeof c.signature === 'string') {
-          embedded.push(c);
-          wanted.add(c.entryCount);
-          recordedAt.set(c.entryCount, e.seq);
-        }
-      } catch {
+      const c = readCheckpoint(e.detailsJson);
+      if (c) {
+        embedded.push(c);
+        wanted.add(c.entryCount);
+        recordedAt.set(c.entryCount, e.seq);
+        // A checkpoint is recorded right after the head it signs, which has already gone by.
+        if (c.entryCount === prevSeq && !headAt.has(prevSeq)) headAt.set(prevSeq, prev);
+      } else {
         report(e.seq, `entry ${e.seq} records a checkpoint that cannot be read`);
       }
     }
     if (wanted.has(e.seq)) headAt.set(e.seq, e.hash);
     prev = e.hash;
+    prevSeq = e.seq;
+    lastSeq = Math.max(lastSeq, e.seq);
     expected = e.seq + 1;
   }
-  for (const c of embedded) addCheckpoint({ ...c, id: c.id ?? 0 });
+  for (const c of embedded) addCheckpoint(c);
 
   const sorted = [...checkpoints.values()].sort((a, b) => a.entryCount - b.entryCount || a.id - b.id);
   let verified = 0;
@@ -129,10 +136,10 @@ export async function verifyAuditChain(
       report(lastVerified + 1, `${label} has an invalid signature`);
       continue;
     }
-    if (c.entryCount > count) {
+    if (c.entryCount > lastSeq) {
       report(
-        count + 1,
-        `the log ends at entry ${count} but ${label} is signed: entries ${count + 1}..${c.entryCount} were deleted`,
+        lastSeq + 1,
+        `the log ends at entry ${lastSeq} but ${label} is signed: entries ${lastSeq + 1}..${c.entryCount} were deleted`,
       );
       continue;
     }
@@ -152,13 +159,35 @@ export async function verifyAuditChain(
   // The entry that records the last checkpoint holds nothing but that signature: it needs no cover of its own.
   const anchoredThrough = recordedAt.get(lastVerified) === lastVerified + 1 ? lastVerified + 1 : lastVerified;
   return {
-    ok: problems.length === 0,
+    ok: firstBad === null,
     entries: count,
     headHash: prev,
     keyId,
     checkpoints: { total: sorted.length, verified, lastVerifiedEntryCount: lastVerified },
     unanchoredEntries: Math.max(count - anchoredThrough, 0),
-    firstBad: problems[0] ?? null,
+    firstBad,
     problems,
   };
+}
+
+/** The checkpoint an `audit.checkpoint` entry records, or null when its details are not one. */
+function readCheckpoint(detailsJson: string): AuditCheckpoint | null {
+  let c: Partial<AuditCheckpoint>;
+  try {
+    c = JSON.parse(detailsJson) as Partial<AuditCheckpoint>;
+  } catch {
+    return null;
+  }
+  if (
+    typeof c !== 'object' ||
+    c === null ||
+    !Number.isInteger(c.entryCount) ||
+    typeof c.headHash !== 'string' ||
+    typeof c.time !== 'string' ||
+    typeof c.keyId !== 'string' ||
+    typeof c.algorithm !== 'string' ||
+    typeof c.signature !== 'string'
+  )
+    return null;
+  return { ...(c as AuditCheckpoint), id: typeof c.id === 'number' ? c.id : 0 };
 }

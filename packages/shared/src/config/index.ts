@@ -115,13 +115,21 @@ export function coerceText(text: string, schema: TSchema): unknown {
   return text;
 }
 
+/**
+ * Set an own property. Plain assignment to `__proto__` would replace the object's prototype (or,
+ * merged deeper, Object.prototype itself) instead of adding a key that validation then refuses.
+ */
+function setOwn(target: Json, key: string, value: unknown): void {
+  Object.defineProperty(target, key, { value, enumerable: true, writable: true, configurable: true });
+}
+
 function setPath(target: Json, path: readonly string[], value: unknown): void {
   let node = target;
   for (const key of path.slice(0, -1)) {
-    if (!isPlainObject(node[key])) node[key] = {};
+    if (!Object.hasOwn(node, key) || !isPlainObject(node[key])) setOwn(node, key, {});
     node = node[key] as Json;
   }
-  node[path[path.length - 1]!] = value;
+  setOwn(node, path[path.length - 1]!, value);
 }
 
 function getPath(source: unknown, path: readonly string[]): unknown {
@@ -142,10 +150,10 @@ function mergeInto(
 ) {
   for (const [k, v] of Object.entries(source)) {
     const path = [...prefix, k];
-    if (isPlainObject(v) && isPlainObject(target[k])) {
+    if (isPlainObject(v) && Object.hasOwn(target, k) && isPlainObject(target[k])) {
       mergeInto(target[k] as Json, v, origin, origins, path);
     } else {
-      target[k] = v;
+      setOwn(target, k, v);
       origins.set(path.join('.'), origin);
     }
   }
