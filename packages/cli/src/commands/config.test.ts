@@ -76,7 +76,7 @@ describe('rampart config show', () => {
       origin: 'environment variable RAMPART_LOG_LEVEL',
     });
     expect(s.get('api.publicHostnames')).toMatchObject({ value: ['rampart.example.net', '10.0.0.5'] });
-    expect(s.get('dataDir')).toEqual({ key: 'dataDir', value: dataDir, origin: 'flag --dataDir' });
+    expect(s.get('dataDir')).toEqual({ key: 'dataDir', value: dataDir, origin: 'flag --data-dir' });
     expect(s.get('api.rateLimit.max')).toEqual({
       key: 'api.rateLimit.max',
       value: 3000,
@@ -181,7 +181,7 @@ describe('docs/configuration.md', () => {
 
 describe('rampart up with an invalid setting', () => {
   it.each([
-    [['--api-port', 'abc'], {}, 'api.port must be of type integer (got "abc"), from flag --api.port'],
+    [['--api-port', 'abc'], {}, 'api.port must be of type integer (got "abc"), from flag --api-port'],
     [
       [],
       { RAMPART_API_PORT: '70000' },
@@ -190,7 +190,7 @@ describe('rampart up with an invalid setting', () => {
     [
       ['--set', 'audit.checkpointIntervalSeconds=0'],
       {},
-      'audit.checkpointIntervalSeconds must be >= 1 (got 0)',
+      'audit.checkpointIntervalSeconds must be >= 1 (got 0), from flag --set audit.checkpointIntervalSeconds',
     ],
   ])('exits 2 with the key in the message (%j %j)', async (args, env, message) => {
     const dataDir = join(work, 'up-data');

@@ -54,7 +54,17 @@ export function upCommand(): Command {
       };
       let loaded;
       try {
-        loaded = loadServerConfig({ file: opts.config, flags });
+        loaded = loadServerConfig({
+          file: opts.config,
+          flags,
+          flagNames: {
+            'api.port': '--api-port',
+            'api.host': '--api-host',
+            'database.url': '--database-url',
+            'log.level': '--log-level',
+            'log.format': '--log-format',
+          },
+        });
       } catch (err) {
         if (err instanceof SharedError)
           throw new CliError(err.message, EXIT.usage, ['see `rampart config settings` for every key']);

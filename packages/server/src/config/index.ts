@@ -10,6 +10,7 @@ export interface ServerConfigInput {
   file?: string | undefined;
   env?: Record<string, string | undefined>;
   flags?: Record<string, unknown>;
+  flagNames?: Record<string, string>;
   cwd?: string;
 }
 
@@ -25,7 +26,13 @@ export function loadServerConfig(input: ServerConfigInput = {}): LoadedConfig<Se
       }
     }
   }
-  const loaded = loadConfig(ServerConfigSchema, { file, env, flags: input.flags, ignoreEnv: CLIENT_ENV });
+  const loaded = loadConfig(ServerConfigSchema, {
+    file,
+    env,
+    flags: input.flags,
+    flagNames: { dataDir: '--data-dir', ...input.flagNames },
+    ignoreEnv: CLIENT_ENV,
+  });
   loaded.config.dataDir = resolve(cwd, loaded.config.dataDir);
   return loaded;
 }

@@ -127,7 +127,7 @@ describe('loadConfig', () => {
     expect(config.api.rateLimit.max).toBe(8);
     expect(config.api.host).toBe('file.example');
     expect(config.log.level).toBe('info');
-    expect(origins.get('api.port')).toEqual({ kind: 'flag', name: '--api.port' });
+    expect(origins.get('api.port')).toEqual({ kind: 'flag', name: '--set api.port' });
     expect(origins.get('api.rateLimit.max')).toEqual({ kind: 'env', name: 'RAMPART_API_RATE_LIMIT_MAX' });
     expect(origins.get('api.host')).toEqual({ kind: 'file', file: path });
     expect(describeOrigin(origins.get('api.rateLimit.max'))).toBe(
@@ -157,8 +157,13 @@ describe('loadConfig', () => {
     expect(errorOf(() => loadConfig(Schema, { file: path })).message).toContain(
       `api.port must be <= 65535 (got 70000), from config file ${path}`,
     );
+    expect(
+      errorOf(() =>
+        loadConfig(Schema, { flags: { 'log.level': 'loud' }, flagNames: { 'log.level': '--log-level' } }),
+      ).message,
+    ).toContain('log.level must be one of "error", "info", "debug" (got "loud"), from flag --log-level');
     expect(errorOf(() => loadConfig(Schema, { flags: { 'log.level': 'loud' } })).message).toContain(
-      'log.level must be one of "error", "info", "debug" (got "loud"), from flag --log.level',
+      'log.level must be one of "error", "info", "debug" (got "loud"), from flag --set log.level',
     );
   });
 
@@ -206,7 +211,7 @@ describe('loadConfig', () => {
       '__proto__ is not a known field',
     );
     expect(errorOf(() => loadConfig(Schema, { flags: { '__proto__.polluted': 'yes' } })).message).toContain(
-      '__proto__ is not a known field, from flag --__proto__.polluted',
+      '__proto__ is not a known field, from flag --set __proto__.polluted',
     );
     expect(({} as Record<string, unknown>).polluted).toBeUndefined();
     expect(({} as Record<string, unknown>).port).toBeUndefined();

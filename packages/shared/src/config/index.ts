@@ -25,6 +25,8 @@ export interface LoadConfigOptions {
   envPrefix?: string;
   /** Values from flags, keyed by dotted config path (`api.port`). `undefined` values are ignored. */
   flags?: Record<string, unknown>;
+  /** How each flag is spelled on the command line, for messages (`api.port` -> `--api-port`); others read `--set <key>`. */
+  flagNames?: Record<string, string>;
   /** Environment variables with the prefix that belong to other parts (client settings), not to this schema. */
   ignoreEnv?: readonly string[];
 }
@@ -237,7 +239,7 @@ export function loadConfig<S extends TObject>(
     const leaf = schemaLeaves.find((l) => l.path.join('.') === dotted);
     const v = typeof value === 'string' && leaf ? coerceText(value, leaf.schema) : value;
     setPath(merged, path, v);
-    origins.set(dotted, { kind: 'flag', name: `--${dotted}` });
+    origins.set(dotted, { kind: 'flag', name: options.flagNames?.[dotted] ?? `--set ${dotted}` });
   }
 
   const validate = validatorFor(schema);
