@@ -1,4 +1,5 @@
 import { existsSync, readFileSync } from 'node:fs';
+import type { Readable } from 'node:stream';
 import { resolve, join } from 'node:path';
 import { Agent, request } from 'undici';
 import type { Problem } from '@rampart/shared/problem';
@@ -62,7 +63,7 @@ export interface RequestOptions {
   query?: Record<string, string | number | boolean | undefined>;
   body?: unknown;
   /** Send a raw body with this content type instead of JSON. */
-  raw?: { contentType: string; data: string | Buffer };
+  raw?: { contentType: string; data: string | Buffer | Readable };
   /** Treat these statuses as results rather than errors. */
   accept?: number[];
 }
@@ -88,7 +89,7 @@ export class ApiClient {
       if (v !== undefined) url.searchParams.set(k, String(v));
     const headers: Record<string, string> = { accept: 'application/json, application/problem+json' };
     if (this.connection.token) headers.authorization = `Bearer ${this.connection.token}`;
-    let body: string | Buffer | undefined;
+    let body: string | Buffer | Readable | undefined;
     if (options.raw) {
       headers['content-type'] = options.raw.contentType;
       body = options.raw.data;
