@@ -91,7 +91,13 @@ export async function startPlatform(config: ServerConfig, options: StartOptions 
   });
   let api: Api | null = null;
   try {
-    const audit = new AuditLog(storage, auditKey);
+    const audit = new AuditLog(storage, auditKey, {
+      onSealError: (err) =>
+        logger.error({ err }, 'sealing audit entries failed; they stay queued and are retried'),
+    });
+    // Entries a crash left in the queue join the chain before anything else happens.
+    await audit.flush();
+    audit.startSealer();
     const tokens = new TokenService();
     const fleet = new FleetRegistry(storage);
     const metrics = new PlatformMetrics(VERSION);
@@ -185,6 +191,7 @@ export async function startPlatform(config: ServerConfig, options: StartOptions 
     const stop = (reason = 'shutdown') => {
       stopping ??= (async () => {
         clearInterval(timer);
+        audit.stopSealer();
         await runningApi.close();
         try {
           await audit.record({

@@ -129,6 +129,7 @@ describe('rampart audit', () => {
         unanchoredEntries: 4,
         firstBad: null,
         problems: [],
+        queuedEntries: 0,
       });
       expect(v.headHash).toBe((await t.platform.audit.head()).hash);
     });

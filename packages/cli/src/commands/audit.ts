@@ -66,8 +66,15 @@ async function* counted<T>(source: AsyncIterable<T>, bar: Progress): AsyncGenera
   }
 }
 
-function printVerification(v: AuditVerification, keySource: string): void {
+function printVerification(v: AuditVerification & { queuedEntries?: number }, keySource: string): void {
   const out = process.stdout;
+  if (v.queuedEntries) {
+    out.write(
+      color.yellow(
+        `${v.queuedEntries} committed entries are still queued, not yet chained: Rampart chains them when it next starts\n`,
+      ),
+    );
+  }
   if (v.ok) {
     out.write(
       `${color.green('audit log verified')}: ${v.entries} entries, chain intact, ` +
@@ -122,7 +129,7 @@ export function auditCommand(): Command {
           if (o.checkpoints)
             for await (const { value } of readJsonLines<AuditCheckpoint>(o.checkpoints)) extra.push(value);
 
-          let result: AuditVerification;
+          let result: AuditVerification & { queuedEntries?: number };
           if (o.file) {
             const bar = progress('verifying', 0, o);
             result = await verifyAuditChain(entriesFromExport(o.file, bar), {
@@ -140,13 +147,14 @@ export function auditCommand(): Command {
             }
             const storage = await openStorage(url, { migrate: false, readonly: url.startsWith('sqlite:') });
             try {
-              const log = new AuditLog(storage, null);
+              const log = new AuditLog(storage, null, { readonly: true });
               const head = await log.head();
               const bar = progress('verifying', head.seq, o);
               result = await verifyAuditChain(counted(log.stored(), bar), {
                 checkpoints: [...(await log.checkpoints()), ...extra],
                 publicKey,
               });
+              result.queuedEntries = await log.queued();
               bar.stop();
             } finally {
               await storage.close();

@@ -82,7 +82,7 @@ export async function buildApi(ctx: ApiContext, options: BuildApiOptions = {}): 
   >(this: FastifyRequest, work: (tx: Tx) => Promise<Audited<T>>): Promise<T> {
     const action = this.routeOptions.config.audit;
     if (!action) throw new Error(`route ${this.routeOptions.url} mutates state but declares no audit action`);
-    return ctx.storage.db.transaction().execute(async (tx) => {
+    const committed = ctx.storage.db.transaction().execute(async (tx) => {
       const done = await work(tx);
       this.auditTarget = done.target;
       await ctx.audit.append(tx, {
@@ -96,6 +96,7 @@ export async function buildApi(ctx: ApiContext, options: BuildApiOptions = {}): 
       ctx.metrics.auditEntries.inc({ outcome: 'success' });
       return done.result;
     });
+    return committed.finally(() => ctx.audit.sealSoon());
   });
 
   // 1. Identify the caller (no reply yet, so that rate limiting can key on the verified token).

@@ -56,9 +56,14 @@ describe.each(DIALECTS)('audit log on %s', (dialect) => {
   beforeEach(async () => {
     await storage.db.deleteFrom('audit_checkpoints').execute();
     await storage.db.deleteFrom('audit_entries').execute();
+    await storage.db.deleteFrom('audit_queue').execute();
   });
 
-  const rows = () => storage.db.selectFrom('audit_entries').selectAll().orderBy('seq').execute();
+  /** The chain as stored, after every committed entry has been sealed into it. */
+  const rows = async () => {
+    await log.flush();
+    return storage.db.selectFrom('audit_entries').selectAll().orderBy('seq').execute();
+  };
 
   it('appends entries that chain from the genesis hash, each hashed over its content', async () => {
     for (let i = 1; i <= 5; i++)
@@ -110,9 +115,25 @@ describe.each(DIALECTS)('audit log on %s', (dialect) => {
       }),
     ).rejects.toThrow('the state change failed');
     expect((await rows()).map((r) => r.target)).toEqual(['token:t1']);
-    const next = await log.record(event(3));
-    expect(next.seq).toBe(2);
+    await log.record(event(3));
+    expect((await log.head()).seq).toBe(2);
     expect((await log.verify(key.publicKey)).ok).toBe(true);
+  });
+
+  it('commits entries with their transaction and chains them when sealed, also after a crash', async () => {
+    await storage.db.transaction().execute((tx) => log.append(tx, event(1)));
+    // Committed but not yet chained: it waits in the queue, as after a crash before sealing.
+    expect(await storage.db.selectFrom('audit_queue').select('target').execute()).toEqual([
+      { target: 'token:t1' },
+    ]);
+    const offline = new AuditLog(storage, null, { readonly: true });
+    expect(await offline.queued()).toBe(1);
+    // A new process (a fresh AuditLog) seals what it finds.
+    const restarted = new AuditLog(storage, key);
+    await restarted.flush();
+    expect(await offline.queued()).toBe(0);
+    expect((await rows()).map((r) => [Number(r.seq), r.target])).toEqual([[1, 'token:t1']]);
+    expect((await restarted.verify(key.publicKey)).ok).toBe(true);
   });
 
   it('writes a checkpoint only when new entries exist, and records it in the chain', async () => {

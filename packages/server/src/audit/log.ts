@@ -16,11 +16,19 @@ import {
 import type { KeyObject } from 'node:crypto';
 import type { PlatformKey } from '../keystore/index.js';
 import type { Db, Executor, Storage } from '../storage/index.js';
-import type { AuditEntriesTable, AuditCheckpointsTable } from '../storage/schema.js';
+import type { AuditCheckpointsTable, AuditEntriesTable, AuditQueueTable } from '../storage/schema.js';
 import { isoNow } from '../time.js';
 
-/** Advisory lock id that serializes appends to the chain across all connections (PostgreSQL). */
+/** Advisory lock id that serializes sealing across all connections and processes (PostgreSQL). */
 const APPEND_LOCK = 0x72616d70; // "ramp"
+/** Most entries chained in one sealing transaction. */
+const SEAL_BATCH = 2000;
+
+function chunked<T>(items: readonly T[], size: number): T[][] {
+  const out: T[][] = [];
+  for (let i = 0; i < items.length; i += size) out.push(items.slice(i, i + size));
+  return out;
+}
 
 export interface AuditQuery {
   afterSeq?: number;
@@ -76,56 +84,165 @@ export function toCheckpoint(row: Omit<AuditCheckpointsTable, 'id'> & { id: numb
 
 /**
  * The tamper-evident audit log: an append-only hash chain in the platform database, with
- * checkpoints signed by the platform's audit key. Appends run inside the caller's transaction,
- * so a state change and its audit entry are committed together or not at all.
+ * checkpoints signed by the platform's audit key.
+ *
+ * Appending is two steps. `append` writes the entry into `audit_queue` inside the caller's
+ * transaction, so a change and its entry commit together or not at all, without making concurrent
+ * writers wait for each other. The sealer then moves queued entries into the chain in batches: one
+ * short transaction, serialized across processes, assigns sequence numbers and hashes. Reads
+ * (`list`, `head`, `verify`, `checkpoint`) seal first, so they always see every committed entry;
+ * entries left in the queue by a crash are sealed on the next start.
  */
 export class AuditLog {
+  private sealing: Promise<void> = Promise.resolve();
+  private sealScheduled = false;
+  private timer: NodeJS.Timeout | null = null;
+  private stopped = false;
+
   constructor(
     private readonly storage: Storage,
     private readonly key: PlatformKey | null,
+    private readonly options: { readonly?: boolean; onSealError?: (err: unknown) => void } = {},
   ) {}
 
   get db(): Db {
     return this.storage.db;
   }
 
-  /** Append within `tx` (which must be a transaction). Serialized so that the chain never forks. */
-  async append(tx: Executor, event: AuditEvent): Promise<AuditEntry> {
-    if (this.storage.dialect === 'postgres') {
+  /** Queue an entry within `tx`; it joins the chain once `tx` has committed. */
+  async append(tx: Executor, event: AuditEvent): Promise<void> {
+    await tx
+      .insertInto('audit_queue')
+      .values({
+        time: isoNow(),
+        actor: event.actor,
+        action: event.action,
+        target: event.target,
+        outcome: event.outcome,
+        details: canonicalJson(event.details ?? {}),
+      })
+      .execute();
+    this.sealSoon();
+  }
+
+  /** Append in a transaction of its own (refusals, and actions with no other state change). */
+  async record(event: AuditEvent): Promise<void> {
+    await this.db.transaction().execute((tx) => this.append(tx, event));
+    this.sealSoon();
+  }
+
+  /** Seal soon, coalescing the requests of many concurrent writers into one batch. Call after a commit. */
+  sealSoon(): void {
+    if (this.sealScheduled || this.stopped || this.options.readonly) return;
+    this.sealScheduled = true;
+    setTimeout(() => {
+      this.sealScheduled = false;
+      this.flush().catch((err: unknown) => this.options.onSealError?.(err));
+    }, 1).unref();
+  }
+
+  /** Keep sealing in the background (entries queued by other processes, or committed after a seal ran). */
+  startSealer(intervalMs = 1000): void {
+    this.timer ??= setInterval(() => this.sealSoon(), intervalMs);
+    this.timer.unref();
+  }
+
+  /** Stop background sealing (shutdown); explicit `flush` and `checkpoint` still work. */
+  stopSealer(): void {
+    this.stopped = true;
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+  }
+
+  /** Chain every committed entry still in the queue. Calls run one after another, never side by side. */
+  flush(): Promise<void> {
+    if (this.options.readonly) return Promise.resolve();
+    const run = this.sealing.then(async () => {
+      while ((await this.sealBatch()) === SEAL_BATCH) {
+        /* a full batch: more may be waiting */
+      }
+    });
+    this.sealing = run.catch(() => {
+      /* reported to the caller of this flush; the next flush starts afresh */
+    });
+    return run;
+  }
+
+  private async lock(tx: Executor): Promise<void> {
+    if (this.storage.dialect === 'postgres')
       await sql`select pg_advisory_xact_lock(${APPEND_LOCK})`.execute(tx);
-    }
+  }
+
+  private async sealBatch(): Promise<number> {
+    return this.db.transaction().execute(async (tx) => {
+      await this.lock(tx);
+      const queued = await tx.selectFrom('audit_queue').selectAll().orderBy('id').limit(SEAL_BATCH).execute();
+      if (queued.length === 0) return 0;
+      await this.chain(tx, queued);
+      for (const ids of chunked(
+        queued.map((q) => Number(q.id)),
+        1000,
+      )) {
+        await tx.deleteFrom('audit_queue').where('id', 'in', ids).execute();
+      }
+      return queued.length;
+    });
+  }
+
+  /** Place entries at the head of the chain. The caller holds the append lock. */
+  private async chain(
+    tx: Executor,
+    entries: readonly Omit<AuditQueueTable, 'id'>[],
+  ): Promise<AuditEntriesTable[]> {
     const head = await tx
       .selectFrom('audit_entries')
       .select(['seq', 'hash'])
       .orderBy('seq', 'desc')
       .limit(1)
       .executeTakeFirst();
-    const seq = head ? Number(head.seq) + 1 : 1;
-    const prevHash = head?.hash ?? GENESIS_HASH;
-    const time = isoNow();
-    const detailsJson = canonicalJson(event.details ?? {});
-    const hash = auditEntryHash({ seq, time, ...event, detailsJson, prevHash });
-    const row: AuditEntriesTable = {
-      seq,
-      time,
-      actor: event.actor,
-      action: event.action,
-      target: event.target,
-      outcome: event.outcome,
-      details: detailsJson,
-      prev_hash: prevHash,
-      hash,
-    };
-    await tx.insertInto('audit_entries').values(row).execute();
-    return toEntry(row);
+    let seq = head ? Number(head.seq) : 0;
+    let prevHash = head?.hash ?? GENESIS_HASH;
+    const rows = entries.map((e): AuditEntriesTable => {
+      seq++;
+      const hash = auditEntryHash({
+        seq,
+        time: e.time,
+        actor: e.actor,
+        action: e.action,
+        target: e.target,
+        outcome: e.outcome,
+        detailsJson: e.details,
+        prevHash,
+      });
+      const row = {
+        seq,
+        time: e.time,
+        actor: e.actor,
+        action: e.action,
+        target: e.target,
+        outcome: e.outcome,
+        details: e.details,
+        prev_hash: prevHash,
+        hash,
+      };
+      prevHash = hash;
+      return row;
+    });
+    for (const batch of chunked(rows, 500)) await tx.insertInto('audit_entries').values(batch).execute();
+    return rows;
   }
 
-  /** Append in a transaction of its own (refusals, and actions with no other state change). */
-  async record(event: AuditEvent): Promise<AuditEntry> {
-    return this.db.transaction().execute((tx) => this.append(tx, event));
+  /** Entries committed but not yet chained (after a crash, until the next start seals them). */
+  async queued(): Promise<number> {
+    const r = await this.db
+      .selectFrom('audit_queue')
+      .select((eb) => eb.fn.countAll<number>().as('n'))
+      .executeTakeFirstOrThrow();
+    return Number(r.n);
   }
 
   async head(): Promise<{ seq: number; hash: string }> {
+    await this.flush();
     const row = await this.db
       .selectFrom('audit_entries')
       .select(['seq', 'hash'])
@@ -136,6 +253,7 @@ export class AuditLog {
   }
 
   async list(q: AuditQuery = {}): Promise<AuditEntry[]> {
+    await this.flush();
     let query = this.db.selectFrom('audit_entries').selectAll();
     if (q.afterSeq !== undefined) query = query.where('seq', '>', q.afterSeq);
     if (q.beforeSeq !== undefined) query = query.where('seq', '<', q.beforeSeq);
@@ -183,9 +301,9 @@ export class AuditLog {
   async checkpoint(): Promise<AuditCheckpoint | null> {
     const key = this.key;
     if (!key) return null;
+    await this.flush();
     return this.db.transaction().execute(async (tx) => {
-      if (this.storage.dialect === 'postgres')
-        await sql`select pg_advisory_xact_lock(${APPEND_LOCK})`.execute(tx);
+      await this.lock(tx);
       const head = await tx
         .selectFrom('audit_entries')
         .select(['seq', 'hash', 'action'])
@@ -228,18 +346,22 @@ export class AuditLog {
         algorithm: key.signatureAlgorithm,
         signature,
       };
-      await this.append(tx, {
-        actor: 'system',
-        action: CHECKPOINT_ACTION,
-        target: `audit:${headSeq}`,
-        outcome: 'success',
-        details: checkpoint,
-      });
+      await this.chain(tx, [
+        {
+          time,
+          actor: 'system',
+          action: CHECKPOINT_ACTION,
+          target: `audit:${headSeq}`,
+          outcome: 'success',
+          details: canonicalJson(checkpoint),
+        },
+      ]);
       return checkpoint;
     });
   }
 
   async verify(publicKey: KeyObject | null): Promise<AuditVerification> {
+    await this.flush();
     return verifyAuditChain(this.stored(), { checkpoints: await this.checkpoints(), publicKey });
   }
 }

@@ -32,6 +32,17 @@ export interface AuditEntriesTable {
   hash: string;
 }
 
+/** Entries committed with their change and waiting to be placed in the chain by the sealer. */
+export interface AuditQueueTable {
+  id: Generated<number>;
+  time: string;
+  actor: string;
+  action: string;
+  target: string;
+  outcome: string;
+  details: string;
+}
+
 export interface AuditCheckpointsTable {
   id: Generated<number>;
   entry_count: number;
@@ -94,6 +105,7 @@ export interface Database {
   platform_settings: PlatformSettingsTable;
   api_tokens: ApiTokensTable;
   audit_entries: AuditEntriesTable;
+  audit_queue: AuditQueueTable;
   audit_checkpoints: AuditCheckpointsTable;
   device_models: DeviceModelsTable;
   hardware_revisions: HardwareRevisionsTable;

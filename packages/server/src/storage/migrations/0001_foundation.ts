@@ -46,6 +46,20 @@ export async function up(db: Kysely<unknown>, dialect: SqlDialect): Promise<void
     .columns(['action', 'seq'])
     .execute();
 
+  // Entries wait here, committed together with the change they record, until the sealer chains them.
+  await db.schema
+    .createTable('audit_queue')
+    .addColumn('id', dialect === 'postgres' ? 'bigserial' : 'integer', (c) =>
+      dialect === 'postgres' ? c.primaryKey() : c.primaryKey().autoIncrement(),
+    )
+    .addColumn('time', 'text', (c) => c.notNull())
+    .addColumn('actor', 'text', (c) => c.notNull())
+    .addColumn('action', 'text', (c) => c.notNull())
+    .addColumn('target', 'text', (c) => c.notNull())
+    .addColumn('outcome', 'text', (c) => c.notNull())
+    .addColumn('details', 'text', (c) => c.notNull())
+    .execute();
+
   await db.schema
     .createTable('audit_checkpoints')
     .addColumn('id', dialect === 'postgres' ? 'serial' : 'integer', (c) =>
