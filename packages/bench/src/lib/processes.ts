@@ -1,0 +1,104 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Agent } from 'undici';
+
+export const CLI = fileURLToPath(new URL('../../../cli/dist/bin/rampart.js', import.meta.url));
+export const BENCH_ENV = { RAMPART_KEYSTORE_PASSPHRASE: 'benchmark passphrase, not secret' };
+
+export interface RunningRampart {
+  url: string;
+  token: string;
+  dispatcher: Agent;
+  dataDir: string;
+  databaseUrl: string;
+  stop(): Promise<void>;
+}
+
+/** Start `rampart up` as its own process (the load generator gets the other core). */
+export async function startRampart(
+  dataDir: string,
+  databaseUrl: string,
+  settings: Record<string, string> = {},
+): Promise<RunningRampart> {
+  const args = [
+    CLI,
+    'up',
+    '--data-dir',
+    dataDir,
+    '--api-port',
+    '0',
+    '--database-url',
+    databaseUrl,
+    '--log-level',
+    'warn',
+  ];
+  for (const [k, v] of Object.entries({ 'api.rateLimit.max': '100000000', ...settings }))
+    args.push('--set', `${k}=${v}`);
+  const child = spawn(process.execPath, args, {
+    env: { ...process.env, ...BENCH_ENV },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  const url = await waitForLine(child, /^listening api (\S+)$/m);
+  const token = readFileSync(join(dataDir, 'admin-token'), 'utf8').trim();
+  const dispatcher = new Agent({
+    connect: { ca: readFileSync(join(dataDir, 'ca.pem'), 'utf8') },
+    connections: 64,
+  });
+  return {
+    url,
+    token,
+    dispatcher,
+    dataDir,
+    databaseUrl,
+    async stop() {
+      await dispatcher.close();
+      await stopChild(child);
+    },
+  };
+}
+
+export function waitForLine(child: ChildProcess, pattern: RegExp, timeoutMs = 60_000): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let out = '';
+    const timer = setTimeout(
+      () => reject(new Error(`timed out waiting for ${pattern}; output so far:\n${out}`)),
+      timeoutMs,
+    );
+    child.stdout!.on('data', (d: Buffer) => {
+      out += d.toString();
+      const m = pattern.exec(out);
+      if (m) {
+        clearTimeout(timer);
+        resolve(m[1]!);
+      }
+    });
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`process exited (${code}) before printing ${pattern}:\n${out}`));
+    });
+  });
+}
+
+export function stopChild(child: ChildProcess): Promise<void> {
+  return new Promise((resolve) => {
+    if (child.exitCode !== null) return resolve();
+    child.once('exit', () => resolve());
+    child.kill('SIGTERM');
+  });
+}
+
+/** Spawn a compiled module of this package with arguments and wait for it to print `pattern`. */
+export function spawnModule(
+  module: string,
+  args: string[],
+  pattern: RegExp,
+  env: Record<string, string> = {},
+) {
+  const child = spawn(process.execPath, [fileURLToPath(new URL(`../${module}`, import.meta.url)), ...args], {
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  return { child, ready: waitForLine(child, pattern) };
+}
