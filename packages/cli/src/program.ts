@@ -39,5 +39,10 @@ Examples:
   $ rampart audit verify --data-dir ./rampart-data
 `,
   );
+  // Every command's --help also lists the global options (--json, --url, --token, ...).
+  (function showGlobals(cmd: Command) {
+    cmd.configureHelp({ showGlobalOptions: true });
+    cmd.commands.forEach(showGlobals);
+  })(program);
   return program;
 }
