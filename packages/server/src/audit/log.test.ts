@@ -1,6 +1,6 @@
 import { generateKeyPairSync, sign, type KeyObject } from 'node:crypto';
 import { sql } from 'kysely';
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import {
   CHECKPOINT_ACTION,
   GENESIS_HASH,
@@ -12,8 +12,8 @@ import {
   type AuditEvent,
 } from '@rampart/shared/audit';
 import type { PlatformKey } from '../keystore/index.js';
-import { openStorage, type Storage } from '../storage/index.js';
-import { DIALECTS, createTestDatabase, type TestDatabase } from '../test-support/databases.js';
+import type { Storage } from '../storage/index.js';
+import { DIALECTS, useTestStorage } from '../test-support/databases.js';
 import { AuditLog } from './log.js';
 
 function testKey(): PlatformKey & { privateKey: KeyObject } {
@@ -39,19 +39,14 @@ const event = (n: number, extra: Partial<AuditEvent> = {}): AuditEvent => ({
 });
 
 describe.each(DIALECTS)('audit log on %s', (dialect) => {
-  let db: TestDatabase;
+  const t = useTestStorage(dialect, { poolSize: 20 });
   let storage: Storage;
   let log: AuditLog;
   const key = testKey();
 
-  beforeAll(async () => {
-    db = await createTestDatabase(dialect);
-    storage = await openStorage(db.url, { poolSize: 20 });
+  beforeAll(() => {
+    storage = t.storage;
     log = new AuditLog(storage, key);
-  });
-  afterAll(async () => {
-    await storage?.close();
-    await db?.drop();
   });
   beforeEach(async () => {
     await storage.db.deleteFrom('audit_checkpoints').execute();

@@ -202,29 +202,19 @@ export class AuditLog {
       .executeTakeFirst();
     let seq = head ? Number(head.seq) : 0;
     let prevHash = head?.hash ?? GENESIS_HASH;
-    const rows = entries.map((e): AuditEntriesTable => {
+    const rows = entries.map(({ time, actor, action, target, outcome, details }): AuditEntriesTable => {
       seq++;
       const hash = auditEntryHash({
         seq,
-        time: e.time,
-        actor: e.actor,
-        action: e.action,
-        target: e.target,
-        outcome: e.outcome,
-        detailsJson: e.details,
+        time,
+        actor,
+        action,
+        target,
+        outcome,
+        detailsJson: details,
         prevHash,
       });
-      const row = {
-        seq,
-        time: e.time,
-        actor: e.actor,
-        action: e.action,
-        target: e.target,
-        outcome: e.outcome,
-        details: e.details,
-        prev_hash: prevHash,
-        hash,
-      };
+      const row = { seq, time, actor, action, target, outcome, details, prev_hash: prevHash, hash };
       prevHash = hash;
       return row;
     });

@@ -1,41 +1,24 @@
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { RampartError } from '../errors.js';
-import { openStorage, type Storage } from '../storage/index.js';
-import { DIALECTS, createTestDatabase, type TestDatabase } from '../test-support/databases.js';
+import { beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { DIALECTS, rejectionOf, useTestStorage } from '../test-support/databases.js';
 import { sha256Hex } from './import.js';
 import { FleetRegistry } from './registry.js';
 
 describe.each(DIALECTS)('device import on %s', (dialect) => {
-  let database: TestDatabase;
-  let storage: Storage;
+  const t = useTestStorage(dialect);
   let fleet: FleetRegistry;
 
   const run = (text: string, format: 'csv' | 'jsonl', dryRun = false) =>
-    storage.db
+    t.storage.db
       .transaction()
       .execute((tx) => fleet.importer.run(tx, { text, format, sha256: sha256Hex(text), dryRun }));
 
-  async function failure(text: string, format: 'csv' | 'jsonl'): Promise<RampartError> {
-    try {
-      await run(text, format);
-    } catch (err) {
-      if (err instanceof RampartError) return err;
-      throw err;
-    }
-    throw new Error('expected the import to fail');
-  }
+  const failure = (text: string, format: 'csv' | 'jsonl') => rejectionOf(run(text, format));
 
-  beforeAll(async () => {
-    database = await createTestDatabase(dialect);
-    storage = await openStorage(database.url);
-    fleet = new FleetRegistry(storage);
-  });
-  afterAll(async () => {
-    await storage?.close();
-    await database?.drop();
+  beforeAll(() => {
+    fleet = new FleetRegistry(t.storage);
   });
   beforeEach(async () => {
-    const db = storage.db;
+    const db = t.storage.db;
     await db.deleteFrom('device_group_members').execute();
     await db.deleteFrom('device_groups').execute();
     await db.deleteFrom('devices').execute();
@@ -54,14 +37,14 @@ describe.each(DIALECTS)('device import on %s', (dialect) => {
       ',DW100,,SN2,,,"us, east",-1.5,FALSE\r\n';
     const r = await run(csv, 'csv');
     expect(r).toEqual({ imported: 2, dryRun: false, format: 'csv', sha256: sha256Hex(csv) });
-    expect(await fleet.devices.get(storage.db, 'dev-1')).toMatchObject({
+    expect(await fleet.devices.get(t.storage.db, 'dev-1')).toMatchObject({
       hardwareRevision: 'rev-a',
       serial: 'SN1',
       status: 'active',
       groups: ['berlin', 'plant'],
       attributes: { region: 'eu', floor: 3, outdoor: true },
     });
-    const other = (await fleet.devices.list(storage.db, { limit: 10, query: 'serial = "SN2"' })).items[0];
+    const other = (await fleet.devices.list(t.storage.db, { limit: 10, query: 'serial = "SN2"' })).items[0];
     expect(other).toMatchObject({
       status: 'pending',
       hardwareRevision: null,
@@ -75,13 +58,13 @@ describe.each(DIALECTS)('device import on %s', (dialect) => {
       '{"id":"j-1","model":"DW100","attributes":{"region":"eu"},"groups":["berlin"]}\n\n' +
       '{"model":"DW100","serial":"S-9","status":"disabled"}\n';
     expect(await run(jsonl, 'jsonl', true)).toMatchObject({ imported: 2, dryRun: true });
-    expect((await fleet.devices.list(storage.db, { limit: 10, count: true })).total).toBe(0);
+    expect((await fleet.devices.list(t.storage.db, { limit: 10, count: true })).total).toBe(0);
     expect(await run(jsonl, 'jsonl')).toMatchObject({ imported: 2, dryRun: false, format: 'jsonl' });
-    expect((await fleet.devices.get(storage.db, 'j-1')).groups).toEqual(['berlin']);
+    expect((await fleet.devices.get(t.storage.db, 'j-1')).groups).toEqual(['berlin']);
   });
 
   it('reports every bad row of a CSV file and writes nothing', async () => {
-    await fleet.devices.create(storage.db, { id: 'taken', model: 'DW100', serial: 'OLD' });
+    await fleet.devices.create(t.storage.db, { id: 'taken', model: 'DW100', serial: 'OLD' });
     const csv = [
       'id,model,serial,status,groups,attributes.floor:number',
       'ok-1,DW100,S1,active,berlin,1',
@@ -112,7 +95,7 @@ describe.each(DIALECTS)('device import on %s', (dialect) => {
     ]);
     expect(e.errors.find((x) => x.field === 'rows[2].id')?.message).toBe('duplicates the id of row 1');
     expect(e.errors.find((x) => x.field === 'rows[5].id')?.message).toContain('already registered');
-    expect((await fleet.devices.list(storage.db, { limit: 10, count: true })).total).toBe(1);
+    expect((await fleet.devices.list(t.storage.db, { limit: 10, count: true })).total).toBe(1);
 
     expect(e.errors.filter((x) => x.field.startsWith('rows[6]')).map((x) => x.message)).toEqual([
       'must be a number (got "high")',
@@ -156,8 +139,8 @@ describe.each(DIALECTS)('device import on %s', (dialect) => {
     const r = await run(lines.join('\n'), 'csv');
     const seconds = (performance.now() - started) / 1000;
     expect(r.imported).toBe(n);
-    expect((await fleet.devices.list(storage.db, { limit: 1, count: true })).total).toBe(n);
-    const members = await storage.db
+    expect((await fleet.devices.list(t.storage.db, { limit: 1, count: true })).total).toBe(n);
+    const members = await t.storage.db
       .selectFrom('device_group_members')
       .select((eb) => eb.fn.countAll<number>().as('n'))
       .executeTakeFirstOrThrow();

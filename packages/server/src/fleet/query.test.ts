@@ -1,10 +1,10 @@
 import { CompiledQuery, sql } from 'kysely';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { SharedError } from '@rampart/shared/errors';
 import type { FleetQueryNode } from '@rampart/shared/fleet-query';
 import { RampartError } from '../errors.js';
-import { openStorage, type Storage } from '../storage/index.js';
-import { createTestDatabase, DIALECTS, type TestDatabase } from '../test-support/databases.js';
+import type { Storage } from '../storage/index.js';
+import { DIALECTS, useTestStorage } from '../test-support/databases.js';
 import {
   attributeIndexName,
   createAttributeIndex,
@@ -147,17 +147,12 @@ async function seed(storage: Storage): Promise<void> {
 }
 
 describe.each(DIALECTS)('fleet queries on %s', (dialect) => {
-  let database: TestDatabase;
+  const t = useTestStorage(dialect);
   let storage: Storage;
 
   beforeAll(async () => {
-    database = await createTestDatabase(dialect);
-    storage = await openStorage(database.url);
+    storage = t.storage;
     await seed(storage);
-  });
-  afterAll(async () => {
-    await storage?.close();
-    await database?.drop();
   });
 
   async function ids(query: string | FleetQueryNode): Promise<string[]> {

@@ -1,35 +1,18 @@
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { RampartError } from '../errors.js';
-import { openStorage, type Storage } from '../storage/index.js';
-import { DIALECTS, createTestDatabase, type TestDatabase } from '../test-support/databases.js';
+import { beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { DIALECTS, rejectionOf, useTestStorage } from '../test-support/databases.js';
 import { FleetRegistry } from './registry.js';
 
-async function rejection(p: Promise<unknown>): Promise<RampartError> {
-  try {
-    await p;
-  } catch (err) {
-    if (err instanceof RampartError) return err;
-    throw err;
-  }
-  throw new Error('expected a rejection');
-}
+const rejection = rejectionOf;
 
 describe.each(DIALECTS)('fleet registry on %s', (dialect) => {
-  let database: TestDatabase;
-  let storage: Storage;
+  const t = useTestStorage(dialect);
   let fleet: FleetRegistry;
 
-  beforeAll(async () => {
-    database = await createTestDatabase(dialect);
-    storage = await openStorage(database.url);
-    fleet = new FleetRegistry(storage);
-  });
-  afterAll(async () => {
-    await storage?.close();
-    await database?.drop();
+  beforeAll(() => {
+    fleet = new FleetRegistry(t.storage);
   });
   beforeEach(async () => {
-    const db = storage.db;
+    const db = t.storage.db;
     await db.deleteFrom('device_group_members').execute();
     await db.updateTable('device_groups').set({ parent_id: null }).execute();
     await db.deleteFrom('device_groups').execute();
@@ -45,29 +28,29 @@ describe.each(DIALECTS)('fleet registry on %s', (dialect) => {
 
   describe('models', () => {
     it('creates models with revisions, defaults the name and refuses duplicates', async () => {
-      const m = await fleet.models.create(storage.db, { id: 'GW1' });
+      const m = await fleet.models.create(t.storage.db, { id: 'GW1' });
       expect(m).toMatchObject({ id: 'GW1', name: 'GW1', description: '', hardwareRevisions: [] });
-      expect((await rejection(fleet.models.create(storage.db, { id: 'GW1' }))).code).toBe('CONFLICT');
+      expect((await rejection(fleet.models.create(t.storage.db, { id: 'GW1' }))).code).toBe('CONFLICT');
       const dup = await rejection(
-        fleet.models.create(storage.db, {
+        fleet.models.create(t.storage.db, {
           id: 'GW2',
           hardwareRevisions: [{ revision: 'a' }, { revision: 'a' }],
         }),
       );
       expect(dup.errors[0]).toMatchObject({ field: 'hardwareRevisions.1.revision' });
-      expect((await fleet.models.list(storage.db)).map((x) => x.id)).toEqual(['DW100', 'GW1']);
+      expect((await fleet.models.list(t.storage.db)).map((x) => x.id)).toEqual(['DW100', 'GW1']);
     });
 
     it('refuses deleting a model or revision in use, with what to do', async () => {
-      await fleet.devices.create(storage.db, { model: 'DW100', hardwareRevision: 'rev-a' });
-      const e = await rejection(fleet.models.delete(storage.db, 'DW100'));
+      await fleet.devices.create(t.storage.db, { model: 'DW100', hardwareRevision: 'rev-a' });
+      const e = await rejection(fleet.models.delete(t.storage.db, 'DW100'));
       expect(e.code).toBe('CONFLICT');
       expect(e.message).toContain('used by 1 device');
-      const r = await rejection(fleet.models.removeRevision(storage.db, 'DW100', 'rev-a'));
+      const r = await rejection(fleet.models.removeRevision(t.storage.db, 'DW100', 'rev-a'));
       expect(r.code).toBe('CONFLICT');
-      const m = await fleet.models.removeRevision(storage.db, 'DW100', 'rev-b');
+      const m = await fleet.models.removeRevision(t.storage.db, 'DW100', 'rev-b');
       expect(m.hardwareRevisions.map((x) => x.revision)).toEqual(['rev-a']);
-      expect((await rejection(fleet.models.removeRevision(storage.db, 'DW100', 'rev-x'))).code).toBe(
+      expect((await rejection(fleet.models.removeRevision(t.storage.db, 'DW100', 'rev-x'))).code).toBe(
         'NOT_FOUND',
       );
     });
@@ -75,22 +58,22 @@ describe.each(DIALECTS)('fleet registry on %s', (dialect) => {
 
   describe('devices', () => {
     it('generates ids, checks the model, revision and serial', async () => {
-      const d = await fleet.devices.create(storage.db, { model: 'DW100', serial: 'SN1' });
+      const d = await fleet.devices.create(t.storage.db, { model: 'DW100', serial: 'SN1' });
       expect(d.id).toMatch(/^d-[a-z2-7]{20}$/);
       expect(d.status).toBe('pending');
-      const noModel = await rejection(fleet.devices.create(storage.db, { model: 'NOPE' }));
+      const noModel = await rejection(fleet.devices.create(t.storage.db, { model: 'NOPE' }));
       expect(noModel).toMatchObject({ code: 'VALIDATION', errors: [{ field: 'model' }] });
       const noRev = await rejection(
-        fleet.devices.create(storage.db, { model: 'DW100', hardwareRevision: 'rev-z' }),
+        fleet.devices.create(t.storage.db, { model: 'DW100', hardwareRevision: 'rev-z' }),
       );
       expect(noRev.errors[0]?.field).toBe('hardwareRevision');
-      const serial = await rejection(fleet.devices.create(storage.db, { model: 'DW100', serial: 'SN1' }));
+      const serial = await rejection(fleet.devices.create(t.storage.db, { model: 'DW100', serial: 'SN1' }));
       expect(serial.code).toBe('CONFLICT');
       expect(serial.message).toContain(d.id);
-      await fleet.models.create(storage.db, { id: 'OTHER' });
+      await fleet.models.create(t.storage.db, { id: 'OTHER' });
       // serials are unique per model only
-      await fleet.devices.create(storage.db, { model: 'OTHER', serial: 'SN1' });
-      const dupId = await rejection(fleet.devices.create(storage.db, { id: d.id, model: 'DW100' }));
+      await fleet.devices.create(t.storage.db, { model: 'OTHER', serial: 'SN1' });
+      const dupId = await rejection(fleet.devices.create(t.storage.db, { id: d.id, model: 'DW100' }));
       expect(dupId.code).toBe('CONFLICT');
     });
 
@@ -99,37 +82,37 @@ describe.each(DIALECTS)('fleet registry on %s', (dialect) => {
       fleet.devices.onStatusChange(async (_db, c) => {
         seen.push(`${c.deviceId}:${c.from}->${c.to}`);
       });
-      const d = await fleet.devices.create(storage.db, { id: 'dev-1', model: 'DW100' });
+      const d = await fleet.devices.create(t.storage.db, { id: 'dev-1', model: 'DW100' });
       await new Promise((r) => setTimeout(r, 5));
-      const same = await fleet.devices.update(storage.db, 'dev-1', { status: 'pending' });
+      const same = await fleet.devices.update(t.storage.db, 'dev-1', { status: 'pending' });
       expect(same.status).toBeNull();
       expect(same.device.statusChangedAt).toBe(d.statusChangedAt);
-      const changed = await fleet.devices.update(storage.db, 'dev-1', { status: 'active' });
+      const changed = await fleet.devices.update(t.storage.db, 'dev-1', { status: 'active' });
       expect(changed.status).toMatchObject({ from: 'pending', to: 'active' });
       expect(changed.device.statusChangedAt > d.statusChangedAt).toBe(true);
-      const attrOnly = await fleet.devices.update(storage.db, 'dev-1', { attributes: { floor: 2 } });
+      const attrOnly = await fleet.devices.update(t.storage.db, 'dev-1', { attributes: { floor: 2 } });
       expect(attrOnly.device.statusChangedAt).toBe(changed.device.statusChangedAt);
       expect(seen).toEqual(['dev-1:pending->active']);
     });
 
     it('merges attributes as RFC 7396 merge patches', async () => {
-      await fleet.devices.create(storage.db, {
+      await fleet.devices.create(t.storage.db, {
         id: 'dev-m',
         model: 'DW100',
         attributes: { region: 'eu', floor: 3, outdoor: false },
       });
-      const r = await fleet.devices.update(storage.db, 'dev-m', {
+      const r = await fleet.devices.update(t.storage.db, 'dev-m', {
         attributes: { floor: 4, outdoor: null, rack: 'r1' },
       });
       expect(r.device.attributes).toEqual({ region: 'eu', floor: 4, rack: 'r1' });
       expect(r.changed).toEqual(['attributes']);
-      const none = await fleet.devices.update(storage.db, 'dev-m', { attributes: { absent: null } });
+      const none = await fleet.devices.update(t.storage.db, 'dev-m', { attributes: { absent: null } });
       expect(none.changed).toEqual([]);
     });
 
     it('pages through a filtered list by id, each device exactly once', async () => {
       for (let i = 0; i < 25; i++) {
-        await fleet.devices.create(storage.db, {
+        await fleet.devices.create(t.storage.db, {
           id: `p-${String(i).padStart(2, '0')}`,
           model: 'DW100',
           attributes: { even: i % 2 === 0 },
@@ -139,7 +122,7 @@ describe.each(DIALECTS)('fleet registry on %s', (dialect) => {
       let cursor: string | undefined;
       let pages = 0;
       do {
-        const page = await fleet.devices.list(storage.db, {
+        const page = await fleet.devices.list(t.storage.db, {
           query: 'attributes.even = true',
           limit: 4,
           cursor,
@@ -153,99 +136,105 @@ describe.each(DIALECTS)('fleet registry on %s', (dialect) => {
       expect(pages).toBe(4);
       expect(seen).toEqual([...new Set(seen)]);
       expect(seen).toHaveLength(13);
-      const bad = await rejection(fleet.devices.list(storage.db, { limit: 5, cursor: 'garbage' }));
+      const bad = await rejection(fleet.devices.list(t.storage.db, { limit: 5, cursor: 'garbage' }));
       expect(bad.errors[0]?.field).toBe('query.cursor');
     });
 
     it('deletes a device with its memberships', async () => {
-      await fleet.groups.create(storage.db, { id: 'g1' });
-      await fleet.devices.create(storage.db, { id: 'dev-del', model: 'DW100', groups: ['g1'] });
-      expect((await fleet.devices.get(storage.db, 'dev-del')).groups).toEqual(['g1']);
-      await fleet.devices.delete(storage.db, 'dev-del');
-      const left = await storage.db.selectFrom('device_group_members').selectAll().execute();
+      await fleet.groups.create(t.storage.db, { id: 'g1' });
+      await fleet.devices.create(t.storage.db, { id: 'dev-del', model: 'DW100', groups: ['g1'] });
+      expect((await fleet.devices.get(t.storage.db, 'dev-del')).groups).toEqual(['g1']);
+      await fleet.devices.delete(t.storage.db, 'dev-del');
+      const left = await t.storage.db.selectFrom('device_group_members').selectAll().execute();
       expect(left).toEqual([]);
-      expect((await rejection(fleet.devices.get(storage.db, 'dev-del'))).code).toBe('NOT_FOUND');
+      expect((await rejection(fleet.devices.get(t.storage.db, 'dev-del'))).code).toBe('NOT_FOUND');
     });
   });
 
   describe('groups', () => {
     it('builds a static hierarchy and refuses cycles, dynamic parents and deleting parents', async () => {
-      await fleet.groups.create(storage.db, { id: 'eu' });
-      await fleet.groups.create(storage.db, { id: 'berlin', parentId: 'eu' });
-      await fleet.groups.create(storage.db, { id: 'floor-1', parentId: 'berlin' });
-      const cycle = await rejection(fleet.groups.update(storage.db, 'eu', { parentId: 'floor-1' }));
+      await fleet.groups.create(t.storage.db, { id: 'eu' });
+      await fleet.groups.create(t.storage.db, { id: 'berlin', parentId: 'eu' });
+      await fleet.groups.create(t.storage.db, { id: 'floor-1', parentId: 'berlin' });
+      const cycle = await rejection(fleet.groups.update(t.storage.db, 'eu', { parentId: 'floor-1' }));
       expect(cycle.code).toBe('CONFLICT');
-      expect((await rejection(fleet.groups.update(storage.db, 'eu', { parentId: 'eu' }))).code).toBe(
+      expect((await rejection(fleet.groups.update(t.storage.db, 'eu', { parentId: 'eu' }))).code).toBe(
         'CONFLICT',
       );
-      await fleet.groups.create(storage.db, { id: 'dyn', query: 'status = "active"' });
-      const dynParent = await rejection(fleet.groups.create(storage.db, { id: 'x', parentId: 'dyn' }));
+      await fleet.groups.create(t.storage.db, { id: 'dyn', query: 'status = "active"' });
+      const dynParent = await rejection(fleet.groups.create(t.storage.db, { id: 'x', parentId: 'dyn' }));
       expect(dynParent.code).toBe('CONFLICT');
-      const missingParent = await rejection(fleet.groups.create(storage.db, { id: 'x', parentId: 'nope' }));
+      const missingParent = await rejection(fleet.groups.create(t.storage.db, { id: 'x', parentId: 'nope' }));
       expect(missingParent.errors[0]?.field).toBe('parentId');
-      const del = await rejection(fleet.groups.delete(storage.db, 'berlin'));
+      const del = await rejection(fleet.groups.delete(t.storage.db, 'berlin'));
       expect(del.code).toBe('CONFLICT');
       expect(del.message).toContain('floor-1');
-      await fleet.groups.delete(storage.db, 'floor-1');
-      await fleet.groups.delete(storage.db, 'berlin');
+      await fleet.groups.delete(t.storage.db, 'floor-1');
+      await fleet.groups.delete(t.storage.db, 'berlin');
     });
 
     it('stores dynamic queries in canonical form and refuses bad or circular ones', async () => {
-      const g = await fleet.groups.create(storage.db, {
+      const g = await fleet.groups.create(t.storage.db, {
         id: 'eu-active',
         query: 'attributes.region = \'eu\'   AND status = "active"',
       });
       expect(g).toMatchObject({ kind: 'dynamic', query: 'attributes.region = "eu" and status = "active"' });
-      await expect(fleet.groups.create(storage.db, { id: 'bad', query: 'model = ' })).rejects.toMatchObject({
-        code: 'QUERY_SYNTAX',
-      });
+      await expect(fleet.groups.create(t.storage.db, { id: 'bad', query: 'model = ' })).rejects.toMatchObject(
+        {
+          code: 'QUERY_SYNTAX',
+        },
+      );
       const self = await rejection(
-        fleet.groups.create(storage.db, { id: 'selfish', query: 'group = "selfish"' }),
+        fleet.groups.create(t.storage.db, { id: 'selfish', query: 'group = "selfish"' }),
       );
       expect(self.code).toBe('CONFLICT');
-      await fleet.groups.create(storage.db, { id: 'a', query: 'group = "eu-active"' });
-      const loop = await rejection(fleet.groups.update(storage.db, 'eu-active', { query: 'group = "a"' }));
+      await fleet.groups.create(t.storage.db, { id: 'a', query: 'group = "eu-active"' });
+      const loop = await rejection(fleet.groups.update(t.storage.db, 'eu-active', { query: 'group = "a"' }));
       expect(loop.code).toBe('CONFLICT');
       expect(loop.message).toContain('circular');
-      const referenced = await rejection(fleet.groups.delete(storage.db, 'eu-active'));
+      const referenced = await rejection(fleet.groups.delete(t.storage.db, 'eu-active'));
       expect(referenced.code).toBe('CONFLICT');
       expect(referenced.message).toContain('a');
-      const unknown = await rejection(fleet.groups.create(storage.db, { id: 'u', query: 'group = "ghost"' }));
+      const unknown = await rejection(
+        fleet.groups.create(t.storage.db, { id: 'u', query: 'group = "ghost"' }),
+      );
       expect(unknown.code).toBe('QUERY_INVALID');
-      await fleet.groups.create(storage.db, { id: 'st' });
+      await fleet.groups.create(t.storage.db, { id: 'st' });
       expect(
-        (await rejection(fleet.groups.update(storage.db, 'st', { query: 'status = "active"' }))).code,
+        (await rejection(fleet.groups.update(t.storage.db, 'st', { query: 'status = "active"' }))).code,
       ).toBe('CONFLICT');
     });
 
     it('lists members of a group including descendants and dynamic groups below it', async () => {
-      await fleet.groups.create(storage.db, { id: 'eu' });
-      await fleet.groups.create(storage.db, { id: 'berlin', parentId: 'eu' });
-      await fleet.groups.create(storage.db, {
+      await fleet.groups.create(t.storage.db, { id: 'eu' });
+      await fleet.groups.create(t.storage.db, { id: 'berlin', parentId: 'eu' });
+      await fleet.groups.create(t.storage.db, {
         id: 'eu-floor9',
         parentId: 'eu',
         query: 'attributes.floor = 9',
       });
-      await fleet.devices.create(storage.db, { id: 'a', model: 'DW100', groups: ['eu'] });
-      await fleet.devices.create(storage.db, { id: 'b', model: 'DW100', groups: ['berlin'] });
-      await fleet.devices.create(storage.db, { id: 'c', model: 'DW100', attributes: { floor: 9 } });
-      await fleet.devices.create(storage.db, { id: 'd', model: 'DW100' });
+      await fleet.devices.create(t.storage.db, { id: 'a', model: 'DW100', groups: ['eu'] });
+      await fleet.devices.create(t.storage.db, { id: 'b', model: 'DW100', groups: ['berlin'] });
+      await fleet.devices.create(t.storage.db, { id: 'c', model: 'DW100', attributes: { floor: 9 } });
+      await fleet.devices.create(t.storage.db, { id: 'd', model: 'DW100' });
       const ids = async (g: string) =>
-        (await fleet.groups.devicesOf(storage.db, g, { limit: 100 })).items.map((x) => x.id);
+        (await fleet.groups.devicesOf(t.storage.db, g, { limit: 100 })).items.map((x) => x.id);
       expect(await ids('eu')).toEqual(['a', 'b', 'c']);
       expect(await ids('berlin')).toEqual(['b']);
       expect(await ids('eu-floor9')).toEqual(['c']);
 
-      const added = await fleet.groups.addMembers(storage.db, 'berlin', ['d', 'b', 'd']);
+      const added = await fleet.groups.addMembers(t.storage.db, 'berlin', ['d', 'b', 'd']);
       expect(added).toEqual({ groupId: 'berlin', added: 1, alreadyMembers: 1 });
       expect(await ids('berlin')).toEqual(['b', 'd']);
-      const missing = await rejection(fleet.groups.addMembers(storage.db, 'berlin', ['a', 'ghost']));
+      const missing = await rejection(fleet.groups.addMembers(t.storage.db, 'berlin', ['a', 'ghost']));
       expect(missing.errors).toEqual([{ field: 'deviceIds.1', message: 'device ghost does not exist' }]);
-      expect((await rejection(fleet.groups.addMembers(storage.db, 'eu-floor9', ['a']))).code).toBe(
+      expect((await rejection(fleet.groups.addMembers(t.storage.db, 'eu-floor9', ['a']))).code).toBe(
         'CONFLICT',
       );
-      await fleet.groups.removeMember(storage.db, 'berlin', 'd');
-      expect((await rejection(fleet.groups.removeMember(storage.db, 'berlin', 'd'))).code).toBe('NOT_FOUND');
+      await fleet.groups.removeMember(t.storage.db, 'berlin', 'd');
+      expect((await rejection(fleet.groups.removeMember(t.storage.db, 'berlin', 'd'))).code).toBe(
+        'NOT_FOUND',
+      );
     });
   });
 });

@@ -3,7 +3,9 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
-import { inject } from 'vitest';
+import { afterAll, beforeAll, inject } from 'vitest';
+import { RampartError } from '../errors.js';
+import { openStorage, type OpenStorageOptions, type Storage } from '../storage/index.js';
 import type { SqlDialect } from '../storage/index.js';
 
 /** Both storage backends; storage tests run once per entry. */
@@ -40,4 +42,41 @@ export async function createTestDatabase(dialect: SqlDialect): Promise<TestDatab
       await c.end();
     },
   };
+}
+
+/**
+ * A migrated database of `dialect` for the tests of one `describe` block: created before them,
+ * closed and dropped after them. Read `storage` inside tests and hooks.
+ */
+export function useTestStorage(
+  dialect: SqlDialect,
+  options: OpenStorageOptions = {},
+): { readonly storage: Storage } {
+  let database: TestDatabase | undefined;
+  let storage: Storage | undefined;
+  beforeAll(async () => {
+    database = await createTestDatabase(dialect);
+    storage = await openStorage(database.url, options);
+  });
+  afterAll(async () => {
+    await storage?.close();
+    await database?.drop();
+  });
+  return {
+    get storage() {
+      if (!storage) throw new Error('the test database is not open yet: use it inside tests and hooks');
+      return storage;
+    },
+  };
+}
+
+/** The RampartError `promise` rejects with; fails the test when it resolves or throws anything else. */
+export async function rejectionOf(promise: Promise<unknown>): Promise<RampartError> {
+  try {
+    await promise;
+  } catch (err) {
+    if (err instanceof RampartError) return err;
+    throw err;
+  }
+  throw new Error('expected a rejection with a RampartError');
 }
