@@ -141,6 +141,41 @@ describe.each(DIALECTS)('management API on %s', (dialect) => {
   });
 });
 
+describe('security log', () => {
+  it('logs refused requests with their reason and source, never the presented secret', async () => {
+    const t = await startTestPlatform('sqlite', {}, { captureLogs: true });
+    try {
+      const forged = `rpt_${t.adminToken.slice(4, 16)}_${'B'.repeat(43)}`;
+      expect((await t.call('GET', '/api/v1/tokens', { token: forged })).status).toBe(401);
+      const viewer = await t.tokenFor('viewer');
+      expect((await t.call('GET', '/api/v1/tokens', { token: viewer })).status).toBe(403);
+      const events = t.logs.map((l) => JSON.parse(l) as Record<string, unknown>);
+      expect(events).toContainEqual(
+        expect.objectContaining({
+          level: 40,
+          event: 'api.authenticate.denied',
+          reason: 'wrong-secret',
+          sourceAddress: '127.0.0.1',
+        }),
+      );
+      expect(events).toContainEqual(
+        expect.objectContaining({
+          level: 40,
+          event: 'api.authorize.denied',
+          role: 'viewer',
+          permission: 'token:manage',
+        }),
+      );
+      const all = t.logs.join('\n');
+      expect(all).not.toContain('B'.repeat(43));
+      expect(all).not.toContain(t.adminToken);
+      expect(all).not.toContain(viewer);
+    } finally {
+      await t.close();
+    }
+  });
+});
+
 describe('rate limits', () => {
   it('limits each token separately and answers 429 problems', async () => {
     const t = await startTestPlatform('sqlite', { 'api.rateLimit.max': 5 });

@@ -132,6 +132,10 @@ export async function buildApi(ctx: ApiContext, options: BuildApiOptions = {}): 
     if (!request.principal) {
       const reason = request.authFailure ?? 'missing';
       ctx.metrics.authRefusals.inc({ reason });
+      request.log.warn(
+        { event: 'api.authenticate.denied', reason, sourceAddress: request.ip, target },
+        'request refused: no valid API token',
+      );
       request.audited = true;
       await ctx.audit.record({
         actor: 'anonymous',
@@ -156,6 +160,17 @@ export async function buildApi(ctx: ApiContext, options: BuildApiOptions = {}): 
     }
     if (permission !== 'authenticated' && !roleAllows(request.principal.role, permission)) {
       ctx.metrics.authRefusals.inc({ reason: 'forbidden' });
+      request.log.warn(
+        {
+          event: 'api.authorize.denied',
+          tokenId: request.principal.tokenId,
+          role: request.principal.role,
+          permission,
+          sourceAddress: request.ip,
+          target,
+        },
+        'request refused: role lacks permission',
+      );
       request.audited = true;
       await ctx.audit.record({
         actor: actorOf(request.principal),

@@ -27,6 +27,8 @@ export interface TestPlatform {
   ): Promise<{ status: number; headers: Record<string, string | string[] | undefined>; body: any }>; // eslint-disable-line @typescript-eslint/no-explicit-any
   /** Create a token of `role` through the API and return its secret. */
   tokenFor(role: string): Promise<string>;
+  /** Every log line the platform wrote (level info and above), when started with `captureLogs`. */
+  logs: string[];
   close(): Promise<void>;
 }
 
@@ -34,6 +36,7 @@ export interface TestPlatform {
 export async function startTestPlatform(
   dialect: SqlDialect = 'sqlite',
   settings: Record<string, unknown> = {},
+  options: { captureLogs?: boolean } = {},
 ): Promise<TestPlatform> {
   const dataDir = mkdtempSync(join(tmpdir(), 'rampart-test-'));
   const db: TestDatabase = await createTestDatabase(dialect);
@@ -42,7 +45,14 @@ export async function startTestPlatform(
     env,
     flags: { dataDir, 'api.port': 0, 'database.url': db.url, 'log.level': 'silent', ...settings },
   });
-  const platform = await startPlatform(config, { env, logger: createLogger({ level: 'silent' }) });
+  const logs: string[] = [];
+  const logger = options.captureLogs
+    ? createLogger({
+        level: 'info',
+        destination: { write: (line: string) => void logs.push(line) } as NodeJS.WritableStream,
+      })
+    : createLogger({ level: 'silent' });
+  const platform = await startPlatform(config, { env, logger });
   const url = platform.listeners.find((l) => l.name === 'api')!.url;
   const adminToken = platform.initialAdminToken!;
   const dispatcher = new Agent({ connect: { rejectUnauthorized: false } });
@@ -75,6 +85,7 @@ export async function startTestPlatform(
     adminToken,
     dataDir,
     call,
+    logs,
     async tokenFor(role) {
       const r = await call('POST', '/api/v1/tokens', { body: { name: `test ${role}`, role } });
       if (r.status !== 201) throw new Error(`token create failed: ${JSON.stringify(r.body)}`);
