@@ -14,6 +14,12 @@ import { isoNow } from '../time.js';
  * leaves no room for quotes. Values are always bound parameters.
  */
 
+/*
+ * Each index also holds the device id after the attribute: fleet queries page in id order, so for
+ * `attributes.region = "eu"` the database walks the "eu" entries already sorted by id and stops after
+ * one page, instead of sorting every match.
+ */
+
 export const MAX_ATTRIBUTE_INDEXES = 64;
 const INDEX_PREFIX = 'devices_attr_';
 /** PostgreSQL truncates identifiers longer than this; SQLite has no limit, but names stay the same in both. */
@@ -34,7 +40,7 @@ function assertAttributeName(name: string): void {
 }
 
 /**
- * The text value of attribute `name` exactly as attribute indexes are built on it:
+ * The text of attribute `name` as `->>`/`json_extract` give it, whatever its JSON type:
  * SQLite `json_extract(attributes, '$.name')`, PostgreSQL `(attributes->>'name')`.
  * `qualified` prefixes the column with its table (in queries); index definitions use the bare column.
  */
@@ -48,6 +54,25 @@ export function attributeTextExpression(
   return dialect === 'sqlite'
     ? sql`json_extract(${column}, ${sql.lit(`$.${name}`)})`
     : sql`(${column}->>${sql.lit(name)})`;
+}
+
+/**
+ * The value of attribute `name` when it is a JSON string, NULL otherwise: the expression attribute
+ * indexes are built on, and the one string comparisons use, so that `attributes.floor = "3"` never
+ * matches the number 3. SQLite's `json_extract` already yields text only for JSON strings; on
+ * PostgreSQL the type test is part of the expression, which also gives the planner statistics on
+ * exactly what is compared (a separate `jsonb_typeof` condition made it misjudge selectivity and
+ * sort every match instead of reading one page from the index).
+ */
+export function attributeStringExpression(
+  dialect: SqlDialect,
+  name: string,
+  qualified = true,
+): RawBuilder<unknown> {
+  const text = attributeTextExpression(dialect, name, qualified);
+  if (dialect === 'sqlite') return text;
+  const column = sql.ref(qualified ? 'devices.attributes' : 'attributes');
+  return sql`(case when jsonb_typeof(${column}->${sql.lit(name)}) = 'string' then ${text} end)`;
 }
 
 /**
@@ -91,7 +116,7 @@ export async function createAttributeIndex(
   }
 
   const info: AttributeIndexInfo = { name, createdAt: isoNow() };
-  const expression = attributeTextExpression(dialect, name, false);
+  const expression = attributeStringExpression(dialect, name, false);
   const record = (e: Executor) =>
     e
       .insertInto('attribute_indexes')
@@ -101,7 +126,7 @@ export async function createAttributeIndex(
 
   if (dialect === 'postgres' && !db.isTransaction) {
     try {
-      await sql`create index concurrently if not exists ${sql.id(indexName)} on devices (${expression})`.execute(
+      await sql`create index concurrently if not exists ${sql.id(indexName)} on devices (${expression}, id)`.execute(
         db,
       );
     } catch (err) {
@@ -110,11 +135,13 @@ export async function createAttributeIndex(
       throw err;
     }
     await record(db);
+    // Statistics on the new expression let the planner see how selective a value is.
+    await sql`analyze devices`.execute(db);
     return info;
   }
 
   const build = async (e: Executor) => {
-    await sql`create index if not exists ${sql.id(indexName)} on devices (${expression})`.execute(e);
+    await sql`create index if not exists ${sql.id(indexName)} on devices (${expression}, id)`.execute(e);
     await record(e);
   };
   if (db.isTransaction) await build(db);

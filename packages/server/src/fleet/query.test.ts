@@ -498,9 +498,11 @@ describe.each(DIALECTS)('fleet queries on %s', (dialect) => {
       expect(await listAttributeIndexes(storage.db)).toEqual([]);
     });
 
-    async function plan(text: string): Promise<string> {
+    async function plan(text: string, ordered = false): Promise<string> {
       const filter = await compileFleetQuery(storage.db, storage.dialect, text);
-      const query = storage.db.selectFrom('devices').selectAll().where(filter).compile();
+      let select = storage.db.selectFrom('devices').selectAll().where(filter);
+      if (ordered) select = select.orderBy('id').limit(100);
+      const query = select.compile();
       if (dialect === 'sqlite') {
         const result = await storage.db.executeQuery<{ detail: string }>(
           CompiledQuery.raw(`explain query plan ${query.sql}`, [...query.parameters]),
@@ -528,6 +530,11 @@ describe.each(DIALECTS)('fleet queries on %s', (dialect) => {
         expect(await plan('attributes.region in ("eu", "us")')).toContain('devices_attr_region');
         expect(await ids('attributes.region = "eu"')).toEqual(['d1', 'd3']);
         expect(await ids('attributes.region in ("eu", "us")')).toEqual(['d1', 'd2', 'd3']);
+        // A page in id order comes straight from the index, without sorting every match.
+        const paged = await plan('attributes.region = "eu" and status = "active"', true);
+        expect(paged).toContain('devices_attr_region');
+        if (dialect === 'sqlite') expect(paged).not.toContain('TEMP B-TREE');
+        else expect(paged).not.toMatch(/Sort/);
       } finally {
         await dropAttributeIndex(storage.db, storage.dialect, 'region');
       }

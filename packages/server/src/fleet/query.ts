@@ -16,7 +16,7 @@ import {
 } from '@rampart/shared/fleet-query';
 import { RampartError } from '../errors.js';
 import type { Database, Executor, SqlDialect } from '../storage/index.js';
-import { attributeTextExpression } from './attribute-indexes.js';
+import { attributeStringExpression, attributeTextExpression } from './attribute-indexes.js';
 
 /** A compiled fleet query: `db.selectFrom('devices').selectAll().where(filter)`. */
 export type FleetQueryFilter = (eb: ExpressionBuilder<Database, 'devices'>) => Expression<SqlBool>;
@@ -392,6 +392,8 @@ class Compiler {
 /** SQL for one attribute: its text (the indexed expression), its JSON value and its JSON type. */
 class AttributeSql {
   readonly text: RawBuilder<unknown>;
+  /** The indexed expression: the value when it is a JSON string, else NULL. */
+  readonly string: RawBuilder<unknown>;
   readonly json: RawBuilder<unknown>;
   private readonly type: RawBuilder<unknown>;
 
@@ -400,6 +402,7 @@ class AttributeSql {
     name: string,
   ) {
     this.text = attributeTextExpression(dialect, name);
+    this.string = attributeStringExpression(dialect, name);
     if (dialect === 'sqlite') {
       this.type = sql`json_type(${sql.ref('devices.attributes')}, ${sql.lit(`$.${name}`)})`;
       this.json = this.type;
@@ -433,12 +436,8 @@ class AttributeSql {
   compare(op: Exclude<CompareOperator, '!='>, v: FleetQueryValue): Sql {
     const o = sql.raw(op);
     if (typeof v === 'string') {
-      if (op === '=') {
-        // SQLite's json_extract yields text only for JSON strings, so the indexed expression alone is exact.
-        return this.dialect === 'sqlite'
-          ? sql`${this.text} = ${v}`
-          : sql`(${this.text} = ${v} and ${this.isString()})`;
-      }
+      // The indexed expression is NULL for anything but a JSON string, so it alone is exact.
+      if (op === '=') return sql`${this.string} = ${v}`;
       const left = this.dialect === 'postgres' ? sql`${this.text} collate "C"` : this.text;
       return sql`(${this.isString()} and ${left} ${o} ${v})`;
     }
@@ -457,8 +456,7 @@ class AttributeSql {
     const booleans = values.filter((v): v is boolean => typeof v === 'boolean');
     const parts: Sql[] = [];
     if (strings.length > 0) {
-      const e = sql<SqlBool>`${this.text} in (${sql.join(strings)})`;
-      parts.push(this.dialect === 'sqlite' ? e : sql`(${e} and ${this.isString()})`);
+      parts.push(sql<SqlBool>`${this.string} in (${sql.join(strings)})`);
     }
     if (numbers.length > 0) {
       parts.push(
