@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/ensure-system-deps.sh
-npx tsc -b
+npm run build
 npx eslint .
 npx prettier --check .
 npx vitest run "$@"
