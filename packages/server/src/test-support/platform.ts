@@ -49,7 +49,7 @@ export async function startTestPlatform(
   const logger = options.captureLogs
     ? createLogger({
         level: 'info',
-        destination: { write: (line: string) => void logs.push(line) } as NodeJS.WritableStream,
+        destination: { write: (line: string) => void logs.push(line) },
       })
     : createLogger({ level: 'silent' });
   const platform = await startPlatform(config, { env, logger });
