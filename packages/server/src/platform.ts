@@ -17,6 +17,8 @@ import {
 } from './keystore/index.js';
 import { openStorage, type Storage } from './storage/index.js';
 import { ensureApiTls } from './tls/bootstrap.js';
+import { lockDataDir } from './data-dir-lock.js';
+import { RampartError } from './errors.js';
 import { VERSION } from './version.js';
 
 export const AUDIT_KEY_LABEL = 'audit-checkpoint';
@@ -76,9 +78,23 @@ export async function openKeyStore(
 export async function startPlatform(config: ServerConfig, options: StartOptions = {}): Promise<Platform> {
   const env = options.env ?? process.env;
   const logger = options.logger ?? createLogger({ level: config.log.level, format: config.log.format });
-  const files = dataFiles(config.dataDir);
   mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
+  const unlock = lockDataDir(config.dataDir);
+  try {
+    return await startLocked(config, env, logger, unlock);
+  } catch (err) {
+    unlock();
+    throw err;
+  }
+}
 
+async function startLocked(
+  config: ServerConfig,
+  env: Record<string, string | undefined>,
+  logger: Logger,
+  unlock: () => void,
+): Promise<Platform> {
+  const files = dataFiles(config.dataDir);
   const keys = await openKeyStore(config, env, logger);
   const auditKey: PlatformKey = await getOrCreateKey(keys, AUDIT_KEY_LABEL, 'ec-p256');
   writeFileSync(files.auditPublicKey, auditKey.publicKey.export({ type: 'spki', format: 'pem' }) as string, {
@@ -148,7 +164,18 @@ export async function startPlatform(config: ServerConfig, options: StartOptions 
       },
       { https: { key: tls.key, cert: tls.cert } },
     );
-    await api.listen({ host: config.api.host, port: config.api.port });
+    try {
+      await api.listen({ host: config.api.host, port: config.api.port });
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'EADDRINUSE' || code === 'EACCES' || code === 'EADDRNOTAVAIL') {
+        throw new RampartError(
+          'CONFLICT',
+          `the management API cannot listen on ${config.api.host}:${config.api.port} (${code}); choose another with --api-port (0 picks a free one) or --api-host`,
+        );
+      }
+      throw err;
+    }
     const address = api.server.address() as AddressInfo;
     const listeners: Listener[] = [
       { name: 'api', url: `https://${connectableHost(config.api.host)}:${address.port}` },
@@ -205,6 +232,7 @@ export async function startPlatform(config: ServerConfig, options: StartOptions 
         } finally {
           await storage.close();
           rmSync(files.runtime, { force: true });
+          unlock();
         }
       })();
       return stopping;

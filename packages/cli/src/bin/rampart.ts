@@ -32,7 +32,7 @@ try {
     process.exit(err.exitCode === 0 ? EXIT.ok : EXIT.usage);
   }
   if (err instanceof CliError) fail(err.message, err.exitCode, err.hints);
-  if (err instanceof RampartError) fail(err.message, EXIT.failed);
+  if (err instanceof RampartError) fail(err.message, err.code === 'CONFLICT' ? EXIT.conflict : EXIT.failed);
   if (err instanceof SharedError) fail(err.message, EXIT.usage);
   fail((err as Error)?.stack ?? String(err), EXIT.failed);
 }

@@ -174,6 +174,37 @@ describe('rampart up', () => {
     expect(wrong.stderr).toContain('the key store passphrase does not open');
   });
 
+  it('refuses a second platform on the same data directory, and a port already in use', async () => {
+    const up = await startUp(dataDir);
+    try {
+      const twice = await runCli(['up', '--data-dir', dataDir, '--api-port', '0'], {
+        env: { RAMPART_KEYSTORE_PASSPHRASE: PASSPHRASE },
+      });
+      expect(twice.code).toBe(6);
+      expect(twice.stderr).toContain(
+        `another Rampart (pid ${up.child.pid}) is using data directory ${dataDir}`,
+      );
+
+      const other = mkdtempSync(join(tmpdir(), 'rampart-up-port-'));
+      try {
+        const busy = await runCli(['up', '--data-dir', other, '--api-port', String(up.port)], {
+          env: { RAMPART_KEYSTORE_PASSPHRASE: PASSPHRASE },
+        });
+        expect(busy.code).toBe(6);
+        expect(busy.stderr).toContain(`cannot listen on 127.0.0.1:${up.port} (EADDRINUSE)`);
+        expect(busy.stderr).toContain('--api-port');
+        // The refused start released its own data directory again.
+        expect(existsSync(join(other, 'rampart.lock'))).toBe(false);
+      } finally {
+        rmSync(other, { recursive: true, force: true });
+      }
+    } finally {
+      up.child.kill('SIGTERM');
+      expect((await up.exited).code).toBe(0);
+    }
+    expect(existsSync(join(dataDir, 'rampart.lock'))).toBe(false);
+  });
+
   it('keeps every acknowledged write across kill -9, with an intact audit chain', async () => {
     const up = await startUp(dataDir);
     const acknowledged: string[] = [];
