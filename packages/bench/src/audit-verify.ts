@@ -4,7 +4,7 @@ import { createWriteStream, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import pg from 'pg';
-import { GENESIS_HASH, auditEntryHash, checkpointMessage, keyIdOf } from '@rampart/shared/audit';
+import { GENESIS_HASH, canonicalJson, checkpointMessage, hashOfEntry, keyIdOf } from '@rampart/shared/audit';
 import { openStorage } from '@rampart/server';
 import { freshDatabase, type Dialect } from './lib/databases.js';
 import { CLI, BENCH_ENV } from './lib/processes.js';
@@ -23,35 +23,20 @@ async function seedChain(
   const base = Date.parse('2026-01-01T00:00:00Z');
   let batch: Row[] = [];
   for (let seq = 1; seq <= count; seq++) {
-    const time = new Date(base + seq * 10).toISOString();
-    const actor = `token:bench${String(seq % 7).padStart(7, '0')}`;
-    const action = seq % 5 === 0 ? 'device.update' : 'device.create';
-    const target = `device:dw-${seq}`;
-    const detailsJson = `{"model":"DW100","region":"${seq % 2 ? 'eu' : 'us'}"}`;
-    const hash = auditEntryHash({
+    const entry = {
       seq,
-      time,
-      actor,
-      action,
-      target,
-      outcome: 'success',
-      detailsJson,
+      time: new Date(base + seq * 10).toISOString(),
+      actor: `token:bench${String(seq % 7).padStart(7, '0')}`,
+      action: seq % 5 === 0 ? 'device.update' : 'device.create',
+      target: `device:dw-${seq}`,
+      outcome: 'success' as const,
+      details: { model: 'DW100', region: seq % 2 ? 'eu' : 'us' },
       prevHash: prev,
-    });
-    batch.push([seq, time, actor, action, target, 'success', detailsJson, prev, hash]);
-    jsonl.write(
-      JSON.stringify({
-        seq,
-        time,
-        actor,
-        action,
-        target,
-        outcome: 'success',
-        details: JSON.parse(detailsJson),
-        prevHash: prev,
-        hash,
-      }) + '\n',
-    );
+    };
+    const hash = hashOfEntry({ ...entry, hash: '' });
+    const { time, actor, action, target, outcome, details } = entry;
+    batch.push([seq, time, actor, action, target, outcome, canonicalJson(details), prev, hash]);
+    jsonl.write(JSON.stringify({ ...entry, hash }) + '\n');
     prev = hash;
     if (batch.length === 10_000) {
       await sink(batch);
