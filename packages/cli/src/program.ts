@@ -1,5 +1,5 @@
 import { Command } from 'commander';
-import { VERSION } from '@rampart/server';
+import { VERSION } from './version.js';
 import { addGlobalOptions } from './command.js';
 import { auditCommand } from './commands/audit.js';
 import { configCommand } from './commands/config.js';

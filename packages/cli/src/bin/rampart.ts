@@ -1,8 +1,8 @@
 #!/usr/bin/env node
 import { CommanderError } from 'commander';
-import { RampartError } from '@rampart/server';
 import { SharedError } from '@rampart/shared/errors';
 import { buildProgram } from '../program.js';
+import { loadServer } from '../server.js';
 import { CliError, EXIT } from '../errors.js';
 import { color } from '../output.js';
 
@@ -32,6 +32,7 @@ try {
     process.exit(err.exitCode === 0 ? EXIT.ok : EXIT.usage);
   }
   if (err instanceof CliError) fail(err.message, err.exitCode, err.hints);
+  const { RampartError } = await loadServer();
   if (err instanceof RampartError) fail(err.message, err.code === 'CONFLICT' ? EXIT.conflict : EXIT.failed);
   if (err instanceof SharedError) fail(err.message, EXIT.usage);
   fail((err as Error)?.stack ?? String(err), EXIT.failed);

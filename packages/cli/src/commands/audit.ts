@@ -16,7 +16,7 @@ import {
 } from '@rampart/shared/audit';
 import type { AuditEntryList } from '@rampart/shared/api';
 import { fieldErrors } from '@rampart/shared/schema';
-import { AuditLog, databaseUrlOf, dataFiles, loadServerConfig, openStorage } from '@rampart/server';
+import { loadServer } from '../server.js';
 import { globalsOf, withExamples } from '../command.js';
 import { dataDirOf, withClient, type ApiClient } from '../connection.js';
 import { CliError, EXIT } from '../errors.js';
@@ -117,6 +117,7 @@ export function auditCommand(): Command {
         .option('--file <export.jsonl>', 'verify a JSON-lines export instead of the database')
         .action(async (_o, cmd: Command) => {
           const o = globalsOf<VerifyOptions>(cmd);
+          const { AuditLog, databaseUrlOf, dataFiles, loadServerConfig, openStorage } = await loadServer();
           const dataDir = dataDirOf(o);
           const keyPath = o.publicKey ?? dataFiles(dataDir).auditPublicKey;
           if (!existsSync(keyPath)) {

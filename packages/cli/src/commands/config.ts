@@ -1,7 +1,7 @@
 import { Command } from 'commander';
 import { describeOrigin, settingsOf } from '@rampart/shared/config';
 import { SharedError } from '@rampart/shared/errors';
-import { ServerConfigSchema, databaseUrlOf, loadServerConfig } from '@rampart/server';
+import { loadServer } from '../server.js';
 import { globalsOf, withExamples } from '../command.js';
 import { CliError, EXIT } from '../errors.js';
 import { output, printTable } from '../output.js';
@@ -19,8 +19,9 @@ export function configCommand(): Command {
     withExamples(
       new Command('settings')
         .description('List every setting with its environment variable and default')
-        .action((_o, cmd: Command) => {
+        .action(async (_o, cmd: Command) => {
           const o = globalsOf(cmd);
+          const { ServerConfigSchema } = await loadServer();
           const settings = settingsOf(ServerConfigSchema);
           output(o, settings, (rows) =>
             printTable(rows, [
@@ -41,8 +42,9 @@ export function configCommand(): Command {
         .description(
           'Validate and show the configuration `rampart up` would use, and where each value comes from',
         )
-        .action((_o, cmd: Command) => {
+        .action(async (_o, cmd: Command) => {
           const o = globalsOf(cmd);
+          const { ServerConfigSchema, databaseUrlOf, loadServerConfig } = await loadServer();
           let loaded;
           try {
             // RAMPART_DATA_DIR also fills the option; only a real flag should be shown as one.

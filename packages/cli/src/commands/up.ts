@@ -1,5 +1,6 @@
 import { Command } from 'commander';
-import { loadServerConfig, startPlatform, type Platform } from '@rampart/server';
+import type { Platform } from '@rampart/server';
+import { loadServer } from '../server.js';
 import { SharedError } from '@rampart/shared/errors';
 import { CliError, EXIT } from '../errors.js';
 import { collect, globalsOf, withExamples } from '../command.js';
@@ -52,6 +53,7 @@ export function upCommand(): Command {
         'log.level': opts.logLevel,
         'log.format': opts.logFormat,
       };
+      const { loadServerConfig, startPlatform } = await loadServer();
       let loaded;
       try {
         loaded = loadServerConfig({
