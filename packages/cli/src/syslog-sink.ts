@@ -1,5 +1,5 @@
 import { createSocket } from 'node:dgram';
-import { connect as netConnect, type Socket } from 'node:net';
+import { connect as netConnect, isIP, type Socket } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 import { readFileSync } from 'node:fs';
 import { octetCountingFrame } from '@rampart/shared/audit';
@@ -38,7 +38,13 @@ export async function openSyslogSink(target: string, options: { ca?: string } = 
       const s =
         url.protocol === 'tls:'
           ? tlsConnect(
-              { host, port, servername: host, ...(options.ca ? { ca: readFileSync(options.ca) } : {}) },
+              {
+                host,
+                port,
+                // SNI carries host names only (RFC 6066); the certificate is still checked against an IP.
+                ...(isIP(host) ? {} : { servername: host }),
+                ...(options.ca ? { ca: readFileSync(options.ca) } : {}),
+              },
               () => resolve(s),
             )
           : netConnect({ host, port }, () => resolve(s));

@@ -1,8 +1,10 @@
+import { execFileSync } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type AddressInfo, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
+import { createServer as createTlsServer } from 'node:tls';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import Database from 'better-sqlite3';
@@ -346,6 +348,63 @@ describe('rampart audit', () => {
         expect(messages.map((m) => parseSyslog(m).entry)).toEqual(entries);
       } finally {
         server.close();
+      }
+    });
+
+    it('sends to a TLS collector it trusts, and refuses one it does not', async () => {
+      const dir = mkdtempSync(join(tmpdir(), 'rampart-syslog-tls-'));
+      const key = join(dir, 'collector.key');
+      const cert = join(dir, 'collector.pem');
+      execFileSync(
+        'openssl',
+        [
+          'req',
+          '-x509',
+          '-newkey',
+          'ec',
+          '-pkeyopt',
+          'ec_paramgen_curve:P-256',
+          '-nodes',
+          '-keyout',
+          key,
+          '-out',
+          cert,
+          '-days',
+          '1',
+          '-subj',
+          '/CN=collector',
+          '-addext',
+          'subjectAltName=IP:127.0.0.1',
+        ],
+        { stdio: 'ignore' },
+      );
+      const chunks: Buffer[] = [];
+      let closed = false;
+      const server = createTlsServer({ key: readFileSync(key), cert: readFileSync(cert) }, (conn) => {
+        conn.on('data', (d: Buffer) => chunks.push(d));
+        conn.on('end', () => (closed = true));
+      });
+      await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+      try {
+        const { port } = server.address() as AddressInfo;
+        const untrusted = await runCli(['audit', 'export', '--to', `tls://127.0.0.1:${port}`], { env });
+        expect(untrusted.code).toBe(3);
+        expect(untrusted.stderr).toContain(`cannot connect to syslog collector tls://127.0.0.1:${port}`);
+        expect(chunks).toHaveLength(0);
+
+        const r = await runCli(
+          ['audit', 'export', '--to', `tls://127.0.0.1:${port}`, '--collector-ca', cert],
+          { env },
+        );
+        expect(r.code).toBe(0);
+        expect(r.stderr).not.toContain('RFC 6066');
+        await until(() => closed);
+        const messages = parseOctetCounted(Buffer.concat(chunks));
+        const entries = await t.platform.audit.list({ limit: 1000 });
+        expect(messages.map((m) => parseSyslog(m).entry)).toEqual(entries);
+      } finally {
+        server.close();
+        rmSync(dir, { recursive: true, force: true });
       }
     });
 
