@@ -1,4 +1,4 @@
-import { mkdirSync, rmSync, writeFileSync, existsSync, chmodSync } from 'node:fs';
+import { mkdirSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { createLogger, type Logger } from '@rampart/shared/logging';
@@ -19,6 +19,7 @@ import { openStorage, type Storage } from './storage/index.js';
 import { ensureApiTls } from './tls/bootstrap.js';
 import { lockDataDir } from './data-dir-lock.js';
 import { RampartError } from './errors.js';
+import { writeFileAtomic } from './files.js';
 import { VERSION } from './version.js';
 
 export const AUDIT_KEY_LABEL = 'audit-checkpoint';
@@ -145,8 +146,7 @@ async function startLocked(
         });
         return created.token;
       });
-      writeFileSync(files.adminToken, initialAdminToken + '\n', { mode: 0o600 });
-      chmodSync(files.adminToken, 0o600);
+      writeFileAtomic(files.adminToken, initialAdminToken + '\n', 0o600);
     }
 
     const tls = await ensureApiTls(config.dataDir, keys, config.api.publicHostnames);
@@ -192,7 +192,7 @@ async function startLocked(
         listeners: Object.fromEntries(listeners.map((l) => [l.name, l.url])),
       },
     });
-    writeFileSync(
+    writeFileAtomic(
       files.runtime,
       JSON.stringify(
         {
@@ -205,7 +205,7 @@ async function startLocked(
         null,
         2,
       ) + '\n',
-      { mode: 0o644 },
+      0o644,
     );
 
     const timer = setInterval(() => {

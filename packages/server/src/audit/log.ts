@@ -15,7 +15,7 @@ import {
 } from '@rampart/shared/audit';
 import type { KeyObject } from 'node:crypto';
 import type { PlatformKey } from '../keystore/index.js';
-import type { Db, Executor, Storage } from '../storage/index.js';
+import { chunks, type Db, type Executor, type Storage } from '../storage/index.js';
 import type { AuditCheckpointsTable, AuditEntriesTable, AuditQueueTable } from '../storage/schema.js';
 import { isoNow } from '../time.js';
 
@@ -23,12 +23,6 @@ import { isoNow } from '../time.js';
 const APPEND_LOCK = 0x72616d70; // "ramp"
 /** Most entries chained in one sealing transaction. */
 const SEAL_BATCH = 2000;
-
-function chunked<T>(items: readonly T[], size: number): T[][] {
-  const out: T[][] = [];
-  for (let i = 0; i < items.length; i += size) out.push(items.slice(i, i + size));
-  return out;
-}
 
 export interface AuditQuery {
   afterSeq?: number;
@@ -179,7 +173,7 @@ export class AuditLog {
       const queued = await tx.selectFrom('audit_queue').selectAll().orderBy('id').limit(SEAL_BATCH).execute();
       if (queued.length === 0) return 0;
       await this.chain(tx, queued);
-      for (const ids of chunked(
+      for (const ids of chunks(
         queued.map((q) => Number(q.id)),
         1000,
       )) {
@@ -218,7 +212,7 @@ export class AuditLog {
       prevHash = hash;
       return row;
     });
-    for (const batch of chunked(rows, 500)) await tx.insertInto('audit_entries').values(batch).execute();
+    for (const batch of chunks(rows, 500)) await tx.insertInto('audit_entries').values(batch).execute();
     return rows;
   }
 

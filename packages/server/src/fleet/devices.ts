@@ -47,12 +47,6 @@ export function generateDeviceId(): string {
   return out;
 }
 
-export function chunks<T>(items: readonly T[], size: number): T[][] {
-  const out: T[][] = [];
-  for (let i = 0; i < items.length; i += size) out.push(items.slice(i, i + size));
-  return out;
-}
-
 function errorCode(err: unknown): string {
   const e = err as { code?: unknown } | null;
   return typeof e?.code === 'string' ? e.code : '';

@@ -8,10 +8,10 @@ import type {
 } from '@rampart/shared/api';
 import { formatFleetQuery, parseFleetQuery, referencedGroups } from '@rampart/shared/fleet-query';
 import { RampartError, invalid, notFound, type FieldProblem } from '../errors.js';
-import type { Executor, SqlDialect } from '../storage/index.js';
+import { chunks, type Executor, type SqlDialect } from '../storage/index.js';
 import type { DeviceGroupsTable } from '../storage/schema.js';
 import { isoNow } from '../time.js';
-import { chunks, isUniqueViolation, type Devices, type ListOptions } from './devices.js';
+import { isUniqueViolation, type Devices, type ListOptions } from './devices.js';
 import { compileGroupFilter, validateGroupChange } from './query.js';
 
 type GroupRow = Pick<DeviceGroupsTable, 'id' | 'parent_id' | 'query'>;

@@ -10,11 +10,11 @@ import {
 } from '@rampart/shared/api';
 import { fieldErrors } from '@rampart/shared/schema';
 import { RampartError, type FieldProblem } from '../errors.js';
-import type { Executor } from '../storage/index.js';
+import { chunks, type Executor } from '../storage/index.js';
 import type { Insertable } from 'kysely';
 import type { DevicesTable, DeviceGroupMembersTable } from '../storage/schema.js';
 import { isoNow } from '../time.js';
-import { ATTRIBUTE_NAME_RE, chunks, generateDeviceId, isUniqueViolation } from './devices.js';
+import { ATTRIBUTE_NAME_RE, generateDeviceId, isUniqueViolation } from './devices.js';
 
 /** At most this many row errors are returned; the detail says how many rows failed in all. */
 export const MAX_REPORTED_ERRORS = 1000;

@@ -11,10 +11,11 @@ import {
   type KeyObject,
   type ScryptOptions,
 } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { keyIdOf } from '@rampart/shared/audit';
 import { RampartError } from '../errors.js';
+import { writeFileAtomic } from '../files.js';
 import { isoNow } from '../time.js';
 import {
   SIGNATURE_ALGORITHM,
@@ -79,12 +80,6 @@ function open(kek: Buffer, s: Sealed, aad: string): Buffer {
   return Buffer.concat([d.update(Buffer.from(s.data, 'base64')), d.final()]);
 }
 
-function writeAtomic(path: string, content: string) {
-  const tmp = `${path}.tmp-${process.pid}`;
-  writeFileSync(tmp, content, { mode: 0o600 });
-  renameSync(tmp, path);
-}
-
 function generate(algorithm: KeyAlgorithm): KeyObject {
   switch (algorithm) {
     case 'ec-p256':
@@ -146,7 +141,7 @@ export class FileKeyStore implements KeyStore {
         salt: salt.toString('base64'),
         check: seal(kek, Buffer.from('rampart-keystore'), 'check'),
       };
-      writeAtomic(metaPath, JSON.stringify(meta, null, 2));
+      writeFileAtomic(metaPath, JSON.stringify(meta, null, 2), 0o600);
       return new FileKeyStore(dir, kek);
     }
     const meta = JSON.parse(readFileSync(metaPath, 'utf8')) as StoreMeta;
@@ -228,7 +223,7 @@ export class FileKeyStore implements KeyStore {
       publicKey: publicKey.export({ format: 'pem', type: 'spki' }) as string,
       privateKey: seal(this.kek, der, `${label}\n${algorithm}\n${exportable}`),
     };
-    writeAtomic(path, JSON.stringify(file, null, 2));
+    writeFileAtomic(path, JSON.stringify(file, null, 2), 0o600);
     const key = new FilePlatformKey(label, algorithm, publicKey, privateKey);
     this.cache.set(label, key);
     return key;

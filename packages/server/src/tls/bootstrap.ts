@@ -12,7 +12,8 @@ import {
   X509Certificate,
 } from '@peculiar/x509';
 import { randomBytes, webcrypto, type KeyObject } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { writeFileAtomic } from '../files.js';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { isIP } from 'node:net';
@@ -38,12 +39,6 @@ const VALIDITY_DAYS = 397;
 
 function namesFor(extra: readonly string[]): string[] {
   return [...new Set(['localhost', '127.0.0.1', '::1', hostname(), ...extra])].sort();
-}
-
-function writeAtomic(path: string, content: string, mode: number) {
-  const tmp = `${path}.tmp-${process.pid}`;
-  writeFileSync(tmp, content, { mode });
-  renameSync(tmp, path);
 }
 
 async function issueSelfSigned(
@@ -110,9 +105,9 @@ export async function ensureApiTls(
   }
   if (!certPem) {
     certPem = await issueSelfSigned(privateKey, signingKey.publicKey, names);
-    writeAtomic(certPath, certPem, 0o644);
+    writeFileAtomic(certPath, certPem, 0o644);
   }
-  writeAtomic(caPath, certPem, 0o644);
+  writeFileAtomic(caPath, certPem, 0o644);
   return {
     key: privateKey.export({ type: 'pkcs8', format: 'pem' }) as string,
     cert: certPem,
