@@ -108,16 +108,17 @@ async function startLocked(
   });
   let api: Api | null = null;
   try {
+    const metrics = new PlatformMetrics(VERSION);
     const audit = new AuditLog(storage, auditKey, {
       onSealError: (err) =>
         logger.error({ err }, 'sealing audit entries failed; they stay queued and are retried'),
+      onAppend: (outcome) => metrics.auditEntries.inc({ outcome }),
     });
     // Entries a crash left in the queue join the chain before anything else happens.
     await audit.flush();
     audit.startSealer();
     const tokens = new TokenService();
     const fleet = new FleetRegistry(storage);
-    const metrics = new PlatformMetrics(VERSION);
     metrics.gaugeFromCallback('rampart_devices', 'Registered devices by status.', ['status'], async () =>
       (await fleet.countByStatus()).map((r) => ({ labels: { status: r.status }, value: r.n })),
     );

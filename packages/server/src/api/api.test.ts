@@ -132,6 +132,9 @@ describe.each(DIALECTS)('management API on %s', (dialect) => {
     expect(r.status).toBe(200);
     expect(r.body).toContain('rampart_http_requests_total');
     expect(r.body).toContain('rampart_audit_head_seq');
+    // Every appended entry is counted, refusals and the platform's own entries included.
+    expect(r.body).toMatch(/rampart_audit_entries_appended_total\{outcome="denied"\} [1-9]/);
+    expect(r.body).toMatch(/rampart_audit_entries_appended_total\{outcome="success"\} [1-9]/);
   });
 
   it('answers unknown endpoints with a 404 problem', async () => {

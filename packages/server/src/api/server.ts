@@ -93,7 +93,6 @@ export async function buildApi(ctx: ApiContext, options: BuildApiOptions = {}): 
         details: done.details ?? {},
       });
       this.audited = true;
-      ctx.metrics.auditEntries.inc({ outcome: 'success' });
       return done.result;
     });
     return committed.finally(() => ctx.audit.sealSoon());
@@ -150,7 +149,6 @@ export async function buildApi(ctx: ApiContext, options: BuildApiOptions = {}): 
             : {}),
         },
       });
-      ctx.metrics.auditEntries.inc({ outcome: 'denied' });
       reply.header('www-authenticate', 'Bearer realm="rampart"');
       const message =
         reason === 'missing'
@@ -179,7 +177,6 @@ export async function buildApi(ctx: ApiContext, options: BuildApiOptions = {}): 
         outcome: 'denied',
         details: { role: request.principal.role, permission, sourceAddress: request.ip },
       });
-      ctx.metrics.auditEntries.inc({ outcome: 'denied' });
       throw new RampartError(
         'FORBIDDEN',
         `role ${request.principal.role} lacks permission ${permission}; use a token whose role grants it (see rampart token roles)`,
@@ -210,7 +207,6 @@ export async function buildApi(ctx: ApiContext, options: BuildApiOptions = {}): 
         ...(problem.detail ? { reason: problem.detail } : {}),
       },
     });
-    ctx.metrics.auditEntries.inc({ outcome: 'failure' });
     return payload;
   });
 

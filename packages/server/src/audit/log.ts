@@ -96,14 +96,23 @@ export class AuditLog {
   constructor(
     private readonly storage: Storage,
     private readonly key: PlatformKey | null,
-    private readonly options: { readonly?: boolean; onSealError?: (err: unknown) => void } = {},
+    private readonly options: {
+      /** Offline use: never seal (the database may be read-only). */
+      readonly?: boolean;
+      onSealError?: (err: unknown) => void;
+      /** Told of every queued entry (metrics). */
+      onAppend?: (outcome: AuditOutcome) => void;
+    } = {},
   ) {}
 
   get db(): Db {
     return this.storage.db;
   }
 
-  /** Queue an entry within `tx`; it joins the chain once `tx` has committed. */
+  /**
+   * Queue an entry within `tx`. It joins the chain after `tx` commits: whoever owns the transaction
+   * calls `sealSoon` then (the background sealer and every read catch any it did not).
+   */
   async append(tx: Executor, event: AuditEvent): Promise<void> {
     await tx
       .insertInto('audit_queue')
@@ -116,7 +125,7 @@ export class AuditLog {
         details: canonicalJson(event.details ?? {}),
       })
       .execute();
-    this.sealSoon();
+    this.options.onAppend?.(event.outcome);
   }
 
   /** Append in a transaction of its own (refusals, and actions with no other state change). */

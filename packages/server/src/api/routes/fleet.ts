@@ -424,7 +424,6 @@ export function fleetRoutes(ctx: ApiContext): FastifyPluginAsync {
               outcome: 'success',
               details: { from: status.from, to: status.to },
             });
-            ctx.metrics.auditEntries.inc({ outcome: 'success' });
           }
           return { result: device, target, details: patchDetails(changed, request.body) };
         }),
