@@ -70,17 +70,6 @@ export async function benchAuditVerify(dialect: Dialect, entries: number): Promi
       );
       const many = raw.transaction((rows: Row[]) => rows.forEach((r) => insert.run(...r)));
       head = await seedChain(entries, async (rows) => many(rows), jsonl);
-      const time = new Date().toISOString();
-      const sig = sign(
-        'sha256',
-        checkpointMessage({ entryCount: entries, headHash: head, time }),
-        privateKey,
-      ).toString('base64');
-      raw
-        .prepare(
-          'insert into audit_checkpoints (entry_count, head_hash, time, key_id, algorithm, signature) values (?,?,?,?,?,?)',
-        )
-        .run(entries, head, time, keyIdOf(publicKey), 'ecdsa-p256-sha256', sig);
       raw.close();
     } else {
       const client = new pg.Client({ connectionString: db.url });
@@ -97,18 +86,28 @@ export async function benchAuditVerify(dialect: Dialect, entries: number): Promi
         },
         jsonl,
       );
-      const time = new Date().toISOString();
-      const sig = sign(
-        'sha256',
-        checkpointMessage({ entryCount: entries, headHash: head, time }),
-        privateKey,
-      ).toString('base64');
-      await client.query(
-        'insert into audit_checkpoints (entry_count, head_hash, time, key_id, algorithm, signature) values ($1,$2,$3,$4,$5,$6)',
-        [entries, head, time, keyIdOf(publicKey), 'ecdsa-p256-sha256', sig],
-      );
       await client.end();
     }
+    // One signed checkpoint over the whole chain, written the same way on both databases.
+    const time = new Date().toISOString();
+    const signature = sign(
+      'sha256',
+      checkpointMessage({ entryCount: entries, headHash: head, time }),
+      privateKey,
+    );
+    const storage = await openStorage(db.url, { migrate: false });
+    await storage.db
+      .insertInto('audit_checkpoints')
+      .values({
+        entry_count: entries,
+        head_hash: head,
+        time,
+        key_id: keyIdOf(publicKey),
+        algorithm: 'ecdsa-p256-sha256',
+        signature: signature.toString('base64'),
+      })
+      .execute();
+    await storage.close();
 
     const runs: number[] = [];
     for (let i = 0; i < 2; i++) {
