@@ -72,21 +72,16 @@ const IndexParams = Type.Object(
 
 const ImportBodyText = (description: string) => ({ schema: Type.String({ description }) });
 
-/** Audit targets by the first part of the audit action. */
-const TARGET_PREFIX: Record<string, string> = {
-  device: 'device',
-  model: 'model',
-  group: 'group',
-  'attribute-index': 'attribute-index',
-};
+/** Actions whose first part also names the kind of their target (`device.update` -> `device:<id>`). */
+const TARGET_KINDS = new Set(['device', 'model', 'group', 'attribute-index']);
 
 /** Name the target of a state-changing request before it is validated, so that a refusal names it too. */
 function earlyTarget(request: FastifyRequest): string | null {
   const action = request.routeOptions.config.audit;
   if (!action) return null;
   if (action === 'device.import') return 'devices';
-  const prefix = TARGET_PREFIX[action.split('.')[0] ?? ''];
-  if (!prefix) return null;
+  const prefix = action.split('.')[0] ?? '';
+  if (!TARGET_KINDS.has(prefix)) return null;
   const params = (request.params ?? {}) as Record<string, unknown>;
   const body = (typeof request.body === 'object' && request.body !== null ? request.body : {}) as Record<
     string,
