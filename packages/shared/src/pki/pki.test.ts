@@ -1,0 +1,168 @@
+import { execFileSync } from 'node:child_process';
+import { generateKeyPairSync, sign } from 'node:crypto';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import {
+  PkiFormatError,
+  buildCsr,
+  decodeBase64Body,
+  decodeCertsOnly,
+  deviceIdFromUri,
+  deviceUri,
+  encodeBase64Body,
+  encodeCertsOnly,
+  fromPem,
+  normalizeSerial,
+  parseCsr,
+  parseRevocationReason,
+  serialToBytes,
+  toPem,
+} from './index.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'rampart-pki-'));
+const openssl = (...args: string[]) =>
+  execFileSync('openssl', args, { cwd: dir, encoding: 'utf8', stdio: 'pipe' });
+
+function ecKey(curve = 'P-256') {
+  return generateKeyPairSync('ec', { namedCurve: curve });
+}
+
+describe('PKCS#10', () => {
+  it('builds a CSR that openssl verifies, with the device URI requested', async () => {
+    const { privateKey, publicKey } = ecKey();
+    const der = await buildCsr({
+      commonName: 'DW100-0001',
+      publicKey,
+      sanUris: [deviceUri('DW100-0001')],
+      sign: async (d) => sign('sha256', d, privateKey),
+    });
+    writeFileSync(join(dir, 'a.csr'), toPem('CERTIFICATE REQUEST', der));
+    const out = openssl('req', '-in', 'a.csr', '-verify', '-noout', '-text');
+    expect(out).toContain('CN = DW100-0001');
+    expect(out).toContain('URI:urn:rampart:device:DW100-0001');
+    const parsed = parseCsr(der);
+    expect(parsed).toMatchObject({
+      commonName: 'DW100-0001',
+      signatureValid: true,
+      signatureHash: 'sha256',
+      key: { type: 'ec', curve: 'P-256' },
+      sanUris: ['urn:rampart:device:DW100-0001'],
+      requestsCa: false,
+    });
+  });
+
+  it('reads openssl CSRs: RSA size, SHA-1, CA requests and challenge passwords', () => {
+    openssl(
+      'req',
+      '-new',
+      '-newkey',
+      'rsa:1024',
+      '-nodes',
+      '-keyout',
+      'r.key',
+      '-subj',
+      '/CN=weak',
+      '-sha1',
+      '-out',
+      'r.csr',
+    );
+    const weak = parseCsr(fromPem(readFileSync(join(dir, 'r.csr'), 'utf8'), 'CERTIFICATE REQUEST')[0]!);
+    expect(weak).toMatchObject({
+      key: { type: 'rsa', bits: 1024 },
+      signatureHash: 'sha1',
+      signatureValid: true,
+    });
+
+    openssl('ecparam', '-name', 'prime256v1', '-genkey', '-noout', '-out', 'e.key');
+    openssl(
+      'req',
+      '-new',
+      '-key',
+      'e.key',
+      '-subj',
+      '/CN=ca-wannabe',
+      '-addext',
+      'basicConstraints=critical,CA:TRUE',
+      '-addext',
+      'subjectAltName=DNS:evil.example',
+      '-passin',
+      'pass:x',
+      '-out',
+      'c.csr',
+    );
+    const ca = parseCsr(fromPem(readFileSync(join(dir, 'c.csr'), 'utf8'), 'CERTIFICATE REQUEST')[0]!);
+    expect(ca).toMatchObject({ requestsCa: true, sanOther: ['DNS:evil.example'], signatureValid: true });
+  });
+
+  it('reports a bad signature instead of trusting it', async () => {
+    const { privateKey, publicKey } = ecKey();
+    const other = ecKey().privateKey;
+    const der = await buildCsr({ commonName: 'x', publicKey, sign: async (d) => sign('sha256', d, other) });
+    expect(parseCsr(der).signatureValid).toBe(false);
+    void privateKey;
+  });
+
+  it('refuses what is not a CSR with a PkiFormatError', () => {
+    expect(() => parseCsr(Buffer.from('hello'))).toThrow(PkiFormatError);
+    expect(() => parseCsr(Buffer.alloc(0))).toThrow(/not a PKCS#10/);
+  });
+});
+
+describe('EST bodies and PKCS#7', () => {
+  it('round-trips base64 with line breaks and PEM armour; refuses non-base64', () => {
+    const data = Buffer.from([1, 2, 3, 250, 251, 252]);
+    expect(decodeBase64Body(encodeBase64Body(data), 'CSR')).toEqual(data);
+    expect(decodeBase64Body(toPem('X', data), 'CSR')).toEqual(data);
+    expect(() => decodeBase64Body('abc$', 'CSR')).toThrow(/not base64.*"\$"/);
+    expect(() => decodeBase64Body('abcde', 'CSR')).toThrow(/multiple of 4/);
+    expect(() => decodeBase64Body('  ', 'CSR')).toThrow(/empty/);
+  });
+
+  it('encodes certs-only messages that openssl pkcs7 reads, and decodes them back', () => {
+    openssl(
+      'req',
+      '-x509',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:P-256',
+      '-nodes',
+      '-keyout',
+      'ca.key',
+      '-subj',
+      '/CN=Test CA',
+      '-days',
+      '1',
+      '-out',
+      'ca.pem',
+    );
+    const cert = fromPem(readFileSync(join(dir, 'ca.pem'), 'utf8'), 'CERTIFICATE')[0]!;
+    const p7 = encodeCertsOnly([cert, cert]);
+    writeFileSync(join(dir, 'x.p7'), p7);
+    expect(openssl('pkcs7', '-inform', 'DER', '-in', 'x.p7', '-print_certs', '-noout')).toContain(
+      'subject=CN = Test CA',
+    );
+    expect(decodeCertsOnly(p7)).toEqual([cert, cert]);
+    expect(() => decodeCertsOnly(cert)).toThrow(PkiFormatError);
+  });
+});
+
+describe('identifiers', () => {
+  it('normalizes serials the way openssl prints them', () => {
+    expect(normalizeSerial('3A:9F:01')).toBe('3a9f01');
+    expect(normalizeSerial('0x003A9F01')).toBe('3a9f01');
+    expect(normalizeSerial('A9F01')).toBe('0a9f01');
+    expect(serialToBytes('ff').toString('hex')).toBe('00ff');
+    expect(() => normalizeSerial('xyz')).toThrow(/not a certificate serial/);
+  });
+
+  it('maps device URIs and revocation reasons', () => {
+    expect(deviceIdFromUri(deviceUri('DW100-1'))).toBe('DW100-1');
+    expect(deviceIdFromUri('urn:rampart:device:')).toBeNull();
+    expect(deviceIdFromUri('https://x')).toBeNull();
+    expect(parseRevocationReason('key-compromise')).toBe('keyCompromise');
+    expect(() => parseRevocationReason('certificateHold')).toThrow(/unknown revocation reason/);
+  });
+});
