@@ -10,6 +10,8 @@ have_pg() { ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; }
 have_cmd openssl || need+=(openssl)
 have_cmd curl || need+=(curl)
 have_pg || need+=(postgresql)
+# SoftHSM2: the PKCS#11 token the key store's PKCS#11 backend is tested against.
+have_cmd softhsm2-util || need+=(softhsm2)
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0

@@ -91,4 +91,42 @@ export function progress(label: string, total: number, opts: OutputOptions = {})
   };
 }
 
+/**
+ * A running count on standard error for work of unknown size (following cursors), shown only to
+ * people and only once the work turns out to be long (after `afterMs`).
+ */
+export function counter(label: string, opts: OutputOptions = {}, afterMs = 500): Progress {
+  if (opts.json || !process.stderr.isTTY) return { increment() {}, setTotal() {}, stop() {} };
+  const started = Date.now();
+  let n = 0;
+  let shown = false;
+  return {
+    increment: (by = 1) => {
+      n += by;
+      if (Date.now() - started < afterMs) return;
+      shown = true;
+      process.stderr.write(`\r${label}: ${n}`);
+    },
+    setTotal() {},
+    stop: () => {
+      if (shown) process.stderr.write('\n');
+    },
+  };
+}
+
+/** `2026-05-01T12:34:56.789Z` → `2026-05-01 12:34Z`: timestamps for tables. */
+export function shortTime(iso: string | null | undefined): string | null {
+  if (!iso) return null;
+  return `${iso.slice(0, 10)} ${iso.slice(11, 16)}Z`;
+}
+
+/** `key   value` lines for one record. */
+export function printFields(fields: [string, unknown][], minWidth = 14): void {
+  const width = Math.max(minWidth, ...fields.map(([k]) => k.length + 2));
+  for (const [k, v] of fields)
+    process.stdout.write(
+      `${pc.dim(k.padEnd(width))}${v === null || v === undefined || v === '' ? '-' : String(v)}\n`,
+    );
+}
+
 export const color = pc;

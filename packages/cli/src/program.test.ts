@@ -26,6 +26,11 @@ describe('the rampart command tree', () => {
         'rampart token create',
         'rampart device list',
         'rampart audit verify',
+        'rampart ca status',
+        'rampart ca init',
+        'rampart ca root export',
+        'rampart cert revoke',
+        'rampart enrollment token create',
       ]),
     );
   });

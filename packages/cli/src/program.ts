@@ -6,6 +6,9 @@ import { configCommand } from './commands/config.js';
 import { tokenCommand } from './commands/token.js';
 import { upCommand } from './commands/up.js';
 import { fleetCommands } from './commands/fleet.js';
+import { caCommand } from './commands/ca.js';
+import { certCommand } from './commands/cert.js';
+import { enrollmentCommand } from './commands/enrollment.js';
 
 /** `rampart <capability> <verb>`: one command tree for everything the console can do. */
 export function buildProgram(): Command {
@@ -20,6 +23,9 @@ export function buildProgram(): Command {
   program.addCommand(upCommand());
   program.addCommand(tokenCommand());
   for (const c of fleetCommands()) program.addCommand(c);
+  program.addCommand(caCommand());
+  program.addCommand(certCommand());
+  program.addCommand(enrollmentCommand());
   program.addCommand(auditCommand());
   program.addCommand(configCommand());
 
@@ -36,6 +42,8 @@ Examples:
   $ rampart up
   $ rampart token create --role operator --expires 30d
   $ rampart device list --query 'model = "DW100" and attributes.region = "eu"'
+  $ rampart enrollment token create --device dw-0001
+  $ rampart cert revoke 3A:9F:01:77 --reason key-compromise
   $ rampart audit verify --data-dir ./rampart-data
 `,
   );

@@ -11,3 +11,9 @@ export { openStorage, type Storage } from './storage/index.js';
 export { AuditLog } from './audit/log.js';
 export { RampartError } from './errors.js';
 export { VERSION } from './version.js';
+// Offline CA administration (`rampart ca init`).
+export { identitySettingsOf } from './platform.js';
+export { lockDataDir } from './data-dir-lock.js';
+export { getOrCreateKey, type KeyStore } from './keystore/index.js';
+export { FleetRegistry } from './fleet/registry.js';
+export { IdentityService, type IdentitySettings } from './identity/service.js';

@@ -1,4 +1,4 @@
-import { mkdirSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { createLogger, type Logger } from '@rampart/shared/logging';
@@ -8,15 +8,11 @@ import { PlatformMetrics } from './api/metrics.js';
 import { AuditLog } from './audit/log.js';
 import { databaseUrlOf, type ServerConfig } from './config/index.js';
 import { FleetRegistry } from './fleet/registry.js';
-import {
-  FileKeyStore,
-  getOrCreateKey,
-  resolvePassphrase,
-  type KeyStore,
-  type PlatformKey,
-} from './keystore/index.js';
+import { getOrCreateKey, openKeyStore, type KeyStore, type PlatformKey } from './keystore/index.js';
 import { openStorage, type Storage } from './storage/index.js';
-import { ensureApiTls } from './tls/bootstrap.js';
+import { IdentityService, type IdentitySettings } from './identity/service.js';
+import { buildEstServer, type EstServer } from './identity/est-server.js';
+import { buildPkiServer, pkiPaths, type PkiServer } from './identity/pki-server.js';
 import { lockDataDir } from './data-dir-lock.js';
 import { RampartError } from './errors.js';
 import { writeFileAtomic } from './files.js';
@@ -43,6 +39,8 @@ export interface Platform {
   storage: Storage;
   audit: AuditLog;
   api: Api;
+  identity: IdentityService;
+  keys: KeyStore;
   listeners: Listener[];
   /** The first admin token, present only on the start that created it. */
   initialAdminToken: string | null;
@@ -61,19 +59,7 @@ function connectableHost(host: string): string {
   return host.includes(':') ? `[${host}]` : host;
 }
 
-/** Open the key store with the configured or generated passphrase. */
-export async function openKeyStore(
-  config: ServerConfig,
-  env: Record<string, string | undefined>,
-  logger?: Logger,
-): Promise<KeyStore> {
-  const source = resolvePassphrase(env, config.keystore.passphraseFile, config.dataDir, {
-    // Generate a passphrase only for a new key store: an existing one needs the passphrase it was made with.
-    create: !existsSync(join(dataFiles(config.dataDir).keys, 'keystore.json')),
-  });
-  if (source.warning) logger?.warn(source.warning);
-  return FileKeyStore.open(dataFiles(config.dataDir).keys, source.passphrase);
-}
+export { openKeyStore };
 
 /** Start every service of the platform on the given configuration. */
 export async function startPlatform(config: ServerConfig, options: StartOptions = {}): Promise<Platform> {
@@ -87,6 +73,34 @@ export async function startPlatform(config: ServerConfig, options: StartOptions 
     unlock();
     throw err;
   }
+}
+
+export function identitySettingsOf(config: ServerConfig): IdentitySettings {
+  return {
+    hierarchy: {
+      organization: config.ca.organization,
+      keyAlgorithm: config.ca.keyAlgorithm,
+      rootValidityDays: 20 * 365,
+      issuingValidityDays: 5 * 365,
+      manufacturingValidityDays: 20 * 365,
+    },
+    deviceValidityHours: config.ca.deviceCertificateHours,
+    crlValidityHours: config.ca.crlValidityHours,
+    ocspValidityMinutes: config.ca.ocspValidityMinutes,
+    supersedeOnRenewal: config.ca.supersedeOnRenewal,
+    serverCertificateDays: 90,
+  };
+}
+
+function listenError(name: string, host: string, port: number, flag: string, err: unknown): unknown {
+  const code = (err as NodeJS.ErrnoException).code;
+  if (code === 'EADDRINUSE' || code === 'EACCES' || code === 'EADDRNOTAVAIL') {
+    return new RampartError(
+      'CONFLICT',
+      `the ${name} cannot listen on ${host}:${port} (${code}); choose another with ${flag} (0 picks a free one)`,
+    );
+  }
+  return err;
 }
 
 async function startLocked(
@@ -107,6 +121,9 @@ async function startLocked(
     sqliteSynchronous: config.database.sqliteSynchronous,
   });
   let api: Api | null = null;
+  let est: EstServer | null = null;
+  let pki: PkiServer | null = null;
+  let identity: IdentityService | null = null;
   try {
     const metrics = new PlatformMetrics(VERSION);
     const audit = new AuditLog(storage, auditKey, {
@@ -127,6 +144,21 @@ async function startLocked(
       'Sequence number of the newest audit entry.',
       [],
       async () => [{ labels: {}, value: (await audit.head()).seq }],
+    );
+
+    identity = new IdentityService(storage, keys, audit, fleet, identitySettingsOf(config), logger);
+    const createdCas = await identity.open();
+    for (const ca of createdCas)
+      logger.info({ ca: ca.id, subject: ca.subject }, 'certificate authority created');
+    metrics.gaugeFromCallback(
+      'rampart_certificates',
+      'Certificates Rampart issued, by issuing CA and state (valid, expired, revoked).',
+      ['issuer', 'state'],
+      async () =>
+        (await identity!.registry.countsByState(storage.db)).map((r) => ({
+          labels: { issuer: r.issuerId, state: r.state },
+          value: r.n,
+        })),
     );
 
     let initialAdminToken: string | null = null;
@@ -150,7 +182,46 @@ async function startLocked(
       writeFileAtomic(files.adminToken, initialAdminToken + '\n', 0o600);
     }
 
-    const tls = await ensureApiTls(config.dataDir, keys, config.api.publicHostnames);
+    // The PKI listener comes first: every certificate names its URLs.
+    pki = await buildPkiServer({
+      identity,
+      logger,
+      onOcsp: (status) => metrics.ocspResponses.inc({ status }),
+    });
+    try {
+      await pki.listen({ host: config.pki.host, port: config.pki.port });
+    } catch (err) {
+      throw listenError('PKI listener', config.pki.host, config.pki.port, '--pki-port', err);
+    }
+    const pkiAddress = pki.server.address() as AddressInfo;
+    const pkiUrl = config.pki.publicUrl ?? `http://${connectableHost(config.pki.host)}:${pkiAddress.port}`;
+    identity.setUrls({
+      crl: (caId) => pkiUrl + pkiPaths.crl(caId),
+      ocsp: () => pkiUrl + pkiPaths.ocsp,
+      caIssuer: (caId) => pkiUrl + pkiPaths.caCert(caId),
+    });
+    identity.start();
+
+    const tls = await identity.serverTls(config.dataDir, config.api.publicHostnames);
+    writeFileAtomic(files.caCert, tls.rootPem, 0o644);
+
+    est = await buildEstServer({
+      identity,
+      tls,
+      logger,
+      onRequest: (operation, outcome) => metrics.estRequests.inc({ operation, outcome }),
+    });
+    try {
+      await est.listen({ host: config.est.host, port: config.est.port });
+    } catch (err) {
+      throw listenError('EST server', config.est.host, config.est.port, '--est-port', err);
+    }
+    const estAddress = est.server.address() as AddressInfo;
+    identity.endpoints = {
+      ...identity.endpoints!,
+      est: `https://${connectableHost(config.est.host)}:${estAddress.port}/.well-known/est`,
+    };
+
     api = await buildApi(
       {
         config,
@@ -159,6 +230,7 @@ async function startLocked(
         auditPublicKey: auditKey.publicKey,
         tokens,
         fleet,
+        identity,
         metrics,
         logger,
         version: VERSION,
@@ -168,18 +240,13 @@ async function startLocked(
     try {
       await api.listen({ host: config.api.host, port: config.api.port });
     } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      if (code === 'EADDRINUSE' || code === 'EACCES' || code === 'EADDRNOTAVAIL') {
-        throw new RampartError(
-          'CONFLICT',
-          `the management API cannot listen on ${config.api.host}:${config.api.port} (${code}); choose another with --api-port (0 picks a free one) or --api-host`,
-        );
-      }
-      throw err;
+      throw listenError('management API', config.api.host, config.api.port, '--api-port', err);
     }
     const address = api.server.address() as AddressInfo;
     const listeners: Listener[] = [
       { name: 'api', url: `https://${connectableHost(config.api.host)}:${address.port}` },
+      { name: 'est', url: `https://${connectableHost(config.est.host)}:${estAddress.port}/.well-known/est` },
+      { name: 'pki', url: `http://${connectableHost(config.pki.host)}:${pkiAddress.port}` },
     ];
 
     await audit.record({
@@ -190,6 +257,7 @@ async function startLocked(
       details: {
         version: VERSION,
         database: storage.dialect,
+        keyStore: keys.backend,
         listeners: Object.fromEntries(listeners.map((l) => [l.name, l.url])),
       },
     });
@@ -201,7 +269,7 @@ async function startLocked(
           version: VERSION,
           startedAt: new Date().toISOString(),
           listeners,
-          caCert: tls.caPath,
+          caCert: files.caCert,
         },
         null,
         2,
@@ -215,12 +283,13 @@ async function startLocked(
     timer.unref();
 
     let stopping: Promise<void> | null = null;
-    const runningApi = api;
+    const running = { api, est, pki, identity };
     const stop = (reason = 'shutdown') => {
       stopping ??= (async () => {
         clearInterval(timer);
+        running.identity.stop();
         audit.stopSealer();
-        await runningApi.close();
+        await Promise.all([running.api.close(), running.est.close(), running.pki.close()]);
         try {
           await audit.record({
             actor: 'system',
@@ -232,16 +301,21 @@ async function startLocked(
           await audit.checkpoint();
         } finally {
           await storage.close();
+          await keys.close?.();
           rmSync(files.runtime, { force: true });
           unlock();
         }
       })();
       return stopping;
     };
-    return { config, storage, audit, api, listeners, initialAdminToken, logger, stop };
+    return { config, storage, audit, api, identity, keys, listeners, initialAdminToken, logger, stop };
   } catch (err) {
+    identity?.stop();
     await api?.close().catch(() => {});
+    await est?.close().catch(() => {});
+    await pki?.close().catch(() => {});
     await storage.close().catch(() => {});
+    await keys.close?.().catch(() => {});
     throw err;
   }
 }

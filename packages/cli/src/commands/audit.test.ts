@@ -63,6 +63,10 @@ describe('rampart audit', () => {
   let dir: string;
   let dbPath: string;
   let env: Record<string, string>;
+  /** Entries the platform writes while it starts (CA setup, admin token, server certificate, platform.start). */
+  let start: number;
+  /** Entries in the log once beforeAll is done: start + 10 token.create + 1 audit.checkpoint. */
+  let total: number;
   const work = mkdtempSync(join(tmpdir(), 'rampart-audit-cli-test-'));
 
   /** Run `fn` on the platform's SQLite file directly, as an attacker with file access would. */
@@ -94,11 +98,15 @@ describe('rampart audit', () => {
     dbPath = join(dir, 'rampart.db');
     t = await startTestPlatform('sqlite', { dataDir: dir, 'database.url': `sqlite:${dbPath}` });
     env = cliEnvFor(dir);
-    // 1 initial admin token, 2 platform.start, 3..8 token.create, 9 checkpoint over 8, 10..13 token.create.
+    // 1..start: first start (ending with platform.start), then 6 token.create, the audit.checkpoint
+    // entry of a checkpoint over start + 6 entries, and 4 more token.create.
+    start = await head();
     for (let i = 0; i < 6; i++) await t.tokenFor('viewer');
     await t.platform.audit.checkpoint();
     for (let i = 0; i < 4; i++) await t.tokenFor('auditor');
-    expect(await head()).toBe(13);
+    total = start + 11;
+    expect(await head()).toBe(total);
+    expect(total).toBeGreaterThanOrEqual(13); // the tampering tests below pick entries up to 12
   });
   afterAll(async () => {
     await t?.close();
@@ -112,7 +120,7 @@ describe('rampart audit', () => {
       expect(r.stderr).toBe('');
       expect(r.code).toBe(0);
       expect(r.stdout).toContain(
-        'audit log verified: 13 entries, chain intact, 1 of 1 signed checkpoints valid',
+        `audit log verified: ${total} entries, chain intact, 1 of 1 signed checkpoints valid`,
       );
       expect(r.stdout).toContain(`from ${join(dir, 'audit-checkpoint.pub.pem')}`);
       expect(r.stdout).toContain('4 newest entries are chained but not yet covered by a signed checkpoint');
@@ -124,10 +132,10 @@ describe('rampart audit', () => {
       const v = JSON.parse(r.stdout);
       expect(v).toEqual({
         ok: true,
-        entries: 13,
+        entries: total,
         headHash: expect.stringMatching(/^[0-9a-f]{64}$/),
         keyId: expect.stringMatching(/^[0-9a-f]{64}$/),
-        checkpoints: { total: 1, verified: 1, lastVerifiedEntryCount: 8 },
+        checkpoints: { total: 1, verified: 1, lastVerifiedEntryCount: start + 6 },
         unanchoredEntries: 4,
         firstBad: null,
         problems: [],
@@ -194,7 +202,9 @@ describe('rampart audit', () => {
       expect(r.code).toBe(1);
       expect(r.stdout).toContain('first bad entry is 1');
       expect(r.stdout).toMatch(
-        /checkpoint #1 over 8 entries .* was signed by key [0-9a-f]{16}…, not by the trusted key/,
+        new RegExp(
+          `checkpoint #1 over ${start + 6} entries .* was signed by key [0-9a-f]{16}…, not by the trusted key`,
+        ),
       );
     });
 
@@ -211,16 +221,18 @@ describe('rampart audit', () => {
     it('writes JSON lines with -o that verify on their own, checkpoints included', async () => {
       const r = await runCli(['audit', 'export', '-o', exported()], { env });
       expect(r.code).toBe(0);
-      expect(r.stderr).toContain(`exported 13 entries (through seq 13) to ${exported()} as jsonl`);
+      expect(r.stderr).toContain(
+        `exported ${total} entries (through seq ${total}) to ${exported()} as jsonl`,
+      );
       const lines = readFileSync(exported(), 'utf8').trimEnd().split('\n');
       expect(lines.map((l) => (JSON.parse(l) as AuditEntry).seq)).toEqual(
-        Array.from({ length: 13 }, (_, i) => i + 1),
+        Array.from({ length: total }, (_, i) => i + 1),
       );
       const v = await verify('--file', exported(), '--json');
       expect(v.code).toBe(0);
       expect(JSON.parse(v.stdout)).toMatchObject({
         ok: true,
-        entries: 13,
+        entries: total,
         checkpoints: { total: 1, verified: 1 },
       });
     });
@@ -237,27 +249,29 @@ describe('rampart audit', () => {
     });
 
     it('resumes with --after, to standard output and appending to a file', async () => {
-      const r = await runCli(['audit', 'export', '--after', '10'], { env });
+      const r = await runCli(['audit', 'export', '--after', String(total - 3)], { env });
       expect(r.code).toBe(0);
       const seqs = r.stdout
         .trimEnd()
         .split('\n')
         .map((l) => (JSON.parse(l) as AuditEntry).seq);
-      expect(seqs).toEqual([11, 12, 13]);
+      expect(seqs).toEqual([total - 2, total - 1, total]);
 
       await t.tokenFor('viewer');
       await t.tokenFor('viewer');
-      const more = await runCli(['audit', 'export', '--after', '13', '-o', exported(), '--json'], { env });
+      const more = await runCli(['audit', 'export', '--after', String(total), '-o', exported(), '--json'], {
+        env,
+      });
       expect(more.code).toBe(0);
       expect(JSON.parse(more.stdout)).toEqual({
         exported: 2,
-        lastSeq: 15,
+        lastSeq: total + 2,
         destination: exported(),
         format: 'jsonl',
       });
       const all = readFileSync(exported(), 'utf8').trimEnd().split('\n');
       expect(all.map((l) => (JSON.parse(l) as AuditEntry).seq)).toEqual(
-        Array.from({ length: 15 }, (_, i) => i + 1),
+        Array.from({ length: total + 2 }, (_, i) => i + 1),
       );
       expect((await verify('--file', exported())).code).toBe(0);
     });
@@ -279,7 +293,7 @@ describe('rampart audit', () => {
     const r = await runCli(['audit', 'tail', '--action', 'platform.*'], { env });
     expect(r.code).toBe(0);
     expect(r.stdout.trimEnd().split('\n')).toHaveLength(1);
-    expect(r.stdout).toMatch(/^\s+2 \S+ success system platform\.start/);
+    expect(r.stdout).toMatch(new RegExp(`^\\s+${start} \\S+ success system platform\\.start`));
   });
 
   describe('syslog', () => {

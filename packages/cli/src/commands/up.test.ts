@@ -9,20 +9,24 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CLI_BIN, runCli } from '../test-support/run-cli.js';
 
 const PASSPHRASE = 'test passphrase for rampart';
+const FREE_PORTS = ['--api-port', '0', '--est-port', '0', '--pki-port', '0'];
 const execFileP = promisify(execFile);
 
 interface Running {
   child: ChildProcessWithoutNullStreams;
   url: string;
   port: number;
+  est: { url: string; port: number };
+  pki: { url: string; port: number };
   stdout: () => string;
   stderr: () => string;
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
 
-/** Start the real `rampart up` and wait for its "listening api" line. */
+/** Start the real `rampart up` on free ports and wait for its "listening" lines (api, est, pki). */
 function startUp(dataDir: string, env: Record<string, string> = { RAMPART_KEYSTORE_PASSPHRASE: PASSPHRASE }) {
-  const child = spawn(process.execPath, [CLI_BIN, 'up', '--data-dir', dataDir, '--api-port', '0'], {
+  const args = ['up', '--data-dir', dataDir, '--api-port', '0', '--est-port', '0', '--pki-port', '0'];
+  const child = spawn(process.execPath, [CLI_BIN, ...args], {
     env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', ...env },
     stdio: ['pipe', 'pipe', 'pipe'],
   });
@@ -39,11 +43,23 @@ function startUp(dataDir: string, env: Record<string, string> = { RAMPART_KEYSTO
       reject(new Error(`rampart up did not start in time:\n${out}\n${err}`));
     }, 30_000);
     const onData = () => {
+      // One line per listener; wait for all three.
       const m = /^listening api (https:\/\/127\.0\.0\.1:(\d+))$/m.exec(out);
-      if (!m) return;
+      const est = /^listening est (https:\/\/127\.0\.0\.1:(\d+)\/\.well-known\/est)$/m.exec(out);
+      const pki = /^listening pki (http:\/\/127\.0\.0\.1:(\d+))$/m.exec(out);
+      if (!m || !est || !pki) return;
       clearTimeout(timer);
       child.stdout.off('data', onData);
-      resolve({ child, url: m[1]!, port: Number(m[2]), stdout: () => out, stderr: () => err, exited });
+      resolve({
+        child,
+        url: m[1]!,
+        port: Number(m[2]),
+        est: { url: est[1]!, port: Number(est[2]) },
+        pki: { url: pki[1]!, port: Number(pki[2]) },
+        stdout: () => out,
+        stderr: () => err,
+        exited,
+      });
     };
     child.stdout.on('data', onData);
     void exited.then(({ code }) => {
@@ -94,7 +110,19 @@ describe('rampart up', () => {
     expect(readFileSync(tokenFile, 'utf8').trim()).toBe(token);
     expect(statSync(tokenFile).mode & 0o777).toBe(0o600);
     const runtime = JSON.parse(readFileSync(join(dataDir, 'runtime.json'), 'utf8'));
-    expect(runtime).toMatchObject({ pid: up.child.pid, listeners: [{ name: 'api', url: up.url }] });
+    expect(runtime).toMatchObject({
+      pid: up.child.pid,
+      listeners: [
+        { name: 'api', url: up.url },
+        { name: 'est', url: up.est.url },
+        { name: 'pki', url: up.pki.url },
+      ],
+    });
+    // --api-port 0 --est-port 0 --pki-port 0: three free ports, none of the defaults.
+    const ports = [up.port, up.est.port, up.pki.port];
+    expect(new Set(ports).size).toBe(3);
+    for (const p of ports) expect([0, 8443, 8444, 8080]).not.toContain(p);
+    expect(up.stdout().match(/^listening /gm)).toHaveLength(3);
 
     // Real certificate verification against the CA file the platform leaves for its clients.
     ca = readFileSync(join(dataDir, 'ca.pem'), 'utf8');
@@ -120,6 +148,24 @@ describe('rampart up', () => {
     await expect(execFileP('curl', ['--silent', '--fail', `${up.url}/healthz`])).rejects.toMatchObject({
       code: 60,
     });
+
+    // The EST server (TLS chained to the same root) and the plain-HTTP PKI listener answer on their ports.
+    const cacerts = await execFileP('curl', [
+      '--silent',
+      '--show-error',
+      '--fail',
+      '--cacert',
+      join(dataDir, 'ca.pem'),
+      `${up.est.url}/cacerts`,
+    ]);
+    expect(cacerts.stdout.length).toBeGreaterThan(100);
+    const rootCrt = await execFileP('curl', [
+      '--silent',
+      '--show-error',
+      '--fail',
+      `${up.pki.url}/ca/root-1.crt`,
+    ]);
+    expect(rootCrt.stdout.length).toBeGreaterThan(100);
 
     up.child.kill('SIGTERM');
     expect(await up.exited).toEqual({ code: 0, signal: null });
@@ -162,12 +208,12 @@ describe('rampart up', () => {
   });
 
   it('refuses to start without the passphrase its key store was made with', async () => {
-    const r = await runCli(['up', '--data-dir', dataDir, '--api-port', '0']);
+    const r = await runCli(['up', '--data-dir', dataDir, ...FREE_PORTS]);
     expect(r.code).toBe(1);
     expect(r.stderr).toContain('RAMPART_KEYSTORE_PASSPHRASE');
     // No passphrase was made up for the existing key store.
     expect(existsSync(join(dataDir, 'keystore.passphrase'))).toBe(false);
-    const wrong = await runCli(['up', '--data-dir', dataDir, '--api-port', '0'], {
+    const wrong = await runCli(['up', '--data-dir', dataDir, ...FREE_PORTS], {
       env: { RAMPART_KEYSTORE_PASSPHRASE: 'not the right passphrase' },
     });
     expect(wrong.code).toBe(1);
@@ -177,7 +223,7 @@ describe('rampart up', () => {
   it('refuses a second platform on the same data directory, and a port already in use', async () => {
     const up = await startUp(dataDir);
     try {
-      const twice = await runCli(['up', '--data-dir', dataDir, '--api-port', '0'], {
+      const twice = await runCli(['up', '--data-dir', dataDir, ...FREE_PORTS], {
         env: { RAMPART_KEYSTORE_PASSPHRASE: PASSPHRASE },
       });
       expect(twice.code).toBe(6);
@@ -187,14 +233,28 @@ describe('rampart up', () => {
 
       const other = mkdtempSync(join(tmpdir(), 'rampart-up-port-'));
       try {
-        const busy = await runCli(['up', '--data-dir', other, '--api-port', String(up.port)], {
-          env: { RAMPART_KEYSTORE_PASSPHRASE: PASSPHRASE },
-        });
+        const env = { RAMPART_KEYSTORE_PASSPHRASE: PASSPHRASE };
+        const busy = await runCli(
+          ['up', '--data-dir', other, '--api-port', String(up.port), '--est-port', '0', '--pki-port', '0'],
+          { env },
+        );
         expect(busy.code).toBe(6);
         expect(busy.stderr).toContain(`cannot listen on 127.0.0.1:${up.port} (EADDRINUSE)`);
         expect(busy.stderr).toContain('--api-port');
         // The refused start released its own data directory again.
         expect(existsSync(join(other, 'rampart.lock'))).toBe(false);
+
+        for (const [flag, port] of [
+          ['--est-port', up.est.port],
+          ['--pki-port', up.pki.port],
+        ] as const) {
+          const ports = { '--api-port': '0', '--est-port': '0', '--pki-port': '0', [flag]: String(port) };
+          const r = await runCli(['up', '--data-dir', other, ...Object.entries(ports).flat()], { env });
+          expect(r.code, r.stderr).toBe(6);
+          expect(r.stderr).toContain(`cannot listen on 127.0.0.1:${port} (EADDRINUSE)`);
+          expect(r.stderr).toContain(flag);
+          expect(existsSync(join(other, 'rampart.lock'))).toBe(false);
+        }
       } finally {
         rmSync(other, { recursive: true, force: true });
       }

@@ -9,6 +9,8 @@ import { color } from '../output.js';
 interface UpOptions {
   apiPort?: string;
   apiHost?: string;
+  estPort?: string;
+  pkiPort?: string;
   databaseUrl?: string;
   logLevel?: string;
   logFormat?: string;
@@ -33,6 +35,8 @@ export function upCommand(): Command {
     )
     .option('--api-port <port>', 'HTTPS port of the management API (0 = any free port)')
     .option('--api-host <address>', 'address the management API listens on')
+    .option('--est-port <port>', 'HTTPS port of the EST enrollment server (0 = any free port; default 8444)')
+    .option('--pki-port <port>', 'HTTP port of the CRL and OCSP listener (0 = any free port; default 8080)')
     .option('--database-url <url>', 'sqlite:<path> or postgres://user:pass@host:port/db')
     .option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent')
     .option('--log-format <format>', 'json or pretty')
@@ -49,6 +53,8 @@ export function upCommand(): Command {
         dataDir: command.getOptionValueSourceWithGlobals('dataDir') === 'cli' ? opts.dataDir : undefined,
         'api.port': opts.apiPort,
         'api.host': opts.apiHost,
+        'est.port': opts.estPort,
+        'pki.port': opts.pkiPort,
         'database.url': opts.databaseUrl,
         'log.level': opts.logLevel,
         'log.format': opts.logFormat,
@@ -62,6 +68,8 @@ export function upCommand(): Command {
           flagNames: {
             'api.port': '--api-port',
             'api.host': '--api-host',
+            'est.port': '--est-port',
+            'pki.port': '--pki-port',
             'database.url': '--database-url',
             'log.level': '--log-level',
             'log.format': '--log-format',
@@ -111,7 +119,7 @@ export function upCommand(): Command {
     });
   return withExamples(cmd, [
     'rampart up',
-    'rampart up --data-dir /var/lib/rampart --api-port 0',
+    'rampart up --data-dir /var/lib/rampart --api-port 0 --est-port 0 --pki-port 0',
     'RAMPART_DATABASE_URL=postgres://rampart@db/rampart rampart up --api-host 0.0.0.0',
     'rampart up --config rampart.yaml --set api.rateLimit.max=10000',
   ]);

@@ -34,14 +34,16 @@ export interface TokenRecord {
 
 export type AuthFailure = 'missing' | 'malformed' | 'unknown' | 'wrong-secret' | 'expired' | 'revoked';
 
-function randomId(length: number): string {
+/** Random lowercase alphanumeric id for public token ids. */
+export function randomId(length: number): string {
   const bytes = randomBytes(length);
   let out = '';
   for (const b of bytes) out += ID_ALPHABET[b % ID_ALPHABET.length];
   return out;
 }
 
-function hashSecret(secret: string): string {
+/** SHA-256 hex of a high-entropy secret, as stored. */
+export function hashSecret(secret: string): string {
   return createHash('sha256').update(secret).digest('hex');
 }
 

@@ -4,6 +4,7 @@ import type { AuthFailure, Principal, TokenService } from '../access/tokens.js';
 import type { AuditLog } from '../audit/log.js';
 import type { ServerConfig } from '../config/index.js';
 import type { FleetRegistry } from '../fleet/registry.js';
+import type { IdentityService } from '../identity/service.js';
 import type { KeyObject } from 'node:crypto';
 import type { Storage, Tx } from '../storage/index.js';
 import type { PlatformMetrics } from './metrics.js';
@@ -16,6 +17,8 @@ export interface ApiContext {
   auditPublicKey: KeyObject | null;
   tokens: TokenService;
   fleet: FleetRegistry;
+  /** Absent in API tests that build the API without a CA. */
+  identity?: IdentityService;
   metrics: PlatformMetrics;
   logger: Logger;
   version: string;

@@ -10,6 +10,8 @@ export class PlatformMetrics {
   readonly httpDuration: Histogram<'method' | 'route'>;
   readonly auditEntries: Counter<'outcome'>;
   readonly authRefusals: Counter<'reason'>;
+  readonly estRequests: Counter<'operation' | 'outcome'>;
+  readonly ocspResponses: Counter<'status'>;
 
   constructor(version: string) {
     collectDefaultMetrics({ register: this.registry, prefix: 'rampart_process_' });
@@ -42,6 +44,18 @@ export class PlatformMetrics {
       name: 'rampart_api_auth_refusals_total',
       help: 'Requests refused for a missing, invalid or insufficient token.',
       labelNames: ['reason'],
+      registers: [this.registry],
+    });
+    this.estRequests = new Counter({
+      name: 'rampart_est_requests_total',
+      help: 'EST enrollment requests by operation and outcome (issued, refused, error).',
+      labelNames: ['operation', 'outcome'],
+      registers: [this.registry],
+    });
+    this.ocspResponses = new Counter({
+      name: 'rampart_ocsp_responses_total',
+      help: 'OCSP single responses by certificate status (good, revoked, unknown; error for failed requests).',
+      labelNames: ['status'],
       registers: [this.registry],
     });
   }

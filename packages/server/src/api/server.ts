@@ -14,6 +14,7 @@ import { tokenIdOf } from '../access/tokens.js';
 import { auditRoutes } from './routes/audit.js';
 import { tokenRoutes } from './routes/tokens.js';
 import { systemRoutes } from './routes/system.js';
+import { identityRoutes } from './routes/identity.js';
 import { fleetRoutes } from './routes/fleet.js';
 import type { Tx } from '../storage/index.js';
 
@@ -239,6 +240,10 @@ export async function buildApi(ctx: ApiContext, options: BuildApiOptions = {}): 
         { name: 'tokens', description: 'API tokens and roles.' },
         { name: 'audit', description: 'The tamper-evident audit log.' },
         { name: 'fleet', description: 'Device models, devices, groups and fleet queries.' },
+        {
+          name: 'certificates',
+          description: 'CA hierarchy, certificates, revocation and enrollment tokens.',
+        },
       ],
     },
     transform: ({ schema, url, route }) => {
@@ -261,6 +266,7 @@ export async function buildApi(ctx: ApiContext, options: BuildApiOptions = {}): 
   await app.register(tokenRoutes(ctx), { prefix: '/api/v1' });
   await app.register(auditRoutes(ctx), { prefix: '/api/v1' });
   await app.register(fleetRoutes(ctx), { prefix: '/api/v1' });
+  await app.register(identityRoutes(ctx), { prefix: '/api/v1' });
   return app;
 }
 

@@ -81,6 +81,82 @@ export const ServerConfigSchema = Type.Object(
       },
       { additionalProperties: false, default: {} },
     ),
+    est: Type.Object(
+      {
+        host: Type.String({
+          default: '127.0.0.1',
+          description: 'Address the EST enrollment server listens on.',
+        }),
+        port: Type.Integer({
+          default: 8444,
+          minimum: 0,
+          maximum: 65535,
+          description: 'HTTPS port of the EST server (RFC 7030, /.well-known/est/); 0 = any free port.',
+        }),
+      },
+      { additionalProperties: false, default: {} },
+    ),
+    pki: Type.Object(
+      {
+        host: Type.String({
+          default: '127.0.0.1',
+          description: 'Address the PKI listener (CRLs, CA certificates, OCSP; plain HTTP) listens on.',
+        }),
+        port: Type.Integer({
+          default: 8080,
+          minimum: 0,
+          maximum: 65535,
+          description: 'HTTP port of the PKI listener; 0 = any free port.',
+        }),
+        publicUrl: Type.Optional(
+          Type.String({
+            pattern: '^http://[^/]+$',
+            description:
+              "Base URL written into certificates as CRL distribution point and OCSP URL, e.g. http://pki.example.com:8080 (default: the listener's own address).",
+          }),
+        ),
+      },
+      { additionalProperties: false, default: {} },
+    ),
+    ca: Type.Object(
+      {
+        organization: Type.String({
+          default: 'Rampart',
+          minLength: 1,
+          maxLength: 64,
+          description: 'Organization name in the CA certificates (used when the hierarchy is created).',
+        }),
+        keyAlgorithm: StringEnum(['ec-p256', 'ec-p384', 'rsa-2048', 'rsa-3072'], {
+          default: 'ec-p256',
+          description: 'Key algorithm of the CA keys (used when the hierarchy is created).',
+        }),
+        deviceCertificateHours: Type.Integer({
+          default: 24,
+          minimum: 1,
+          maximum: 24 * 398,
+          description:
+            'Validity of operational device certificates issued by the shipped enrollment policies.',
+        }),
+        supersedeOnRenewal: Type.Boolean({
+          default: true,
+          description: "Revoke a device's previous certificate (reason superseded) when it renews.",
+        }),
+        crlValidityHours: Type.Integer({
+          default: 24,
+          minimum: 1,
+          maximum: 24 * 31,
+          description:
+            'nextUpdate of each CRL; CRLs are re-signed on every revocation and at half this time.',
+        }),
+        ocspValidityMinutes: Type.Integer({
+          default: 60,
+          minimum: 1,
+          maximum: 7 * 24 * 60,
+          description: 'nextUpdate of OCSP answers; pre-signed answers are refreshed at half this time.',
+        }),
+      },
+      { additionalProperties: false, default: {} },
+    ),
     audit: Type.Object(
       {
         checkpointIntervalSeconds: Type.Integer({
@@ -94,11 +170,39 @@ export const ServerConfigSchema = Type.Object(
     ),
     keystore: Type.Object(
       {
+        backend: StringEnum(['file', 'pkcs11'], {
+          default: 'file',
+          description:
+            'Where platform keys live: "file" (encrypted files in <dataDir>/keys) or "pkcs11" (a PKCS#11 token: an HSM or SoftHSM2).',
+        }),
         passphraseFile: Type.Optional(
           Type.String({
             description:
-              'File holding the passphrase that encrypts platform keys at rest. RAMPART_KEYSTORE_PASSPHRASE takes precedence; without either, one is generated into the data directory.',
+              'File backend: file holding the passphrase that encrypts platform keys at rest. RAMPART_KEYSTORE_PASSPHRASE takes precedence; without either, one is generated into the data directory.',
           }),
+        ),
+        pkcs11: Type.Object(
+          {
+            module: Type.String({
+              default: '/usr/lib/softhsm/libsofthsm2.so',
+              minLength: 1,
+              description: 'PKCS#11 backend: path of the PKCS#11 module (shared library) of the HSM.',
+            }),
+            tokenLabel: Type.String({
+              default: 'rampart',
+              minLength: 1,
+              maxLength: 32,
+              description:
+                'PKCS#11 backend: label of the token that holds the platform keys (at most 32 characters).',
+            }),
+            pinFile: Type.Optional(
+              Type.String({
+                description:
+                  "PKCS#11 backend: file holding the token's user PIN. RAMPART_KEYSTORE_PIN takes precedence; one of them is required.",
+              }),
+            ),
+          },
+          { additionalProperties: false, default: {} },
         ),
       },
       { additionalProperties: false, default: {} },
@@ -121,11 +225,15 @@ export const ServerConfigSchema = Type.Object(
 
 export type ServerConfig = Static<typeof ServerConfigSchema>;
 
-/** Environment variables that configure the CLI as a client, not the server. */
+/**
+ * `RAMPART_*` environment variables that are not settings: how the CLI reaches a server, the config
+ * file, and the key store's secrets (read where they are used, never stored in the configuration).
+ */
 export const CLIENT_ENV = [
   'RAMPART_URL',
   'RAMPART_TOKEN',
   'RAMPART_CA',
   'RAMPART_CONFIG',
   'RAMPART_KEYSTORE_PASSPHRASE',
+  'RAMPART_KEYSTORE_PIN',
 ];

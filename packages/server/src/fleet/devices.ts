@@ -304,9 +304,15 @@ export class Devices {
     return change;
   }
 
-  /** Delete a device; its group memberships go with it. */
+  /** Delete a device; its group memberships go with it. Status hooks see it leave as `disabled`. */
   async delete(db: Executor, id: string): Promise<Device> {
     const device = await this.get(db, id);
+    // A deleted device must not keep working: the hooks (certificate revocation, later session
+    // teardown) run as for disabling it, inside the same transaction.
+    if (device.status !== 'disabled') {
+      const change: StatusChange = { deviceId: id, from: device.status, to: 'disabled', at: isoNow() };
+      for (const hook of this.hooks) await hook(db, change);
+    }
     await db.deleteFrom('device_group_members').where('device_id', '=', id).execute();
     await db.deleteFrom('devices').where('id', '=', id).execute();
     return device;

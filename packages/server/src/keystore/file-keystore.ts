@@ -11,7 +11,7 @@ import {
   type KeyObject,
   type ScryptOptions,
 } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, readdirSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { keyIdOf } from '@rampart/shared/audit';
 import { RampartError } from '../errors.js';
@@ -19,6 +19,8 @@ import { writeFileAtomic } from '../files.js';
 import { isoNow } from '../time.js';
 import {
   SIGNATURE_ALGORITHM,
+  assertImportable,
+  assertKeyLabel,
   type KeyAlgorithm,
   type KeyInfo,
   type KeyStore,
@@ -31,7 +33,6 @@ import {
  * data, so files cannot be swapped or relabelled unnoticed.
  */
 
-const LABEL = /^[a-z0-9][a-z0-9._-]{0,63}$/;
 const SCRYPT = { N: 1 << 15, r: 8, p: 1, maxmem: 64 * 1024 * 1024 };
 
 interface StoreMeta {
@@ -164,7 +165,7 @@ export class FileKeyStore implements KeyStore {
   }
 
   private pathOf(label: string): string {
-    if (!LABEL.test(label)) throw new RampartError('KEYSTORE', `invalid key label "${label}"`);
+    assertKeyLabel(label);
     return join(this.dir, `${label}.key.json`);
   }
 
@@ -208,9 +209,45 @@ export class FileKeyStore implements KeyStore {
     algorithm: KeyAlgorithm,
     options: { exportable?: boolean } = {},
   ): Promise<PlatformKey> {
+    this.refuseExisting(label);
+    return this.store(label, algorithm, generate(algorithm), options);
+  }
+
+  async importPrivateKey(
+    label: string,
+    algorithm: KeyAlgorithm,
+    privateKey: KeyObject,
+    options: { exportable?: boolean } = {},
+  ): Promise<PlatformKey> {
+    this.refuseExisting(label);
+    assertImportable(privateKey, algorithm);
+    return this.store(label, algorithm, privateKey, options);
+  }
+
+  /** Unlinking the key file is the whole deletion, so it is atomic: the key is there or it is not. */
+  async delete(label: string): Promise<boolean> {
     const path = this.pathOf(label);
-    if (existsSync(path)) throw new RampartError('KEYSTORE', `a key labelled "${label}" already exists`);
-    const privateKey = generate(algorithm);
+    this.cache.delete(label);
+    if (!existsSync(path)) return false;
+    rmSync(path);
+    return true;
+  }
+
+  /** Nothing to release: every operation opens and closes its own files. */
+  async close(): Promise<void> {}
+
+  private refuseExisting(label: string): void {
+    if (existsSync(this.pathOf(label)))
+      throw new RampartError('KEYSTORE', `a key labelled "${label}" already exists`);
+  }
+
+  private store(
+    label: string,
+    algorithm: KeyAlgorithm,
+    privateKey: KeyObject,
+    options: { exportable?: boolean },
+  ): PlatformKey {
+    const path = this.pathOf(label);
     const publicKey = createPublicKey(privateKey);
     const exportable = options.exportable ?? false;
     const der = privateKey.export({ format: 'der', type: 'pkcs8' });

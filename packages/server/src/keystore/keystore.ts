@@ -1,4 +1,5 @@
 import type { KeyObject } from 'node:crypto';
+import { RampartError } from '../errors.js';
 
 /**
  * One small interface for every platform signing key (the audit-checkpoint key now; CA, OCSP and
@@ -37,6 +38,63 @@ export interface KeyStore {
    * Only keys created `exportable` can be exported; CA and checkpoint keys never are.
    */
   exportPrivateKey(label: string): Promise<KeyObject>;
+  /**
+   * Bring an existing private key into the store under `label` (e.g. an exported offline root key,
+   * for a rollover). Refused when the label is taken or the key is not of `algorithm`.
+   */
+  importPrivateKey(
+    label: string,
+    algorithm: KeyAlgorithm,
+    privateKey: KeyObject,
+    options?: { exportable?: boolean },
+  ): Promise<PlatformKey>;
+  /** Remove the key labelled `label`; false when there was none. */
+  delete(label: string): Promise<boolean>;
+  /**
+   * Release the backend: the PKCS#11 session and login (nothing for files). The keys of a closed
+   * PKCS#11 store cannot sign.
+   */
+  close?(): Promise<void>;
+}
+
+/** Key labels: short, lower case, and safe as a file name. Both backends accept exactly these. */
+export const KEY_LABEL = /^[a-z0-9][a-z0-9._-]{0,63}$/;
+
+export function assertKeyLabel(label: string): void {
+  if (!KEY_LABEL.test(label)) throw new RampartError('KEYSTORE', `invalid key label "${label}"`);
+}
+
+/** The algorithm of a private or public key object, or null for one the key store does not use. */
+export function algorithmOf(key: KeyObject): KeyAlgorithm | null {
+  const details = key.asymmetricKeyDetails;
+  switch (key.asymmetricKeyType) {
+    case 'ec':
+      if (details?.namedCurve === 'prime256v1') return 'ec-p256';
+      if (details?.namedCurve === 'secp384r1') return 'ec-p384';
+      return null;
+    case 'rsa':
+      if (details?.modulusLength === 2048) return 'rsa-2048';
+      if (details?.modulusLength === 3072) return 'rsa-3072';
+      return null;
+    case 'ed25519':
+      return 'ed25519';
+    default:
+      return null;
+  }
+}
+
+/** Refuse a key to import that is not a private key of `algorithm`. */
+export function assertImportable(privateKey: KeyObject, algorithm: KeyAlgorithm): void {
+  if (privateKey.type !== 'private') {
+    throw new RampartError('KEYSTORE', `only a private key can be imported, not a ${privateKey.type} key`);
+  }
+  const actual = algorithmOf(privateKey);
+  if (actual !== algorithm) {
+    throw new RampartError(
+      'KEYSTORE',
+      `the key to import is ${actual ?? `a ${privateKey.asymmetricKeyType ?? 'unknown'} key the key store does not support`}, not ${algorithm}`,
+    );
+  }
 }
 
 export async function getOrCreateKey(

@@ -52,3 +52,37 @@ export function resolvePassphrase(
     warning: `generated a key store passphrase in ${file}; for production keep it elsewhere (RAMPART_KEYSTORE_PASSPHRASE or keystore.passphraseFile)`,
   };
 }
+
+export interface PinSource {
+  pin: string;
+  /** Where it came from, for a log line (never the value). */
+  source: 'environment' | 'file';
+  warning?: string;
+}
+
+/**
+ * The user PIN of the PKCS#11 token comes from RAMPART_KEYSTORE_PIN, else from `keystore.pkcs11.pinFile`.
+ * Never from argv, and never generated: the token was initialised with it.
+ */
+export function resolvePin(env: Record<string, string | undefined>, pinFile: string | undefined): PinSource {
+  const fromEnv = env.RAMPART_KEYSTORE_PIN;
+  if (fromEnv) return { pin: fromEnv, source: 'environment' };
+  if (!pinFile) {
+    throw new RampartError(
+      'KEYSTORE',
+      `no PIN for the PKCS#11 key store: set RAMPART_KEYSTORE_PIN, or keystore.pkcs11.pinFile (RAMPART_KEYSTORE_PKCS11_PIN_FILE) to a file holding the token's user PIN`,
+    );
+  }
+  if (!existsSync(pinFile))
+    throw new RampartError('KEYSTORE', `keystore.pkcs11.pinFile ${pinFile} does not exist`);
+  const mode = statSync(pinFile).mode & 0o077;
+  const pin = readFileSync(pinFile, 'utf8').trim();
+  if (!pin) throw new RampartError('KEYSTORE', `PIN file ${pinFile} is empty`);
+  return {
+    pin,
+    source: 'file',
+    ...(mode !== 0
+      ? { warning: `PIN file ${pinFile} is readable by other users; run: chmod 600 ${pinFile}` }
+      : {}),
+  };
+}

@@ -101,6 +101,64 @@ export interface AttributeIndexesTable {
   created_at: string;
 }
 
+export interface CertificateAuthoritiesTable {
+  id: string;
+  kind: string;
+  generation: number;
+  parent_id: string | null;
+  key_label: string;
+  key_algorithm: string;
+  key_state: string;
+  key_exported_at: string | null;
+  subject: string;
+  serial: string;
+  certificate: string;
+  not_before: string;
+  not_after: string;
+  status: string;
+  crl_number: number;
+  created_at: string;
+}
+
+export interface CertificatesTable {
+  serial: string;
+  issuer_id: string;
+  profile: string;
+  device_id: string | null;
+  subject: string;
+  not_before: string;
+  not_after: string;
+  key_fingerprint: string;
+  key_algorithm: string;
+  renewed_from: string | null;
+  enrollment_policy: string | null;
+  status: string;
+  revoked_at: string | null;
+  revocation_reason: string | null;
+  certificate: string;
+  created_at: string;
+}
+
+export interface EnrollmentTokensTable {
+  id: string;
+  device_id: string;
+  secret_hash: string;
+  created_at: string;
+  created_by: string;
+  expires_at: string;
+  used_at: string | null;
+  used_for: string | null;
+  revoked_at: string | null;
+}
+
+export interface CrlsTable {
+  issuer_id: string;
+  crl_number: number;
+  this_update: string;
+  next_update: string;
+  der: string;
+}
+
 export interface Database {
   platform_settings: PlatformSettingsTable;
   api_tokens: ApiTokensTable;
@@ -113,4 +171,8 @@ export interface Database {
   device_groups: DeviceGroupsTable;
   device_group_members: DeviceGroupMembersTable;
   attribute_indexes: AttributeIndexesTable;
+  certificate_authorities: CertificateAuthoritiesTable;
+  certificates: CertificatesTable;
+  enrollment_tokens: EnrollmentTokensTable;
+  crls: CrlsTable;
 }

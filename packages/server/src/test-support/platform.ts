@@ -36,14 +36,22 @@ export interface TestPlatform {
 export async function startTestPlatform(
   dialect: SqlDialect = 'sqlite',
   settings: Record<string, unknown> = {},
-  options: { captureLogs?: boolean } = {},
+  options: { captureLogs?: boolean; env?: Record<string, string> } = {},
 ): Promise<TestPlatform> {
   const dataDir = mkdtempSync(join(tmpdir(), 'rampart-test-'));
   const db: TestDatabase = await createTestDatabase(dialect);
-  const env = { RAMPART_KEYSTORE_PASSPHRASE: 'test passphrase for rampart' };
+  const env = { RAMPART_KEYSTORE_PASSPHRASE: 'test passphrase for rampart', ...options.env };
   const { config } = loadServerConfig({
     env,
-    flags: { dataDir, 'api.port': 0, 'database.url': db.url, 'log.level': 'silent', ...settings },
+    flags: {
+      dataDir,
+      'api.port': 0,
+      'est.port': 0,
+      'pki.port': 0,
+      'database.url': db.url,
+      'log.level': 'silent',
+      ...settings,
+    },
   });
   const logs: string[] = [];
   const logger = options.captureLogs

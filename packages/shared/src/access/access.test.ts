@@ -19,7 +19,9 @@ describe('roles and permissions', () => {
   it('admin holds every permission and viewer only reads', () => {
     for (const p of Object.keys(PERMISSIONS) as (keyof typeof PERMISSIONS)[])
       expect(roleAllows('admin', p)).toBe(true);
-    expect(ROLE_PERMISSIONS.viewer).toEqual(['device:read']);
+    expect(ROLE_PERMISSIONS.viewer.every((p) => p.endsWith(':read'))).toBe(true);
+    expect(roleAllows('viewer', 'certificate:revoke')).toBe(false);
+    expect(roleAllows('auditor', 'ca:manage')).toBe(false);
     expect(roleAllows('auditor', 'device:write')).toBe(false);
     expect(roleAllows('operator', 'token:manage')).toBe(false);
   });

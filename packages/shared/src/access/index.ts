@@ -15,12 +15,16 @@ export const PERMISSIONS = {
   'model:write': 'Create, update and delete device models and hardware revisions.',
   'group:write': 'Create, update and delete groups and change static group membership.',
   'metrics:read': 'Scrape Prometheus metrics at /metrics.',
+  'certificate:read': 'List and show certificates, download chains, read the CA status.',
+  'certificate:revoke': 'Revoke certificates (and their lineage).',
+  'enrollment:manage': 'Create, list and revoke one-time enrollment tokens.',
+  'ca:manage': 'Roll over CAs; export, remove and import the root key.',
 } as const;
 export type Permission = keyof typeof PERMISSIONS;
 
 export const ROLE_DESCRIPTIONS: Record<Role, string> = {
   admin: 'Everything, including token management.',
-  operator: 'Runs the fleet day to day: devices, models, groups.',
+  operator: 'Runs the fleet day to day: devices, models, groups, enrollment, revocation.',
   'release-manager': 'Publishes releases and runs rollouts; reads the fleet.',
   auditor: 'Reads everything and the audit log; changes nothing.',
   viewer: 'Reads the fleet; no audit log, no changes.',
@@ -28,10 +32,19 @@ export const ROLE_DESCRIPTIONS: Record<Role, string> = {
 
 export const ROLE_PERMISSIONS: Record<Role, readonly Permission[]> = {
   admin: Object.keys(PERMISSIONS) as Permission[],
-  operator: ['device:read', 'device:write', 'model:write', 'group:write', 'metrics:read'],
-  'release-manager': ['device:read', 'metrics:read'],
-  auditor: ['device:read', 'audit:read', 'metrics:read'],
-  viewer: ['device:read'],
+  operator: [
+    'device:read',
+    'device:write',
+    'model:write',
+    'group:write',
+    'metrics:read',
+    'certificate:read',
+    'certificate:revoke',
+    'enrollment:manage',
+  ],
+  'release-manager': ['device:read', 'metrics:read', 'certificate:read'],
+  auditor: ['device:read', 'audit:read', 'metrics:read', 'certificate:read'],
+  viewer: ['device:read', 'certificate:read'],
 };
 
 export function roleAllows(role: Role, permission: Permission): boolean {

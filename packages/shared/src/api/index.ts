@@ -2,3 +2,4 @@ export * from './tokens.js';
 export * from './audit.js';
 export * from './fleet.js';
 export * from './system.js';
+export * from './identity.js';

@@ -30,6 +30,10 @@ export const REDACTED_PATHS = [
   '*.secret',
   '*.password',
   '*.passphrase',
+  'keyPem',
+  '*.keyPem',
+  'pin',
+  '*.pin',
   'database.url',
   '*.database.url',
 ];

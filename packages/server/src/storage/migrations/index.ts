@@ -1,6 +1,7 @@
 import type { Kysely, Migration, MigrationProvider } from 'kysely';
 import type { SqlDialect } from '../dialect.js';
 import * as m0001 from './0001_foundation.js';
+import * as m0002 from './0002_identity.js';
 
 interface DialectMigration {
   up(db: Kysely<unknown>, dialect: SqlDialect): Promise<void>;
@@ -10,6 +11,7 @@ interface DialectMigration {
 /** Migrations in order. One list for both dialects; a migration branches on the dialect only where SQL differs. */
 const MIGRATIONS: Record<string, DialectMigration> = {
   '0001_foundation': m0001,
+  '0002_identity': m0002,
 };
 
 export class RampartMigrations implements MigrationProvider {

@@ -1,0 +1,216 @@
+import type { TLSSocket } from 'node:tls';
+import Fastify, {
+  LogController,
+  type FastifyInstance,
+  type FastifyReply,
+  type FastifyRequest,
+} from 'fastify';
+import type { Logger } from '@rampart/shared/logging';
+import {
+  EST_MEDIA,
+  EST_PATH,
+  OID,
+  PkiFormatError,
+  decodeBase64Body,
+  encodeBase64Body,
+  encodeCertsOnly,
+  encodeCsrAttrs,
+} from '@rampart/shared/pki';
+import type { EnrollmentCredentials, EstOperation } from './enrollment/policy.js';
+import { EnrollmentRefusal } from './enrollment/policy.js';
+import type { IdentityService, ServerTls } from './service.js';
+
+/**
+ * EST (RFC 7030, with the RFC 8951 clarifications) on its own HTTPS listener. The listener asks
+ * for a client certificate but does not require one: `simplereenroll` is authenticated by it,
+ * `simpleenroll` by an enrollment credential (HTTP Basic or Bearer). Errors are text/plain with a
+ * message saying what was wrong, as EST clients print them; every refusal is audited.
+ */
+export type EstServer = FastifyInstance;
+
+export interface EstServerOptions {
+  identity: IdentityService;
+  tls: ServerTls;
+  logger: Logger;
+  bodyLimit?: number;
+  onRequest?: (operation: string, outcome: 'issued' | 'refused' | 'error') => void;
+}
+
+function credentialsOf(request: FastifyRequest): EnrollmentCredentials {
+  const out: EnrollmentCredentials = {};
+  const auth = request.headers.authorization;
+  if (auth) {
+    const [scheme, value = ''] = auth.split(/\s+/, 2);
+    if (scheme?.toLowerCase() === 'basic') {
+      const decoded = Buffer.from(value, 'base64').toString('utf8');
+      const colon = decoded.indexOf(':');
+      if (colon > 0) out.basic = { username: decoded.slice(0, colon), password: decoded.slice(colon + 1) };
+    } else if (scheme?.toLowerCase() === 'bearer' && value) {
+      out.bearer = value;
+    }
+  }
+  const socket = request.raw.socket as TLSSocket;
+  if (typeof socket.getPeerX509Certificate === 'function') {
+    const peer = socket.getPeerX509Certificate();
+    if (peer && socket.authorized) out.clientCertificate = peer;
+    else if (peer) out.clientCertificateError = String(socket.authorizationError ?? 'not trusted');
+  }
+  return out;
+}
+
+function mediaType(request: FastifyRequest): string {
+  return (request.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
+}
+
+/** Control characters from client-supplied names are shown escaped, never raw. */
+// eslint-disable-next-line no-control-regex
+const CONTROL_CHARACTERS = /[\u0000-\u0008\u000b-\u001f\u007f]/g;
+
+function printable(text: string): string {
+  return text.replace(CONTROL_CHARACTERS, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+}
+
+function refuse(reply: FastifyReply, status: number, message: string): FastifyReply {
+  if (status === 401) reply.header('www-authenticate', 'Basic realm="rampart-est"');
+  return reply
+    .code(status)
+    .type('text/plain; charset=utf-8')
+    .send(printable(message) + '\n');
+}
+
+export async function buildEstServer(options: EstServerOptions): Promise<EstServer> {
+  const { identity, tls } = options;
+  const app = Fastify({
+    https: {
+      key: tls.key,
+      cert: tls.cert,
+      ca: identity.trustedCaPems(),
+      requestCert: true,
+      rejectUnauthorized: false,
+      minVersion: 'TLSv1.2',
+    },
+    loggerInstance: options.logger.child({ component: 'est' }),
+    logController: new LogController({ disableRequestLogging: true }),
+    bodyLimit: options.bodyLimit ?? 64 * 1024,
+    return503OnClosing: true,
+    forceCloseConnections: 'idle',
+  }) as unknown as FastifyInstance;
+
+  // EST bodies are base64 text whatever the declared type; the handler checks the type itself so
+  // that a wrong one gets EST's 415 with a message rather than a generic parser error.
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser('*', { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
+
+  app.setErrorHandler((err: Error & { statusCode?: number }, request, reply) => {
+    const status = err.statusCode && err.statusCode >= 400 && err.statusCode < 500 ? err.statusCode : 500;
+    if (status === 500) request.log.error({ err }, 'EST request failed');
+    return refuse(
+      reply,
+      status,
+      status === 500 ? 'internal error; the server log has the details' : err.message,
+    );
+  });
+  app.setNotFoundHandler((request, reply) =>
+    refuse(
+      reply,
+      404,
+      `no such EST operation: ${request.method} ${request.url.split('?')[0]}; see RFC 7030 §3.2.2`,
+    ),
+  );
+
+  app.get(`${EST_PATH}/cacerts`, async (_request, reply) =>
+    reply
+      .type(EST_MEDIA.pkcs7)
+      .header('content-transfer-encoding', 'base64')
+      .send(encodeBase64Body(encodeCertsOnly(identity.caCertificates()))),
+  );
+
+  app.get(`${EST_PATH}/csrattrs`, async (_request, reply) => {
+    // What a device should send: an EC key on P-256 or P-384, signed with ECDSA-SHA256.
+    const attrs = encodeCsrAttrs([OID.ecPublicKey, OID.secp256r1, OID.secp384r1, OID.ecdsaWithSha256]);
+    return reply
+      .type(EST_MEDIA.csrattrs)
+      .header('content-transfer-encoding', 'base64')
+      .send(encodeBase64Body(attrs));
+  });
+
+  const enroll = (operation: EstOperation) => async (request: FastifyRequest, reply: FastifyReply) => {
+    const remoteAddress = request.ip;
+    const credentials = credentialsOf(request);
+    try {
+      if (mediaType(request) !== EST_MEDIA.pkcs10)
+        throw Object.assign(
+          new EnrollmentRefusal(
+            400,
+            `the request must have Content-Type ${EST_MEDIA.pkcs10}, not "${request.headers['content-type'] ?? 'none'}"`,
+          ),
+          { httpStatus: 415 },
+        );
+      const body = request.body as Buffer | undefined;
+      let der: Buffer;
+      try {
+        der = decodeBase64Body(body ?? Buffer.alloc(0), 'PKCS#10');
+      } catch (err) {
+        if (err instanceof PkiFormatError) throw new EnrollmentRefusal(400, err.message);
+        throw err;
+      }
+      const csr = identity.parseRequest(der);
+      const issued = await identity.enroll({ operation, csr, credentials, remoteAddress });
+      options.onRequest?.(operation, 'issued');
+      request.log.info(
+        {
+          event: 'certificate.issue',
+          operation,
+          serial: issued.record.serial,
+          device: issued.record.deviceId,
+        },
+        'certificate issued',
+      );
+      return reply
+        .type(EST_MEDIA.certsOnly)
+        .header('content-transfer-encoding', 'base64')
+        .send(encodeBase64Body(encodeCertsOnly([issued.der])));
+    } catch (err) {
+      if (!(err instanceof EnrollmentRefusal)) {
+        options.onRequest?.(operation, 'error');
+        throw err;
+      }
+      options.onRequest?.(operation, 'refused');
+      const status = (err as EnrollmentRefusal & { httpStatus?: number }).httpStatus ?? err.status;
+      request.log.warn(
+        {
+          event: 'certificate.enroll.refused',
+          operation,
+          status,
+          reason: err.message,
+          device: err.deviceId,
+          sourceAddress: remoteAddress,
+        },
+        'enrollment refused',
+      );
+      await identity.auditRefusal(operation, err, remoteAddress, {
+        status,
+        ...(credentials.clientCertificate
+          ? { clientCertificate: credentials.clientCertificate.serialNumber.toLowerCase() }
+          : {}),
+        ...(credentials.basic ? { basicUser: credentials.basic.username.slice(0, 128) } : {}),
+      });
+      return refuse(reply, status, err.message);
+    }
+  };
+
+  app.post(`${EST_PATH}/simpleenroll`, enroll('simpleenroll'));
+  app.post(`${EST_PATH}/simplereenroll`, enroll('simplereenroll'));
+
+  // After a rollover the new issuing CA's certificates must be accepted for re-enrollment at once.
+  identity.onHierarchyChange(() => {
+    const server = app.server as unknown as { setSecureContext?: (o: object) => void };
+    server.setSecureContext?.({
+      key: tls.key,
+      cert: tls.cert,
+      ca: identity.trustedCaPems(),
+      minVersion: 'TLSv1.2',
+    });
+  });
+  return app;
+}

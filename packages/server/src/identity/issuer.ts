@@ -1,0 +1,218 @@
+import { X509Certificate } from 'node:crypto';
+import { buildName, deviceUri, nameToString, type ParsedCsr } from '@rampart/shared/pki';
+import { isIP } from 'node:net';
+import type { KeyObject } from 'node:crypto';
+import type { Executor } from '../storage/index.js';
+import { isoNow } from '../time.js';
+import type { CaRecord, CertificateAuthorities } from './authorities.js';
+import type { CertificateRegistry } from './certificates.js';
+import { toCertificateRecord, type CertificateProfile, type CertificateRecord } from './certificates.js';
+import {
+  KeyUsageFlags,
+  extensions,
+  keyFingerprintOf,
+  randomSerial,
+  signCertificate,
+  spkiDerOf,
+} from './x509.js';
+
+/** Where a certificate's CRL distribution point, OCSP and CA-issuer URLs point: Rampart's own PKI listener. */
+export interface PkiUrls {
+  crl(caId: string): string;
+  ocsp(): string;
+  caIssuer(caId: string): string;
+}
+
+export interface IssuedCertificate {
+  record: CertificateRecord;
+  der: Buffer;
+}
+
+function keyAlgorithmOf(key: KeyObject): string {
+  if (key.asymmetricKeyType === 'ec') return `ec-${key.asymmetricKeyDetails?.namedCurve ?? 'unknown'}`;
+  if (key.asymmetricKeyType === 'rsa') return `rsa-${key.asymmetricKeyDetails?.modulusLength ?? 0}`;
+  return key.asymmetricKeyType ?? 'unknown';
+}
+
+/**
+ * Certificate profiles and signing. The device profile: CN = device id, SAN URI
+ * `urn:rampart:device:<id>`, digitalSignature, clientAuth, SKI/AKI, CRL distribution point and OCSP
+ * URL on Rampart's PKI listener, a random 128-bit serial.
+ */
+export class CertificateIssuer {
+  private urls: PkiUrls | null = null;
+
+  constructor(
+    private readonly authorities: CertificateAuthorities,
+    private readonly registry: CertificateRegistry,
+    private readonly organization: string,
+  ) {}
+
+  setUrls(urls: PkiUrls): void {
+    this.urls = urls;
+  }
+
+  private pkiUrls(): PkiUrls {
+    if (!this.urls)
+      throw new Error('the PKI listener is not up yet; certificates cannot name their CRL and OCSP URLs');
+    return this.urls;
+  }
+
+  /** Issue a device certificate for a CSR that policy has already approved. Records it in `db`. */
+  async issueDevice(
+    db: Executor,
+    request: {
+      csr: ParsedCsr;
+      deviceId: string;
+      validityHours: number;
+      renews: string | null;
+      policy: string;
+    },
+  ): Promise<IssuedCertificate> {
+    const ca = this.authorities.active('issuing');
+    const spki = request.csr.publicKeyDer;
+    const now = Date.now();
+    const notAfter = Math.min(now + request.validityHours * 3600_000, Date.parse(ca.notAfter));
+    return this.sign(db, ca, {
+      profile: 'device',
+      deviceId: request.deviceId,
+      subject: buildName([['CN', request.deviceId]]),
+      spki,
+      keyAlgorithm: request.csr.publicKey ? keyAlgorithmOf(request.csr.publicKey) : 'unknown',
+      notBefore: new Date(now - 5 * 60_000),
+      notAfter: new Date(notAfter),
+      renews: request.renews,
+      policy: request.policy,
+      extensions: [
+        extensions.basicConstraints(false),
+        extensions.keyUsage(KeyUsageFlags.digitalSignature),
+        extensions.extKeyUsage('1.3.6.1.5.5.7.3.2'),
+        extensions.subjectAltName({ uri: [deviceUri(request.deviceId)] }),
+      ],
+    });
+  }
+
+  /** Rampart's own TLS server certificate for its listeners. */
+  async issueServer(
+    db: Executor,
+    publicKey: KeyObject,
+    names: string[],
+    validityDays: number,
+  ): Promise<IssuedCertificate> {
+    const ca = this.authorities.active('issuing');
+    const now = Date.now();
+    return this.sign(db, ca, {
+      profile: 'server',
+      deviceId: null,
+      subject: buildName([
+        ['O', this.organization],
+        ['CN', names.find((n) => !isIP(n)) ?? names[0] ?? 'rampart'],
+      ]),
+      spki: spkiDerOf(publicKey),
+      keyAlgorithm: keyAlgorithmOf(publicKey),
+      notBefore: new Date(now - 5 * 60_000),
+      notAfter: new Date(Math.min(now + validityDays * 86400_000, Date.parse(ca.notAfter))),
+      renews: null,
+      policy: null,
+      extensions: [
+        extensions.basicConstraints(false),
+        extensions.keyUsage(KeyUsageFlags.digitalSignature),
+        extensions.extKeyUsage('1.3.6.1.5.5.7.3.1'),
+        extensions.subjectAltName({ dns: names.filter((n) => !isIP(n)), ip: names.filter((n) => isIP(n)) }),
+      ],
+    });
+  }
+
+  /** The delegated OCSP-signing certificate of a CA (RFC 6960 §4.2.2.2): id-kp-OCSPSigning and ocsp-nocheck. */
+  async issueOcspSigner(
+    db: Executor,
+    ca: CaRecord,
+    publicKey: KeyObject,
+    validityDays: number,
+  ): Promise<IssuedCertificate> {
+    const now = Date.now();
+    return this.sign(db, ca, {
+      profile: 'ocsp',
+      deviceId: null,
+      subject: buildName([
+        ['O', this.organization],
+        ['CN', `OCSP responder for ${ca.id}`],
+      ]),
+      spki: spkiDerOf(publicKey),
+      keyAlgorithm: keyAlgorithmOf(publicKey),
+      notBefore: new Date(now - 5 * 60_000),
+      notAfter: new Date(Math.min(now + validityDays * 86400_000, Date.parse(ca.notAfter))),
+      renews: null,
+      policy: null,
+      extensions: [
+        extensions.basicConstraints(false),
+        extensions.keyUsage(KeyUsageFlags.digitalSignature),
+        extensions.extKeyUsage('1.3.6.1.5.5.7.3.9'),
+        extensions.ocspNoCheck(),
+      ],
+    });
+  }
+
+  private async sign(
+    db: Executor,
+    ca: CaRecord,
+    t: {
+      profile: CertificateProfile;
+      deviceId: string | null;
+      subject: ReturnType<typeof buildName>;
+      spki: Buffer;
+      keyAlgorithm: string;
+      notBefore: Date;
+      notAfter: Date;
+      renews: string | null;
+      policy: string | null;
+      extensions: ReturnType<typeof extensions.basicConstraints>[];
+    },
+  ): Promise<IssuedCertificate> {
+    const urls = this.pkiUrls();
+    const signer = await this.authorities.signer(ca);
+    const serial = randomSerial();
+    const der = await signCertificate(
+      {
+        serial,
+        issuer: ca.name,
+        subject: t.subject,
+        notBefore: t.notBefore,
+        notAfter: t.notAfter,
+        subjectPublicKeyDer: t.spki,
+        extensions: [
+          ...t.extensions,
+          extensions.subjectKeyIdentifier(t.spki),
+          extensions.authorityKeyIdentifier(ca.spkiDer),
+          ...(t.profile === 'ocsp' ? [] : [extensions.crlDistributionPoint(urls.crl(ca.id))]),
+          extensions.authorityInfoAccess({
+            ...(t.profile === 'ocsp' ? {} : { ocsp: urls.ocsp() }),
+            caIssuers: urls.caIssuer(ca.id),
+          }),
+        ],
+      },
+      signer,
+    );
+    const pem = new X509Certificate(der).toString();
+    const row = {
+      serial,
+      issuer_id: ca.id,
+      profile: t.profile,
+      device_id: t.deviceId,
+      subject: nameToString(t.subject),
+      not_before: t.notBefore.toISOString(),
+      not_after: t.notAfter.toISOString(),
+      key_fingerprint: keyFingerprintOf(t.spki),
+      key_algorithm: t.keyAlgorithm,
+      renewed_from: t.renews,
+      enrollment_policy: t.policy,
+      status: 'good',
+      revoked_at: null,
+      revocation_reason: null,
+      certificate: pem,
+      created_at: isoNow(),
+    };
+    await this.registry.insert(db, row);
+    return { record: toCertificateRecord(row), der };
+  }
+}

@@ -1,0 +1,211 @@
+import { createHash, createPublicKey, randomBytes, X509Certificate, type KeyObject } from 'node:crypto';
+import { AsnConvert, OctetString } from '@peculiar/asn1-schema';
+import type { Name } from '@peculiar/asn1-x509';
+import {
+  AccessDescription,
+  AlgorithmIdentifier,
+  AuthorityInfoAccessSyntax,
+  AuthorityKeyIdentifier,
+  BasicConstraints,
+  CRLDistributionPoints,
+  Certificate,
+  DistributionPoint,
+  DistributionPointName,
+  ExtendedKeyUsage,
+  Extension,
+  Extensions,
+  GeneralName,
+  KeyIdentifier,
+  KeyUsage,
+  KeyUsageFlags,
+  SubjectAlternativeName,
+  SubjectKeyIdentifier,
+  SubjectPublicKeyInfo,
+  TBSCertificate,
+  Validity,
+  Version,
+} from '@peculiar/asn1-x509';
+import { OID, serialToBytes } from '@rampart/shared/pki';
+import type { KeyAlgorithm, PlatformKey } from '../keystore/index.js';
+
+/**
+ * Building and signing X.509 structures with a `PlatformKey`. The ASN.1 comes from
+ * `@peculiar/asn1-x509`; the signature comes from the key store, so a CA key in an HSM signs the
+ * same bytes a key in the file store would.
+ */
+
+const SIGNATURE_OID: Record<KeyAlgorithm, string | null> = {
+  'ec-p256': OID.ecdsaWithSha256,
+  'ec-p384': OID.ecdsaWithSha384,
+  'rsa-2048': OID.sha256WithRsa,
+  'rsa-3072': OID.sha256WithRsa,
+  ed25519: null,
+};
+
+export function signatureAlgorithmOf(key: PlatformKey): AlgorithmIdentifier {
+  const oid = SIGNATURE_OID[key.algorithm];
+  if (!oid) throw new Error(`a ${key.algorithm} key cannot sign X.509 objects in Rampart's CA`);
+  // RSA algorithm identifiers carry NULL parameters; ECDSA ones carry none (RFC 5758).
+  return new AlgorithmIdentifier({
+    algorithm: oid,
+    parameters: oid === OID.sha256WithRsa ? null : undefined,
+  });
+}
+
+export function spkiDerOf(key: KeyObject): Buffer {
+  return key.export({ type: 'spki', format: 'der' });
+}
+
+/** RFC 5280 §4.2.1.2 method 1: SHA-1 of the subjectPublicKey BIT STRING's value. */
+export function keyIdentifierOf(spkiDer: Uint8Array): Buffer {
+  const spki = AsnConvert.parse(spkiDer, SubjectPublicKeyInfo);
+  return createHash('sha1').update(Buffer.from(spki.subjectPublicKey)).digest();
+}
+
+/** SHA-256 of the DER SubjectPublicKeyInfo, hex: the key fingerprint recorded with every certificate. */
+export function keyFingerprintOf(spkiDer: Uint8Array): string {
+  return createHash('sha256').update(spkiDer).digest('hex');
+}
+
+/** A random positive 128-bit serial whose first octet is 0x10–0x7f, so it always prints as 32 hex digits. */
+export function randomSerial(): string {
+  const b = randomBytes(16);
+  b[0] = 0x10 + (b[0]! % 0x70);
+  return b.toString('hex');
+}
+
+function ext(oid: string, critical: boolean, value: unknown): Extension {
+  return new Extension({ extnID: oid, critical, extnValue: new OctetString(AsnConvert.serialize(value)) });
+}
+
+export const extensions = {
+  basicConstraints(ca: boolean, pathLen?: number): Extension {
+    return ext(
+      OID.basicConstraints,
+      true,
+      new BasicConstraints(
+        ca ? { cA: true, ...(pathLen !== undefined ? { pathLenConstraint: pathLen } : {}) } : {},
+      ),
+    );
+  },
+  keyUsage(flags: KeyUsageFlags): Extension {
+    return ext(OID.keyUsage, true, new KeyUsage(flags));
+  },
+  extKeyUsage(...purposes: string[]): Extension {
+    return ext(OID.extKeyUsage, false, new ExtendedKeyUsage(purposes));
+  },
+  subjectKeyIdentifier(spkiDer: Uint8Array): Extension {
+    return ext(OID.subjectKeyIdentifier, false, new SubjectKeyIdentifier(keyIdentifierOf(spkiDer)));
+  },
+  authorityKeyIdentifier(issuerSpkiDer: Uint8Array): Extension {
+    return ext(
+      OID.authorityKeyIdentifier,
+      false,
+      new AuthorityKeyIdentifier({ keyIdentifier: new KeyIdentifier(keyIdentifierOf(issuerSpkiDer)) }),
+    );
+  },
+  subjectAltName(names: { uri?: string[]; dns?: string[]; ip?: string[] }): Extension {
+    const items = [
+      ...(names.uri ?? []).map((u) => new GeneralName({ uniformResourceIdentifier: u })),
+      ...(names.dns ?? []).map((d) => new GeneralName({ dNSName: d })),
+      ...(names.ip ?? []).map((i) => new GeneralName({ iPAddress: i })),
+    ];
+    return ext(OID.subjectAltName, false, new SubjectAlternativeName(items));
+  },
+  crlDistributionPoint(url: string): Extension {
+    return ext(
+      OID.cRLDistributionPoints,
+      false,
+      new CRLDistributionPoints([
+        new DistributionPoint({
+          distributionPoint: new DistributionPointName({
+            fullName: [new GeneralName({ uniformResourceIdentifier: url })],
+          }),
+        }),
+      ]),
+    );
+  },
+  authorityInfoAccess(access: { ocsp?: string; caIssuers?: string }): Extension {
+    const items: AccessDescription[] = [];
+    if (access.ocsp)
+      items.push(
+        new AccessDescription({
+          accessMethod: OID.accessOcsp,
+          accessLocation: new GeneralName({ uniformResourceIdentifier: access.ocsp }),
+        }),
+      );
+    if (access.caIssuers)
+      items.push(
+        new AccessDescription({
+          accessMethod: OID.accessCaIssuers,
+          accessLocation: new GeneralName({ uniformResourceIdentifier: access.caIssuers }),
+        }),
+      );
+    return ext(OID.authorityInfoAccess, false, new AuthorityInfoAccessSyntax(items));
+  },
+  /** id-pkix-ocsp-nocheck (RFC 6960 §4.2.2.2.1): clients need not check the OCSP signer's own status. */
+  ocspNoCheck(): Extension {
+    return new Extension({
+      extnID: OID.ocspNoCheck,
+      critical: false,
+      extnValue: new OctetString(Buffer.from([0x05, 0x00])),
+    });
+  },
+};
+export { KeyUsageFlags };
+
+export interface CertificateTemplate {
+  serial: string;
+  issuer: Name;
+  subject: Name;
+  notBefore: Date;
+  notAfter: Date;
+  subjectPublicKeyDer: Uint8Array;
+  extensions: Extension[];
+}
+
+/** Sign a v3 certificate; returns its DER. */
+export async function signCertificate(t: CertificateTemplate, signer: PlatformKey): Promise<Buffer> {
+  const signature = signatureAlgorithmOf(signer);
+  const tbs = new TBSCertificate({
+    version: Version.v3,
+    serialNumber: new Uint8Array(serialToBytes(t.serial)).buffer,
+    signature,
+    issuer: t.issuer,
+    validity: new Validity({ notBefore: t.notBefore, notAfter: t.notAfter }),
+    subject: t.subject,
+    subjectPublicKeyInfo: AsnConvert.parse(t.subjectPublicKeyDer, SubjectPublicKeyInfo),
+    extensions: new Extensions(t.extensions),
+  });
+  const tbsDer = AsnConvert.serialize(tbs);
+  const sig = await signer.sign(new Uint8Array(tbsDer));
+  const cert = new Certificate({
+    tbsCertificate: tbs,
+    signatureAlgorithm: signature,
+    signatureValue: new Uint8Array(sig).buffer,
+  });
+  return Buffer.from(AsnConvert.serialize(cert));
+}
+
+/** The subject Name of a DER certificate, for use as the issuer of what it signs. */
+export function subjectNameOf(certDer: Uint8Array): Name {
+  return AsnConvert.parse(certDer, Certificate).tbsCertificate.subject;
+}
+
+export function publicKeyOfCertificate(certDer: Uint8Array): KeyObject {
+  return createPublicKey({ key: Buffer.from(spkiOfCertificate(certDer)), format: 'der', type: 'spki' });
+}
+
+export function spkiOfCertificate(certDer: Uint8Array): Buffer {
+  return Buffer.from(
+    AsnConvert.serialize(AsnConvert.parse(certDer, Certificate).tbsCertificate.subjectPublicKeyInfo),
+  );
+}
+
+export function pemOf(der: Uint8Array): string {
+  return new X509Certificate(der).toString();
+}
+
+export function derOf(pem: string): Buffer {
+  return Buffer.from(new X509Certificate(pem).raw);
+}
