@@ -1,12 +1,45 @@
 /** The one error type of the device agent, with stable codes. */
-export type AgentErrorCode = 'CONFIG_INVALID' | 'TRUST_ANCHOR' | 'KEY_FILE_INSECURE';
+export type AgentErrorCode =
+  | 'CONFIG_INVALID'
+  | 'USAGE'
+  | 'TRUST_ANCHOR'
+  | 'KEY_FILE_INSECURE'
+  /** The EST server could not be reached (DNS, connection refused or reset). */
+  | 'EST_UNREACHABLE'
+  /** The EST server did not answer in time. */
+  | 'EST_TIMEOUT'
+  /** The EST server's TLS certificate does not chain to the pinned root or does not name the host. */
+  | 'EST_UNTRUSTED'
+  /** The EST server answered with an error status (`status` says which). */
+  | 'EST_REFUSED'
+  /** The EST server accepted the request but has not issued yet (202 + Retry-After). */
+  | 'EST_PENDING'
+  /** The EST server's reply is not what EST promises (content type, body). */
+  | 'EST_BAD_RESPONSE'
+  /** An issued or stored certificate failed the agent's checks; the old identity was kept. */
+  | 'CERT_REFUSED'
+  /** The device has no certificate yet. */
+  | 'NOT_ENROLLED'
+  /** The device certificate has expired: renewal over mutual TLS is impossible, enroll again. */
+  | 'CERT_EXPIRED';
 
 export class AgentError extends Error {
+  /** HTTP status of an EST reply, when the error comes from one. */
+  readonly status: number | undefined;
+  /** The text the server sent with an error status. */
+  readonly serverMessage: string | undefined;
+  /** Seconds the server asked to wait (Retry-After), when it said. */
+  readonly retryAfterSeconds: number | undefined;
+
   constructor(
     readonly code: AgentErrorCode,
     message: string,
+    options: { status?: number; serverMessage?: string; retryAfterSeconds?: number; cause?: unknown } = {},
   ) {
-    super(message);
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.name = 'AgentError';
+    this.status = options.status;
+    this.serverMessage = options.serverMessage;
+    this.retryAfterSeconds = options.retryAfterSeconds;
   }
 }

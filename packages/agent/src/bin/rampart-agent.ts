@@ -1,10 +1,17 @@
 #!/usr/bin/env node
 import { createHash } from 'node:crypto';
-import { Command, CommanderError } from 'commander';
+import { readFileSync } from 'node:fs';
+import { Command, CommanderError, Option } from 'commander';
 import { SharedError } from '@rampart/shared/errors';
+import { createLogger } from '@rampart/shared/logging';
 import { trustAnchorFor } from '../anchor.js';
-import { loadAgentConfig } from '../config.js';
+import { loadAgentConfig, type AgentConfig } from '../config.js';
 import { AgentError } from '../errors.js';
+import { EstClient, type EnrollmentCredentials } from '../est/client.js';
+import type { CertificateInfo } from '../identity/certificate.js';
+import { enrollDevice, renewDevice } from '../identity/enroll.js';
+import { RenewalScheduler, renewalTime, type RenewalEvent } from '../identity/renewal.js';
+import { IdentityStore } from '../identity/store.js';
 
 interface Globals {
   config?: string;
@@ -12,32 +19,336 @@ interface Globals {
   json?: boolean;
 }
 
-function configOf(cmd: Command) {
+interface IdentityFlags {
+  estUrl?: string;
+  ca?: string;
+  deviceId?: string;
+}
+
+/** The one place that names the token variable: secrets are read from a file or the environment, never argv. */
+const TOKEN_ENV = 'RAMPART_AGENT_ENROLLMENT_TOKEN';
+
+function configOf(cmd: Command, flags: IdentityFlags = {}) {
   const o = cmd.optsWithGlobals() as Globals;
-  return { opts: o, config: loadAgentConfig({ file: o.config, flags: { dataDir: o.dataDir } }).config };
+  const config = loadAgentConfig({
+    file: o.config,
+    flags: {
+      dataDir: o.dataDir,
+      deviceId: flags.deviceId,
+      'est.url': flags.estUrl,
+      'est.caFile': flags.ca,
+    },
+  }).config;
+  return { opts: o, config };
+}
+
+function examples(...lines: string[]): string {
+  return `\nExamples:\n${lines.map((l) => `  $ ${l}`).join('\n')}\n`;
+}
+
+function print(json: boolean | undefined, value: unknown, human: () => string): void {
+  process.stdout.write(json ? JSON.stringify(value, null, 2) + '\n' : human());
+}
+
+function certificateJson(info: CertificateInfo) {
+  return {
+    serial: info.serial,
+    deviceId: info.deviceId,
+    subject: info.subject,
+    issuer: info.issuer,
+    notBefore: info.notBefore.toISOString(),
+    notAfter: info.notAfter.toISOString(),
+    fingerprintSha256: info.fingerprintSha256,
+    expired: Date.now() >= info.notAfter.getTime(),
+  };
+}
+
+function untilText(ms: number): string {
+  const abs = Math.abs(ms);
+  const text =
+    abs >= 2 * 86_400_000
+      ? `${Math.round(abs / 86_400_000)} days`
+      : abs >= 2 * 3_600_000
+        ? `${Math.round(abs / 3_600_000)} h`
+        : `${Math.max(1, Math.round(abs / 60_000))} min`;
+  return ms >= 0 ? `in ${text}` : `${text} ago`;
+}
+
+function certificateText(info: CertificateInfo): string {
+  const left = info.notAfter.getTime() - Date.now();
+  return (
+    `certificate serial: ${info.serial}\n` +
+    `device id:          ${info.deviceId ?? '-'}\n` +
+    `valid:              ${info.notBefore.toISOString()} to ${info.notAfter.toISOString()} ` +
+    `(${left > 0 ? `expires ${untilText(left)}` : `EXPIRED ${untilText(left)}`})\n` +
+    `issuer:             ${info.issuer}\n`
+  );
+}
+
+function requireEstUrl(config: AgentConfig): string {
+  if (!config.est.url)
+    throw new AgentError(
+      'USAGE',
+      "no EST server given: pass --est-url https://host:port or set RAMPART_AGENT_EST_URL (est.url) to the platform's EST address",
+    );
+  return config.est.url;
+}
+
+function readPinnedRoot(file: string | undefined, what: string): string {
+  if (!file)
+    throw new AgentError(
+      'USAGE',
+      `no root CA pinned: pass --ca FILE (or set RAMPART_AGENT_EST_CA_FILE) to Rampart's root CA, the platform's <server-data-dir>/ca.pem, ${what}`,
+    );
+  try {
+    return readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new AgentError(
+      'USAGE',
+      `cannot read the root CA file ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`,
+    );
+  }
+}
+
+/** The one-time token: from --token-file (or `-` for standard input), else the environment. Never argv. */
+function readToken(tokenFile: string | undefined): string {
+  let raw: string | undefined;
+  let source: string;
+  if (tokenFile !== undefined) {
+    source = tokenFile === '-' ? 'standard input' : tokenFile;
+    try {
+      raw = readFileSync(tokenFile === '-' ? 0 : tokenFile, 'utf8');
+    } catch (err) {
+      throw new AgentError(
+        'USAGE',
+        `cannot read the token file ${tokenFile}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`,
+      );
+    }
+  } else {
+    source = TOKEN_ENV;
+    raw = process.env[TOKEN_ENV];
+  }
+  if (raw === undefined)
+    throw new AgentError(
+      'USAGE',
+      `no enrollment token: put the one-time token in a file and pass --token-file FILE (or --token-file - to read standard input), or set ${TOKEN_ENV}; ` +
+        'the operator creates one with: rampart enrollment token create --device ID',
+    );
+  const token = raw.trim();
+  if (!token) throw new AgentError('USAGE', `the enrollment token from ${source} is empty`);
+  return token;
+}
+
+async function keyFingerprint(config: AgentConfig, create: boolean) {
+  const anchor = trustAnchorFor(config);
+  const key = create ? await anchor.ensureKey() : await anchor.publicKey();
+  return {
+    anchor,
+    key,
+    fingerprint: key
+      ? createHash('sha256')
+          .update(key.export({ type: 'spki', format: 'der' }))
+          .digest('hex')
+      : null,
+  };
 }
 
 async function describeIdentity(cmd: Command, create: boolean) {
   const { opts, config } = configOf(cmd);
-  const anchor = trustAnchorFor(config);
-  const key = create ? await anchor.ensureKey() : await anchor.publicKey();
+  const { anchor, key, fingerprint } = await keyFingerprint(config, create);
+  const store = new IdentityStore(config.dataDir);
+  const cert = key ? store.current() : null;
   const info = key
     ? {
         trustAnchor: anchor.kind,
         strength: anchor.strength,
-        publicKeyFingerprint: createHash('sha256')
-          .update(key.export({ type: 'spki', format: 'der' }))
-          .digest('hex'),
+        publicKeyFingerprint: fingerprint,
         publicKeyPem: key.export({ type: 'spki', format: 'pem' }) as string,
+        certificate: cert ? certificateJson(cert.info) : null,
       }
     : null;
   if (opts.json) process.stdout.write(JSON.stringify(info, null, 2) + '\n');
   else if (!info) process.stdout.write('no identity key yet; run: rampart-agent identity init\n');
   else
     process.stdout.write(
-      `trust anchor: ${info.trustAnchor} — ${info.strength}\nkey sha256: ${info.publicKeyFingerprint}\n${info.publicKeyPem}`,
+      `trust anchor: ${info.trustAnchor} — ${info.strength}\nkey sha256: ${info.publicKeyFingerprint}\n` +
+        (cert
+          ? certificateText(cert.info)
+          : 'certificate: none yet; enroll with: rampart-agent enroll --token-file FILE\n') +
+        info.publicKeyPem,
     );
   if (!info) process.exitCode = 1;
+}
+
+function identityResult(
+  config: AgentConfig,
+  store: IdentityStore,
+  info: CertificateInfo,
+  kind: string,
+  strength: string,
+) {
+  return {
+    deviceId: info.deviceId,
+    certificate: certificateJson(info),
+    // The middle of the renewal window; `run` draws the exact time with jitter.
+    renewsAround: renewalTime(info.notBefore, info.notAfter, () => 0.5, 0).toISOString(),
+    trustAnchor: kind,
+    strength,
+    files: {
+      certificate: store.certFile,
+      chain: store.chainFile,
+      rootCa: store.rootFile,
+    },
+    dataDir: config.dataDir,
+  };
+}
+
+async function enrollAction(
+  o: IdentityFlags & { tokenFile?: string; token?: string; auth: 'basic' | 'bearer' },
+  cmd: Command,
+) {
+  if (o.token !== undefined)
+    throw new AgentError(
+      'USAGE',
+      `never pass the enrollment token on the command line (other users see it in the process list); use --token-file FILE or ${TOKEN_ENV}`,
+    );
+  const { opts, config } = configOf(cmd, o);
+  if (!config.deviceId)
+    throw new AgentError(
+      'USAGE',
+      'no device id: pass --device-id ID or set RAMPART_AGENT_DEVICE_ID (deviceId), the id the device has in the Rampart registry',
+    );
+  const url = requireEstUrl(config);
+  const rootPem = readPinnedRoot(config.est.caFile, 'to trust for enrollment');
+  const token = readToken(o.tokenFile);
+  const deviceId = config.deviceId;
+  const credentials: EnrollmentCredentials =
+    o.auth === 'bearer' || deviceId.includes(':') ? { bearer: token } : { deviceId, token };
+  const anchor = trustAnchorFor(config);
+  const store = new IdentityStore(config.dataDir);
+  const est = new EstClient({
+    url,
+    caPem: rootPem,
+    caFile: config.est.caFile,
+    timeoutMs: config.est.timeoutMs,
+  });
+  const info = await enrollDevice({ anchor, store, est, rootPem, deviceId, credentials });
+  store.rememberServer(url, deviceId);
+  const result = identityResult(config, store, info, anchor.kind, anchor.strength);
+  print(
+    opts.json,
+    result,
+    () =>
+      `enrolled ${deviceId}\n${certificateText(info)}` +
+      `renews around:      ${result.renewsAround} (keep it renewed: rampart-agent run)\n` +
+      `trust anchor:       ${anchor.kind} — ${anchor.strength}\n` +
+      `saved in:           ${store.dir}\n`,
+  );
+}
+
+/** The EST client for renewal: it trusts the root pinned at enrollment (identity/root-ca.pem). */
+function renewalClient(config: AgentConfig, store: IdentityStore): EstClient {
+  if (!store.current())
+    throw new AgentError(
+      'NOT_ENROLLED',
+      `the device has no certificate in ${store.dir} yet; enroll it first: rampart-agent enroll --token-file FILE`,
+    );
+  // The EST server given now, else the one the device enrolled with.
+  const url = config.est.url ?? store.server()?.estUrl ?? requireEstUrl(config);
+  const stored = store.rootPem();
+  const caFile = stored ? store.rootFile : config.est.caFile;
+  const caPem = stored ?? readPinnedRoot(config.est.caFile, 'or enroll first');
+  return new EstClient({ url, caPem, caFile, timeoutMs: config.est.timeoutMs });
+}
+
+async function renewAction(o: IdentityFlags, cmd: Command) {
+  const { opts, config } = configOf(cmd, o);
+  const anchor = trustAnchorFor(config);
+  const store = new IdentityStore(config.dataDir);
+  const before = store.current();
+  const est = renewalClient(config, store);
+  const info = await renewDevice({
+    anchor,
+    store,
+    est,
+    deviceId: config.deviceId ?? store.server()?.deviceId,
+  });
+  const result = {
+    ...identityResult(config, store, info, anchor.kind, anchor.strength),
+    previousSerial: before?.info.serial ?? null,
+  };
+  print(
+    opts.json,
+    result,
+    () =>
+      `renewed ${info.deviceId ?? ''} (previous serial ${result.previousSerial ?? '-'})\n${certificateText(info)}` +
+      `renews around:      ${result.renewsAround}\n`,
+  );
+}
+
+async function runAction(o: IdentityFlags, cmd: Command) {
+  const { opts, config } = configOf(cmd, o);
+  const log = createLogger({
+    name: 'rampart-agent',
+    level: config.log.level,
+    format: opts.json || !process.stderr.isTTY ? 'json' : 'pretty',
+  });
+  const anchor = trustAnchorFor(config);
+  const store = new IdentityStore(config.dataDir);
+  const est = renewalClient(config, store);
+  log.info(
+    { dataDir: config.dataDir, est: est.baseUrl, trustAnchor: anchor.kind, strength: anchor.strength },
+    'rampart-agent running: keeping the device certificate renewed',
+  );
+  const scheduler = new RenewalScheduler({
+    current: () => store.current()?.info ?? null,
+    renew: () => renewDevice({ anchor, store, est, deviceId: config.deviceId }),
+    onEvent: (e: RenewalEvent) => {
+      switch (e.type) {
+        case 'scheduled':
+          log.info(
+            { serial: e.certificate.serial, notAfter: e.certificate.notAfter, renewAt: e.at },
+            `certificate ${e.certificate.serial} valid until ${e.certificate.notAfter.toISOString()}; renewal planned at ${e.at.toISOString()}`,
+          );
+          break;
+        case 'renewing':
+          log.info({ serial: e.certificate.serial, attempt: e.attempt }, 'renewing the device certificate');
+          break;
+        case 'renewed':
+          log.info(
+            {
+              serial: e.certificate.serial,
+              previousSerial: e.previous.serial,
+              notAfter: e.certificate.notAfter,
+              nextRenewal: e.next,
+            },
+            `certificate renewed: serial ${e.certificate.serial}, valid until ${e.certificate.notAfter.toISOString()}; next renewal at ${e.next.toISOString()}`,
+          );
+          break;
+        case 'failed':
+          log.warn(
+            { attempt: e.attempt, retryAt: e.retryAt, serial: e.certificate?.serial },
+            `renewal failed (attempt ${e.attempt}): ${e.reason}; retrying at ${e.retryAt.toISOString()}`,
+          );
+          break;
+        case 'expired':
+        case 'not-enrolled':
+          log.error(e.reason);
+          break;
+        case 'stopped':
+          log.info('stopped');
+          break;
+      }
+    },
+  });
+  const stop = () => void scheduler.stop();
+  process.once('SIGINT', stop);
+  process.once('SIGTERM', stop);
+  scheduler.start();
+  const outcome = await scheduler.done;
+  process.off('SIGINT', stop);
+  process.off('SIGTERM', stop);
+  if (outcome !== 'stopped') process.exitCode = 1;
 }
 
 const program = new Command('rampart-agent')
@@ -48,31 +359,125 @@ const program = new Command('rampart-agent')
   .configureHelp({ showGlobalOptions: true })
   .addHelpText(
     'after',
-    '\nExamples:\n  $ rampart-agent identity init --data-dir /var/lib/rampart-agent\n  $ rampart-agent identity show --json\n',
+    examples(
+      'rampart-agent identity init --data-dir /var/lib/rampart-agent',
+      'rampart-agent enroll --est-url https://rampart.example:8444 --ca ca.pem --device-id dw-0001 --token-file token.txt',
+      'rampart-agent run',
+      'rampart-agent identity show --json',
+    ),
   );
 
-const identity = program.command('identity').description('The device identity key in its trust anchor');
+const estUrlOption = () =>
+  new Option('--est-url <url>', "the platform's EST server, https://host:port; or RAMPART_AGENT_EST_URL");
+
+const identity = program
+  .command('identity')
+  .description('The device identity: its key in the trust anchor and its certificate');
+identity.addHelpText('after', examples('rampart-agent identity init', 'rampart-agent identity show'));
 identity
   .command('init')
   .description(
     'Create the identity key inside the trust anchor (no-op when it exists) and show its fingerprint',
   )
-  .addHelpText('after', '\nExamples:\n  $ rampart-agent identity init\n')
+  .addHelpText('after', examples('rampart-agent identity init'))
   .action((_o, cmd: Command) => describeIdentity(cmd, true));
 identity
   .command('show')
-  .description('Show the trust anchor and the public key fingerprint; exit 1 when there is no key')
-  .addHelpText('after', '\nExamples:\n  $ rampart-agent identity show --json\n')
+  .description(
+    'Show the trust anchor, the public key fingerprint and the current certificate (serial, validity, issuer); exit 1 when there is no key',
+  )
+  .addHelpText(
+    'after',
+    examples('rampart-agent identity show', 'rampart-agent identity show --json | jq .certificate.notAfter'),
+  )
   .action((_o, cmd: Command) => describeIdentity(cmd, false));
+
+program
+  .command('enroll')
+  .description(
+    'Enroll the device over EST with a one-time token: create the key if needed, get a certificate, check it and save it',
+  )
+  .addOption(estUrlOption())
+  .option(
+    '--ca <file>',
+    "Rampart's root CA (PEM; the platform's <server-data-dir>/ca.pem), pinned from now on; or RAMPART_AGENT_EST_CA_FILE",
+  )
+  .option('--device-id <id>', "the device's id in the registry; or RAMPART_AGENT_DEVICE_ID")
+  .option(
+    '--token-file <file>',
+    `file holding the one-time enrollment token (- for standard input); or ${TOKEN_ENV}`,
+  )
+  .addOption(
+    new Option('--auth <method>', 'how the token is sent: HTTP Basic (user = device id) or a bearer token')
+      .choices(['basic', 'bearer'])
+      .default('basic'),
+  )
+  .addOption(new Option('--token <token>').hideHelp())
+  .addHelpText(
+    'after',
+    examples(
+      'rampart-agent enroll --est-url https://rampart.example:8444 --ca ca.pem --device-id dw-0001 --token-file /run/token',
+      `${TOKEN_ENV}=$(cat token) rampart-agent enroll --device-id dw-0001 --json`,
+      'rampart-agent enroll --device-id dw-0001 --token-file - < /media/usb/enrollment-token',
+    ),
+  )
+  .action(enrollAction);
+
+program
+  .command('renew')
+  .description(
+    'Renew the device certificate now (EST simplereenroll over mutual TLS with the current certificate; same key)',
+  )
+  .addOption(estUrlOption())
+  .addHelpText(
+    'after',
+    examples('rampart-agent renew', 'rampart-agent renew --json | jq -r .certificate.serial'),
+  )
+  .action(renewAction);
+
+program
+  .command('run')
+  .description(
+    'Keep running and keep the device certificate renewed (at about 2/3 of its lifetime, retrying with backoff); stops on SIGINT/SIGTERM',
+  )
+  .addOption(estUrlOption())
+  .addHelpText(
+    'after',
+    examples(
+      'rampart-agent run',
+      'RAMPART_AGENT_EST_URL=https://rampart.example:8444 rampart-agent run --json',
+    ),
+  )
+  .action(runAction);
 
 program
   .command('config')
   .description('Show the configuration in effect')
-  .addHelpText('after', '\nExamples:\n  $ RAMPART_AGENT_DATA_DIR=/data rampart-agent config --json\n')
+  .addHelpText('after', examples('RAMPART_AGENT_DATA_DIR=/data rampart-agent config --json'))
   .action((_o, cmd: Command) => {
     const { config } = configOf(cmd);
     process.stdout.write(JSON.stringify(config, null, 2) + '\n');
   });
+
+/** Exit codes as the `rampart` CLI uses them: 1 failed, 2 usage, 3 unreachable, 4 refused. */
+function exitCodeFor(err: AgentError | SharedError): number {
+  switch (err.code) {
+    case 'CONFIG_INVALID':
+    case 'CONFIG_FILE_UNREADABLE':
+    case 'USAGE':
+      return 2;
+    case 'EST_UNREACHABLE':
+    case 'EST_TIMEOUT':
+    case 'EST_UNTRUSTED':
+      return 3;
+    case 'EST_REFUSED':
+      return err instanceof AgentError && err.status !== undefined && err.status !== 401 && err.status !== 403
+        ? 1
+        : 4;
+    default:
+      return err instanceof SharedError ? 2 : 1;
+  }
+}
 
 program.exitOverride();
 for (const c of [program, identity, ...program.commands, ...identity.commands]) c.exitOverride();
@@ -82,7 +487,7 @@ try {
   if (err instanceof CommanderError) process.exit(err.exitCode === 0 ? 0 : 2);
   if (err instanceof SharedError || err instanceof AgentError) {
     process.stderr.write(`error: ${err.message}\n`);
-    process.exit(2);
+    process.exit(exitCodeFor(err));
   }
   throw err;
 }

@@ -1,7 +1,7 @@
 import { chmodSync, mkdtempSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { verify } from 'node:crypto';
+import { sign, verify } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { SoftwareTrustAnchor } from './software.js';
 
@@ -32,5 +32,17 @@ describe('software trust anchor', () => {
   it('says how to create a key when there is none', async () => {
     const anchor = new SoftwareTrustAnchor(join(mkdtempSync(join(tmpdir(), 'agent-')), 'none.pem'));
     await expect(anchor.sign(Buffer.from('x'))).rejects.toThrow(/identity init/);
+  });
+});
+
+describe('software trust anchor for TLS', () => {
+  it('lends its private key to the TLS stack (null before there is one)', async () => {
+    const anchor = new SoftwareTrustAnchor(join(mkdtempSync(join(tmpdir(), 'agent-')), 'k.pem'));
+    expect(await anchor.tlsKey()).toBeNull();
+    const pub = await anchor.ensureKey();
+    const key = await anchor.tlsKey();
+    expect(key?.type).toBe('private');
+    // The TLS key is the identity key itself: what it signs verifies with the anchor's public key.
+    expect(verify('sha256', Buffer.from('x'), pub, sign('sha256', Buffer.from('x'), key!))).toBe(true);
   });
 });

@@ -47,6 +47,11 @@ export class SoftwareTrustAnchor implements TrustAnchor {
     return k ? createPublicKey(k) : null;
   }
 
+  /** The key file's key, for mutual TLS; null before `ensureKey`. */
+  async tlsKey(): Promise<KeyObject | null> {
+    return this.load();
+  }
+
   async sign(data: Uint8Array): Promise<Buffer> {
     const k = this.load();
     if (!k)

@@ -12,6 +12,15 @@ export interface TrustAnchor {
   /** Create the identity key if there is none yet; return its public half. */
   ensureKey(): Promise<KeyObject>;
   publicKey(): Promise<KeyObject | null>;
-  /** ECDSA P-256 / SHA-256 signature, DER-encoded. */
+  /**
+   * ECDSA P-256 / SHA-256 signature, DER-encoded. The one signing path: certificate requests are
+   * signed through it, whatever the anchor.
+   */
   sign(data: Uint8Array): Promise<Buffer>;
+  /**
+   * The private key for Node's TLS stack, for mutual TLS (EST re-enrollment), when the anchor lets
+   * the key be used in-process: the software anchor returns its key. Hardware anchors return null:
+   * their key cannot leave the chip, and they will present it through a TLS provider instead.
+   */
+  tlsKey(): Promise<KeyObject | null>;
 }

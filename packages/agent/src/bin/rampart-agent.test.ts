@@ -1,0 +1,183 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startFakePlatform, type FakePlatform } from '../test-support/platform.js';
+import { TestPki, type TestCa } from '../test-support/pki.js';
+
+/** The built entry point (tests run after `tsc -b`, as `npm test` does). */
+const BIN = fileURLToPath(new URL('../../dist/bin/rampart-agent.js', import.meta.url));
+
+interface Result {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+function start(
+  args: string[],
+  env: Record<string, string> = {},
+  input = '',
+): { child: ChildProcess; done: Promise<Result> } {
+  const child = spawn(process.execPath, [BIN, ...args], {
+    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', ...env },
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
+  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+  child.stdin!.end(input);
+  const done = new Promise<Result>((resolve, reject) => {
+    const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
+    child.on('error', reject);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });
+  return { child, done };
+}
+
+const agent = (args: string[], env: Record<string, string> = {}, input = '') => start(args, env, input).done;
+
+let pki: TestPki;
+let root: TestCa;
+let issuing: TestCa;
+let platform: FakePlatform;
+let dir: string;
+
+beforeAll(async () => {
+  pki = new TestPki();
+  root = pki.rootCa('Test Root CA');
+  issuing = pki.issuingCa('Test Issuing CA', root);
+  platform = await startFakePlatform(pki, root, issuing);
+  dir = mkdtempSync(join(tmpdir(), 'agent-cli-'));
+  writeFileSync(join(dir, 'ca.pem'), root.pem);
+  writeFileSync(join(dir, 'token'), 'good-token\n');
+  writeFileSync(join(dir, 'bad-token'), 'used-token\n');
+});
+afterAll(() => platform.close());
+
+describe('rampart-agent', () => {
+  it('has --help with examples on every command', async () => {
+    for (const cmd of [
+      [],
+      ['identity'],
+      ['identity', 'init'],
+      ['identity', 'show'],
+      ['enroll'],
+      ['renew'],
+      ['run'],
+      ['config'],
+    ]) {
+      const r = await agent([...cmd, '--help']);
+      expect(r.code, cmd.join(' ')).toBe(0);
+      expect(r.stdout, cmd.join(' ')).toContain('Examples:');
+    }
+  });
+
+  it('refuses an enrollment token on the command line or missing altogether', async () => {
+    let r = await agent(['enroll', '--token', 'good-token', '--device-id', 'dw-0001']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/never pass the enrollment token on the command line/);
+    r = await agent([
+      'enroll',
+      '--data-dir',
+      join(dir, 'none'),
+      '--device-id',
+      'dw-0001',
+      '--est-url',
+      platform.url,
+      '--ca',
+      join(dir, 'ca.pem'),
+    ]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/no enrollment token: .*--token-file FILE.*RAMPART_AGENT_ENROLLMENT_TOKEN/);
+  });
+
+  it('enrolls, shows the certificate, renews it, and says clearly when the token is refused', async () => {
+    const dataDir = join(dir, 'device-1');
+    const common = ['--data-dir', dataDir];
+    const flags = ['--est-url', platform.url, '--ca', join(dir, 'ca.pem'), '--device-id', 'dw-0001'];
+
+    let r = await agent([...common, 'enroll', ...flags, '--token-file', join(dir, 'bad-token')]);
+    expect(r.code).toBe(4);
+    expect(r.stderr).toMatch(
+      /The enrollment token was refused.*rampart enrollment token create --device dw-0001/,
+    );
+
+    r = await agent([...common, '--json', 'enroll', ...flags, '--token-file', join(dir, 'token')]);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    const enrolled = JSON.parse(r.stdout) as {
+      certificate: { serial: string; notAfter: string; issuer: string };
+    };
+    expect(enrolled.certificate).toMatchObject({
+      serial: expect.stringMatching(/^[0-9a-f]+$/),
+      issuer: 'CN=Test Issuing CA',
+    });
+
+    r = await agent([...common, 'identity', 'show']);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain(`certificate serial: ${enrolled.certificate.serial}`);
+    expect(r.stdout).toContain('issuer:             CN=Test Issuing CA');
+    expect(r.stdout).toMatch(/software \(weaker: the key is a file on the device\)/);
+
+    // Renewal needs only the EST URL: the root pinned at enrollment is in identity/root-ca.pem.
+    r = await agent([...common, 'renew'], { RAMPART_AGENT_EST_URL: platform.url });
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain(`previous serial ${enrolled.certificate.serial}`);
+    expect(platform.requests.at(-1)!.clientCert!.serialNumber.toLowerCase()).toBe(
+      enrolled.certificate.serial,
+    );
+
+    r = await agent([...common, '--json', 'identity', 'show']);
+    const shown = JSON.parse(r.stdout) as { certificate: { serial: string; expired: boolean } };
+    expect(shown.certificate.serial).not.toBe(enrolled.certificate.serial);
+    expect(shown.certificate.expired).toBe(false);
+  });
+
+  it('reads the token from the environment or standard input', async () => {
+    const flags = ['--est-url', platform.url, '--ca', join(dir, 'ca.pem'), '--device-id', 'dw-0002'];
+    let r = await agent(['--data-dir', join(dir, 'device-2'), 'enroll', ...flags], {
+      RAMPART_AGENT_ENROLLMENT_TOKEN: 'good-token',
+    });
+    expect(r.stderr).toBe('');
+    expect(r.stdout).toMatch(/^enrolled dw-0002\ncertificate serial: [0-9a-f]+\n/);
+    r = await agent(
+      ['--data-dir', join(dir, 'device-3'), 'enroll', ...flags.slice(0, -1), 'dw-0003', '--token-file', '-'],
+      {},
+      'good-token\n',
+    );
+    expect(r.code).toBe(0);
+  });
+
+  it('runs until SIGTERM, logging the planned renewal; exits 1 when not enrolled', async () => {
+    const dataDir = join(dir, 'device-run');
+    const flags = ['--est-url', platform.url, '--ca', join(dir, 'ca.pem'), '--device-id', 'dw-0010'];
+    expect(
+      (await agent(['--data-dir', dataDir, 'enroll', ...flags, '--token-file', join(dir, 'token')])).code,
+    ).toBe(0);
+
+    const run = start(['--data-dir', dataDir, 'run', '--est-url', platform.url]);
+    await new Promise<void>((resolve) => {
+      let seen = '';
+      run.child.stderr!.on('data', (d: Buffer) => {
+        seen += d.toString();
+        if (seen.includes('renewal planned at')) resolve();
+      });
+    });
+    run.child.kill('SIGTERM');
+    const r = await run.done;
+    expect(r.code).toBe(0);
+    expect(r.stderr).toMatch(/"msg":"stopped"/);
+
+    const none = await agent(['--data-dir', join(dir, 'never-enrolled'), 'run', '--est-url', platform.url]);
+    expect(none.code).toBe(1);
+    expect(none.stderr).toMatch(/no certificate .* enroll it first/);
+  });
+});

@@ -1,0 +1,115 @@
+import { AgentError } from '../errors.js';
+import type { EnrollmentCredentials, EstClient } from '../est/client.js';
+import type { TrustAnchor } from '../trust-anchor/trust-anchor.js';
+import { parsePinnedRoots, type CertificateInfo } from './certificate.js';
+import { checkDeviceId, createDeviceCsr } from './csr.js';
+import { expiredCertificateMessage } from './renewal.js';
+import type { IdentityStore } from './store.js';
+
+export interface EnrollOptions {
+  anchor: TrustAnchor;
+  store: IdentityStore;
+  /** An EST client that trusts `rootPem` (and only it). */
+  est: EstClient;
+  /** The root CA the operator pinned (PEM); copied to identity/root-ca.pem once enrollment succeeds. */
+  rootPem: string;
+  deviceId: string;
+  credentials: EnrollmentCredentials;
+  now?: () => number;
+}
+
+/**
+ * Enroll the device: create the key in the trust anchor if needed, fetch the CA certificates,
+ * send a CSR with the one-time token, check what comes back and save it. Nothing is replaced
+ * unless every check passes.
+ */
+export async function enrollDevice(options: EnrollOptions): Promise<CertificateInfo> {
+  const { anchor, store, est, rootPem } = options;
+  const deviceId = checkDeviceId(options.deviceId);
+  parsePinnedRoots(rootPem);
+  const publicKey = await anchor.ensureKey();
+  const caCertificates = await est.cacerts();
+  const csr = await createDeviceCsr(anchor, deviceId);
+  const issued = await est.simpleEnroll(csr, options.credentials);
+  const checked = store.install({
+    issued,
+    caCertificates,
+    rootPem,
+    publicKey,
+    deviceId,
+    now: (options.now ?? Date.now)(),
+  });
+  return checked.leaf.info;
+}
+
+export interface RenewOptions {
+  anchor: TrustAnchor;
+  store: IdentityStore;
+  /** An EST client that trusts the root pinned at enrollment (store.rootPem()). */
+  est: EstClient;
+  /** The configured device id, if any: it must be the one the certificate names. */
+  deviceId?: string | undefined;
+  now?: () => number;
+}
+
+/**
+ * Renew the device certificate through EST simplereenroll, authenticated by the current
+ * certificate over mutual TLS. The key stays the same. Throws NOT_ENROLLED without a certificate
+ * and CERT_EXPIRED once it has expired (then only a new enrollment with a new token helps).
+ */
+export async function renewDevice(options: RenewOptions): Promise<CertificateInfo> {
+  const { anchor, store, est } = options;
+  const now = (options.now ?? Date.now)();
+  const current = store.current();
+  if (!current)
+    throw new AgentError(
+      'NOT_ENROLLED',
+      'the device has no certificate yet; enroll it first: rampart-agent enroll --token-file FILE',
+    );
+  const deviceId = current.info.deviceId;
+  if (!deviceId || current.commonName !== deviceId)
+    throw new AgentError(
+      'CERT_REFUSED',
+      `${store.certFile} does not name a device (subject ${current.info.subject}); enroll again: rampart-agent enroll`,
+    );
+  if (options.deviceId && options.deviceId !== deviceId)
+    throw new AgentError(
+      'USAGE',
+      `the device certificate is for "${deviceId}" but the configuration says device id "${options.deviceId}"; ` +
+        'fix deviceId (RAMPART_AGENT_DEVICE_ID), or enroll again as the configured device',
+    );
+  if (now >= current.info.notAfter.getTime())
+    throw new AgentError('CERT_EXPIRED', expiredCertificateMessage(current.info));
+  const rootPem = store.rootPem();
+  if (!rootPem)
+    throw new AgentError(
+      'NOT_ENROLLED',
+      `${store.rootFile} is missing (it is written at enrollment); enroll again: rampart-agent enroll`,
+    );
+  const key = await anchor.tlsKey();
+  if (!key)
+    throw new AgentError(
+      'TRUST_ANCHOR',
+      `the ${anchor.kind} trust anchor cannot lend its key to the TLS stack, and renewal needs mutual TLS`,
+    );
+  const publicKey = await anchor.ensureKey();
+  const keyDer = publicKey.export({ type: 'spki', format: 'der' });
+  if (!current.x509.publicKey.export({ type: 'spki', format: 'der' }).equals(keyDer))
+    throw new AgentError(
+      'CERT_REFUSED',
+      `${store.certFile} certifies another key than the one in the ${anchor.kind} trust anchor; ` +
+        'enroll again: rampart-agent enroll',
+    );
+  const caCertificates = await est.cacerts();
+  const csr = await createDeviceCsr(anchor, deviceId);
+  const issued = await est.simpleReenroll(csr, { certPem: store.clientCertificatePem(), key }, deviceId);
+  const checked = store.install({
+    issued,
+    caCertificates,
+    rootPem,
+    publicKey,
+    deviceId,
+    now: (options.now ?? Date.now)(),
+  });
+  return checked.leaf.info;
+}
