@@ -24,8 +24,12 @@ interface Running {
 }
 
 /** Start the real `rampart up` on free ports and wait for its "listening" lines (api, est, pki). */
-function startUp(dataDir: string, env: Record<string, string> = { RAMPART_KEYSTORE_PASSPHRASE: PASSPHRASE }) {
-  const args = ['up', '--data-dir', dataDir, '--api-port', '0', '--est-port', '0', '--pki-port', '0'];
+function startUp(
+  dataDir: string,
+  env: Record<string, string> = { RAMPART_KEYSTORE_PASSPHRASE: PASSPHRASE },
+  ports = ['--api-port', '0', '--est-port', '0', '--pki-port', '0'],
+) {
+  const args = ['up', '--data-dir', dataDir, ...ports];
   const child = spawn(process.execPath, [CLI_BIN, ...args], {
     env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', ...env },
     stdio: ['pipe', 'pipe', 'pipe'],
@@ -179,8 +183,20 @@ describe('rampart up', () => {
 
   it('second start: prints no token, keeps the admin token, and stops cleanly on SIGINT', async () => {
     const before = readFileSync(join(dataDir, 'admin-token'), 'utf8');
-    const up = await startUp(dataDir);
+    // Ports through --set this time: an absent --est-port/--pki-port flag must not override them.
+    const up = await startUp(dataDir, undefined, [
+      '--api-port',
+      '0',
+      '--set',
+      'est.port=0',
+      '--set',
+      'pki.port=0',
+    ]);
     expect(up.stdout()).not.toContain('first start');
+    const est = /listening est https:\/\/127\.0\.0\.1:(\d+)/.exec(up.stdout())![1];
+    const pki = /listening pki http:\/\/127\.0\.0\.1:(\d+)/.exec(up.stdout())![1];
+    expect([est, pki]).not.toContain('8444');
+    expect([est, pki]).not.toContain('8080');
     expect(up.stdout()).not.toContain('rpt_');
     expect(readFileSync(join(dataDir, 'admin-token'), 'utf8')).toBe(before);
     // The first token still works against the restarted platform.

@@ -47,8 +47,7 @@ export function upCommand(): Command {
     )
     .action(async (_o, command: Command) => {
       const opts = globalsOf<UpOptions>(command);
-      const flags: Record<string, unknown> = {
-        ...parseSets(opts.set),
+      const explicit: Record<string, unknown> = {
         // RAMPART_DATA_DIR also fills the option; the loader reads it itself, with the right origin.
         dataDir: command.getOptionValueSourceWithGlobals('dataDir') === 'cli' ? opts.dataDir : undefined,
         'api.port': opts.apiPort,
@@ -59,6 +58,9 @@ export function upCommand(): Command {
         'log.level': opts.logLevel,
         'log.format': opts.logFormat,
       };
+      // A dedicated flag wins over --set for the same key, but an absent flag must not erase --set.
+      const flags: Record<string, unknown> = { ...parseSets(opts.set) };
+      for (const [k, v] of Object.entries(explicit)) if (v !== undefined) flags[k] = v;
       const { loadServerConfig, startPlatform } = await loadServer();
       let loaded;
       try {
