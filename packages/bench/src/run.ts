@@ -3,34 +3,42 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { benchApiWrites } from './api-writes.js';
 import { benchAuditVerify } from './audit-verify.js';
+import { benchCa } from './ca.js';
 import { benchFleetQuery } from './fleet-query.js';
 import { benchImport } from './import.js';
 import { stopPostgres, type Dialect } from './lib/databases.js';
 import { summary } from './lib/report.js';
 
-const BENCHES = ['import', 'api-writes', 'fleet-query', 'audit-verify'] as const;
+const BENCHES = ['import', 'api-writes', 'fleet-query', 'audit-verify', 'ca'] as const;
 type Bench = (typeof BENCHES)[number];
+/** Benchmarks that measure one database only (the CA's runs on the embedded default, SQLite). */
+const DIALECTS_OF: Partial<Record<Bench, Dialect[]>> = { ca: ['sqlite'] };
 
 const { values } = parseArgs({
   options: {
     only: { type: 'string', default: BENCHES.join(',') },
     dialect: { type: 'string', default: 'sqlite,postgres' },
     quick: { type: 'boolean', default: false },
+    'cpu-prof': { type: 'string' },
     help: { type: 'boolean', default: false },
   },
 });
 
 if (values.help) {
-  process.stdout.write(`npm run bench -- [--only ${BENCHES.join(',')}] [--dialect sqlite,postgres] [--quick]
+  process.stdout
+    .write(`npm run bench -- [--only ${BENCHES.join(',')}] [--dialect sqlite,postgres] [--quick] [--cpu-prof DIR]
 
 Runs Rampart's benchmarks on this machine, each beside its peer (the raw driver, a bare Fastify
 server, openssl), and prints the figures, the ratio to the peer and whether each target is met.
---quick shrinks the data sets (1,000,000 → 100,000) for a fast look; targets are stated for the full size.
+--quick shrinks the data sets (1,000,000 → 100,000; ca: 3,000 → 600 enrollments) for a fast look;
+targets are stated for the full size. ca runs on SQLite only, with the file and the PKCS#11 key store.
+--cpu-prof DIR writes a V8 CPU profile of each Rampart server the ca benchmark starts to DIR/<key store>/.
 PostgreSQL: RAMPART_BENCH_DATABASE_URL, otherwise a throwaway server with durable settings.
 
 Examples:
   npm run bench
   npm run bench -- --only fleet-query --dialect postgres
+  npm run bench:ca -- --quick
 `);
   process.exit(0);
 }
@@ -44,6 +52,7 @@ const runners: Record<Bench, (d: Dialect) => Promise<void>> = {
   'api-writes': (d) => benchApiWrites(d),
   'fleet-query': (d) => benchFleetQuery(d, big),
   'audit-verify': (d) => benchAuditVerify(d, big),
+  ca: () => benchCa({ quick: values.quick!, cpuProfDir: values['cpu-prof'] }),
 };
 
 process.stdout.write(
@@ -52,7 +61,7 @@ process.stdout.write(
 let ok: boolean;
 try {
   for (const bench of BENCHES.filter((b) => only.includes(b))) {
-    for (const dialect of dialects) {
+    for (const dialect of dialects.filter((d) => DIALECTS_OF[bench]?.includes(d) ?? true)) {
       process.stdout.write(`\n${bench} on ${dialect}\n`);
       await runners[bench](dialect);
     }

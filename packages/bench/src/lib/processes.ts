@@ -13,7 +13,18 @@ export interface RunningRampart {
   dispatcher: Agent;
   dataDir: string;
   databaseUrl: string;
+  /** Every listener's URL by name (`api`, `est`, `pki`), from runtime.json. */
+  listeners: Record<string, string>;
+  /** Process id of `rampart up`. */
+  pid: number;
   stop(): Promise<void>;
+}
+
+export interface StartOptions {
+  /** Environment on top of BENCH_ENV (an undefined value removes a variable). */
+  env?: Record<string, string | undefined>;
+  /** Node options for the server process, e.g. `--cpu-prof`. */
+  nodeArgs?: string[];
 }
 
 /** Start `rampart up` as its own process (the load generator gets the other core). */
@@ -21,8 +32,10 @@ export async function startRampart(
   dataDir: string,
   databaseUrl: string,
   settings: Record<string, string> = {},
+  options: StartOptions = {},
 ): Promise<RunningRampart> {
   const args = [
+    ...(options.nodeArgs ?? []),
     CLI,
     'up',
     '--data-dir',
@@ -37,11 +50,15 @@ export async function startRampart(
   for (const [k, v] of Object.entries({ 'api.rateLimit.max': '100000000', ...settings }))
     args.push('--set', `${k}=${v}`);
   const child = spawn(process.execPath, args, {
-    env: { ...process.env, ...BENCH_ENV },
+    // The EST and PKI listeners on free ports too (by environment: it works with every version of `up`).
+    env: { ...process.env, ...BENCH_ENV, RAMPART_EST_PORT: '0', RAMPART_PKI_PORT: '0', ...options.env },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   const url = await waitForLine(child, /^listening api (\S+)$/m);
   const token = readFileSync(join(dataDir, 'admin-token'), 'utf8').trim();
+  const runtime = JSON.parse(readFileSync(join(dataDir, 'runtime.json'), 'utf8')) as {
+    listeners: { name: string; url: string }[];
+  };
   const dispatcher = new Agent({
     connect: { ca: readFileSync(join(dataDir, 'ca.pem'), 'utf8') },
     connections: 64,
@@ -52,6 +69,8 @@ export async function startRampart(
     dispatcher,
     dataDir,
     databaseUrl,
+    listeners: Object.fromEntries(runtime.listeners.map((l) => [l.name, l.url])),
+    pid: child.pid!,
     async stop() {
       await dispatcher.close();
       await stopChild(child);
