@@ -1,4 +1,5 @@
 import { X509Certificate, createPrivateKey, createPublicKey, type KeyObject } from 'node:crypto';
+import { AsnConvert } from '@peculiar/asn1-schema';
 import { type Name } from '@peculiar/asn1-x509';
 import { buildName, nameToString, serialFromBytes } from '@rampart/shared/pki';
 import { RampartError, conflict, notFound } from '../errors.js';
@@ -41,6 +42,8 @@ export interface CaRecord {
   der: Buffer;
   /** Subject Name, for use as the issuer of what this CA signs. */
   name: Name;
+  /** DER of `name`, as written into the certificates this CA issues. */
+  nameDer: Buffer;
   spkiDer: Buffer;
   notBefore: string;
   notAfter: string;
@@ -86,6 +89,7 @@ function toRecord(row: CertificateAuthoritiesTable): CaRecord {
     certificatePem: row.certificate,
     der: Buffer.from(x.raw),
     name: subjectNameOf(x.raw),
+    nameDer: Buffer.from(AsnConvert.serialize(subjectNameOf(x.raw))),
     spkiDer: spkiOfCertificate(x.raw),
     notBefore: row.not_before,
     notAfter: row.not_after,

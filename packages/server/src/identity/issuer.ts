@@ -1,7 +1,7 @@
-import { X509Certificate } from 'node:crypto';
-import { buildName, deviceUri, nameToString, type ParsedCsr } from '@rampart/shared/pki';
-import { isIP } from 'node:net';
 import type { KeyObject } from 'node:crypto';
+import { isIP } from 'node:net';
+import type { Name } from '@peculiar/asn1-x509';
+import { buildName, deviceUri, nameToString, type ParsedCsr } from '@rampart/shared/pki';
 import type { Executor } from '../storage/index.js';
 import { isoNow } from '../time.js';
 import type { CaRecord, CertificateAuthorities } from './authorities.js';
@@ -9,11 +9,17 @@ import type { CertificateRegistry } from './certificates.js';
 import { toCertificateRecord, type CertificateProfile, type CertificateRecord } from './certificates.js';
 import {
   KeyUsageFlags,
+  commonNameDer,
+  encodeExtension,
   extensions,
   keyFingerprintOf,
+  pemOf,
   randomSerial,
+  sanUriExtensionDer,
   signCertificate,
+  skiExtensionDer,
   spkiDerOf,
+  type ExtensionInput,
 } from './x509.js';
 
 /** Where a certificate's CRL distribution point, OCSP and CA-issuer URLs point: Rampart's own PKI listener. */
@@ -32,6 +38,20 @@ function keyAlgorithmOf(key: KeyObject): string {
   if (key.asymmetricKeyType === 'ec') return `ec-${key.asymmetricKeyDetails?.namedCurve ?? 'unknown'}`;
   if (key.asymmetricKeyType === 'rsa') return `rsa-${key.asymmetricKeyDetails?.modulusLength ?? 0}`;
   return key.asymmetricKeyType ?? 'unknown';
+}
+
+/** basicConstraints CA:FALSE, keyUsage digitalSignature, EKU clientAuth: encoded once. */
+let deviceExtensions: Buffer[] | null = null;
+const DEVICE_EXTENSIONS = (): Buffer[] =>
+  (deviceExtensions ??= [
+    extensions.basicConstraints(false),
+    extensions.keyUsage(KeyUsageFlags.digitalSignature),
+    extensions.extKeyUsage('1.3.6.1.5.5.7.3.2'),
+  ].map(encodeExtension));
+
+function named(parts: Parameters<typeof buildName>[0]): { subject: Name; subjectText: string } {
+  const subject = buildName(parts);
+  return { subject, subjectText: nameToString(subject) };
 }
 
 /**
@@ -76,19 +96,15 @@ export class CertificateIssuer {
     return this.sign(db, ca, {
       profile: 'device',
       deviceId: request.deviceId,
-      subject: buildName([['CN', request.deviceId]]),
+      subject: commonNameDer(request.deviceId),
+      subjectText: `CN=${request.deviceId}`,
       spki,
       keyAlgorithm: request.csr.publicKey ? keyAlgorithmOf(request.csr.publicKey) : 'unknown',
       notBefore: new Date(now - 5 * 60_000),
       notAfter: new Date(notAfter),
       renews: request.renews,
       policy: request.policy,
-      extensions: [
-        extensions.basicConstraints(false),
-        extensions.keyUsage(KeyUsageFlags.digitalSignature),
-        extensions.extKeyUsage('1.3.6.1.5.5.7.3.2'),
-        extensions.subjectAltName({ uri: [deviceUri(request.deviceId)] }),
-      ],
+      extensions: [...DEVICE_EXTENSIONS(), sanUriExtensionDer(deviceUri(request.deviceId))],
     });
   }
 
@@ -104,7 +120,7 @@ export class CertificateIssuer {
     return this.sign(db, ca, {
       profile: 'server',
       deviceId: null,
-      subject: buildName([
+      ...named([
         ['O', this.organization],
         ['CN', names.find((n) => !isIP(n)) ?? names[0] ?? 'rampart'],
       ]),
@@ -134,7 +150,7 @@ export class CertificateIssuer {
     return this.sign(db, ca, {
       profile: 'ocsp',
       deviceId: null,
-      subject: buildName([
+      ...named([
         ['O', this.organization],
         ['CN', `OCSP responder for ${ca.id}`],
       ]),
@@ -153,53 +169,65 @@ export class CertificateIssuer {
     });
   }
 
+  private readonly caExtensionCache = new Map<string, Buffer[]>();
+
+  /** AKI, CRL distribution point and AIA: the same for every certificate a CA issues in a profile. */
+  private caExtensions(ca: CaRecord, profile: CertificateProfile): Buffer[] {
+    const urls = this.pkiUrls();
+    const key = `${ca.id}|${profile}|${urls.crl(ca.id)}|${urls.ocsp()}`;
+    let cached = this.caExtensionCache.get(key);
+    if (!cached) {
+      cached = [
+        extensions.authorityKeyIdentifier(ca.spkiDer),
+        ...(profile === 'ocsp' ? [] : [extensions.crlDistributionPoint(urls.crl(ca.id))]),
+        extensions.authorityInfoAccess({
+          ...(profile === 'ocsp' ? {} : { ocsp: urls.ocsp() }),
+          caIssuers: urls.caIssuer(ca.id),
+        }),
+      ].map(encodeExtension);
+      this.caExtensionCache.set(key, cached);
+    }
+    return cached;
+  }
+
   private async sign(
     db: Executor,
     ca: CaRecord,
     t: {
       profile: CertificateProfile;
       deviceId: string | null;
-      subject: ReturnType<typeof buildName>;
+      subject: Name | Buffer;
+      subjectText: string;
       spki: Buffer;
       keyAlgorithm: string;
       notBefore: Date;
       notAfter: Date;
       renews: string | null;
       policy: string | null;
-      extensions: ReturnType<typeof extensions.basicConstraints>[];
+      extensions: ExtensionInput[];
     },
   ): Promise<IssuedCertificate> {
-    const urls = this.pkiUrls();
     const signer = await this.authorities.signer(ca);
     const serial = randomSerial();
     const der = await signCertificate(
       {
         serial,
-        issuer: ca.name,
+        issuer: ca.nameDer,
         subject: t.subject,
         notBefore: t.notBefore,
         notAfter: t.notAfter,
         subjectPublicKeyDer: t.spki,
-        extensions: [
-          ...t.extensions,
-          extensions.subjectKeyIdentifier(t.spki),
-          extensions.authorityKeyIdentifier(ca.spkiDer),
-          ...(t.profile === 'ocsp' ? [] : [extensions.crlDistributionPoint(urls.crl(ca.id))]),
-          extensions.authorityInfoAccess({
-            ...(t.profile === 'ocsp' ? {} : { ocsp: urls.ocsp() }),
-            caIssuers: urls.caIssuer(ca.id),
-          }),
-        ],
+        extensions: [...t.extensions, skiExtensionDer(t.spki), ...this.caExtensions(ca, t.profile)],
       },
       signer,
     );
-    const pem = new X509Certificate(der).toString();
+    const pem = pemOf(der);
     const row = {
       serial,
       issuer_id: ca.id,
       profile: t.profile,
       device_id: t.deviceId,
-      subject: nameToString(t.subject),
+      subject: t.subjectText,
       not_before: t.notBefore.toISOString(),
       not_after: t.notAfter.toISOString(),
       key_fingerprint: keyFingerprintOf(t.spki),

@@ -1,28 +1,26 @@
 import { createHash } from 'node:crypto';
 import { AsnConvert, OctetString } from '@peculiar/asn1-schema';
-import type { AlgorithmIdentifier, Extension } from '@peculiar/asn1-x509';
-import { Certificate, CRLReason, SubjectPublicKeyInfo } from '@peculiar/asn1-x509';
+import type { Extension } from '@peculiar/asn1-x509';
+import { CRLReason, SubjectPublicKeyInfo } from '@peculiar/asn1-x509';
 import type { CertID } from '@peculiar/asn1-ocsp';
 import {
-  BasicOCSPResponse,
   CertStatus,
   KeyHash,
   OCSPRequest,
   OCSPResponse,
   OCSPResponseStatus,
   ResponderID,
-  ResponseBytes,
   ResponseData,
   RevokedInfo,
   SingleResponse,
 } from '@peculiar/asn1-ocsp';
-import { OID, REVOCATION_REASONS, serialFromBytes } from '@rampart/shared/pki';
+import { OID, REVOCATION_REASONS, der, serialFromBytes } from '@rampart/shared/pki';
 import type { Logger } from '@rampart/shared/logging';
 import type { PlatformKey } from '../keystore/index.js';
 import type { Storage } from '../storage/index.js';
 import type { CaRecord, CertificateAuthorities } from './authorities.js';
 import type { CertificateRegistry } from './certificates.js';
-import { keyIdentifierOf, signatureAlgorithmOf } from './x509.js';
+import { keyIdentifierOf, signatureAlgorithmDer } from './x509.js';
 
 /**
  * OCSP responder (RFC 6960) in the lightweight profile (RFC 9919): responses are signed by a
@@ -172,6 +170,18 @@ export class OcspResponder {
     };
   }
 
+  private readonly keyHashes = new WeakMap<OcspSigner, Buffer>();
+
+  /** ResponderID byKey: SHA-1 of the responder's public key bits (RFC 6960 §4.2.1). */
+  private responderKeyHash(signer: OcspSigner): Buffer {
+    let hash = this.keyHashes.get(signer);
+    if (!hash) {
+      hash = keyIdentifierOf(signer.key.publicKey.export({ type: 'spki', format: 'der' }));
+      this.keyHashes.set(signer, hash);
+    }
+    return hash;
+  }
+
   private async sign(
     caId: string,
     targets: { certId: CertID; serial: string }[],
@@ -217,36 +227,28 @@ export class OcspResponder {
       }
       return new SingleResponse({ certID: t.certId, certStatus, thisUpdate: now, nextUpdate });
     });
-    const signatureAlgorithm: AlgorithmIdentifier = signatureAlgorithmOf(signer.key);
     const tbs = new ResponseData({
-      responderID: new ResponderID({
-        byKey: new KeyHash(keyIdentifierOf(signer.key.publicKey.export({ type: 'spki', format: 'der' }))),
-      }),
+      responderID: new ResponderID({ byKey: new KeyHash(this.responderKeyHash(signer)) }),
       producedAt: now,
       responses,
       ...(nonce ? { responseExtensions: [nonce] } : {}),
     });
-    const tbsDer = AsnConvert.serialize(tbs);
-    const signature = await signer.key.sign(new Uint8Array(tbsDer));
-    const basic = new BasicOCSPResponse({
-      tbsResponseData: tbs,
-      signatureAlgorithm,
-      signature: new Uint8Array(signature).buffer,
-      certs: [AsnConvert.parse(signer.certificateDer, Certificate)],
-    });
-    const der = Buffer.from(
-      AsnConvert.serialize(
-        new OCSPResponse({
-          responseStatus: OCSPResponseStatus.successful,
-          responseBytes: new ResponseBytes({
-            responseType: OID.ocspBasic,
-            response: new OctetString(AsnConvert.serialize(basic)),
-          }),
-        }),
-      ),
+    const tbsDer = Buffer.from(AsnConvert.serialize(tbs));
+    const signature = await signer.key.sign(tbsDer);
+    // BasicOCSPResponse and OCSPResponse wrap DER that is already encoded: the signed data, the
+    // responder certificate as issued. Assembled directly rather than parsed and re-serialized.
+    const basic = der.sequence(
+      tbsDer,
+      signatureAlgorithmDer(signer.key),
+      der.bitString(signature),
+      der.context(0, der.sequence(signer.certificateDer)),
+    );
+    const response = der.sequence(
+      SUCCESSFUL,
+      der.context(0, der.sequence(OCSP_BASIC_OID, der.octetString(basic))),
     );
     return {
-      der,
+      der: response,
       status: statuses[0]!,
       statuses,
       thisUpdate: now,
@@ -255,6 +257,10 @@ export class OcspResponder {
     };
   }
 }
+
+/** `responseStatus successful` (ENUMERATED 0) and the id-pkix-ocsp-basic OID, DER. */
+const SUCCESSFUL = Buffer.from('0a0100', 'hex');
+const OCSP_BASIC_OID = Buffer.from('06092b0601050507300101', 'hex');
 
 function keyBitsOf(spkiDer: Buffer): Buffer {
   // issuerKeyHash is the hash of the subjectPublicKey BIT STRING value (RFC 6960 §4.1.1).

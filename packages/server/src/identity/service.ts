@@ -1,3 +1,4 @@
+import { sql } from 'kysely';
 import { X509Certificate } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
@@ -8,7 +9,7 @@ import type { AuditLog } from '../audit/log.js';
 import { writeFileAtomic } from '../files.js';
 import type { FleetRegistry } from '../fleet/registry.js';
 import { getOrCreateKey, type KeyStore, type PlatformKey } from '../keystore/index.js';
-import type { Storage } from '../storage/index.js';
+import type { Executor, Storage } from '../storage/index.js';
 import { CertificateAuthorities, type CaRecord, type HierarchySettings } from './authorities.js';
 import { CertificateRegistry, type CertificateRecord, type RevocationResult } from './certificates.js';
 import { CrlService } from './crl.js';
@@ -369,52 +370,117 @@ export class IdentityService {
           ? 'simplereenroll needs the current device certificate as the TLS client certificate'
           : 'no credentials were presented: send the enrollment token as the HTTP Basic password (user name = device id) or as a Bearer token',
       );
-    let superseded: RevocationResult['revoked'] = [];
-    const issued = await this.storage.db.transaction().execute(async (tx) => {
-      const decision = await policy.decide(tx, ctx);
-      const out = await this.issuer.issueDevice(tx, {
-        csr: ctx.csr,
-        deviceId: decision.deviceId,
-        validityHours: decision.validityHours,
-        renews: decision.renews,
-        policy: decision.policy,
-      });
-      await decision.commit(tx, out.record.serial);
-      if (decision.renews && decision.supersede) {
-        const old = await this.registry.get(tx, decision.renews);
-        if (old.status === 'good') {
-          await tx
-            .updateTable('certificates')
-            .set({ status: 'revoked', revoked_at: out.record.createdAt, revocation_reason: 'superseded' })
-            .where('serial', '=', old.serial)
-            .execute();
-          superseded = [
-            { serial: old.serial, deviceId: old.deviceId, issuerId: old.issuerId, reason: 'superseded' },
-          ];
-        }
-      }
-      await this.audit.append(tx, {
-        actor: `device:${decision.deviceId}`,
-        action: 'certificate.issue',
-        target: `certificate:${out.record.serial}`,
-        outcome: 'success',
-        details: {
-          operation: ctx.operation,
-          policy: decision.policy,
-          ...decision.credential,
-          issuer: out.record.issuerId,
-          keyFingerprint: out.record.keyFingerprint,
-          notAfter: out.record.notAfter,
-          ...(decision.renews ? { renews: decision.renews } : {}),
-          ...(superseded.length ? { superseded: decision.renews } : {}),
-          remoteAddress: ctx.remoteAddress,
-        },
-      });
-      return out;
+    return new Promise<IssuedCertificate>((resolve, reject) => {
+      this.pending.push({ ctx, policy, resolve, reject });
+      this.schedule();
     });
-    this.audit.sealSoon();
-    if (superseded.length) this.revoked(superseded);
-    return issued;
+  }
+
+  /**
+   * Group commit. Enrollments that arrive while a batch is being written wait and go into the
+   * next transaction together: one commit (one fsync on SQLite) for many certificates. Each
+   * enrollment runs under its own savepoint, so a refusal or failure of one rolls back only its
+   * own writes; none of them is acknowledged before the transaction has committed.
+   */
+  private readonly pending: {
+    ctx: EnrollmentContext;
+    policy: EnrollmentPolicy;
+    resolve: (issued: IssuedCertificate) => void;
+    reject: (err: unknown) => void;
+  }[] = [];
+  private batching = false;
+  private static readonly BATCH_LIMIT = 64;
+
+  private schedule(): void {
+    if (this.batching) return;
+    this.batching = true;
+    setImmediate(() => void this.writeBatch());
+  }
+
+  private async writeBatch(): Promise<void> {
+    const batch = this.pending.splice(0, IdentityService.BATCH_LIMIT);
+    const issued: {
+      item: (typeof batch)[number];
+      out: IssuedCertificate;
+      superseded: RevocationResult['revoked'];
+    }[] = [];
+    const refused: { item: (typeof batch)[number]; err: unknown }[] = [];
+    try {
+      await this.storage.db.transaction().execute(async (tx) => {
+        for (const item of batch) {
+          await sql`savepoint enrollment`.execute(tx);
+          try {
+            const r = await this.enrollOne(tx, item.ctx, item.policy);
+            await sql`release savepoint enrollment`.execute(tx);
+            issued.push({ item, ...r });
+          } catch (err) {
+            await sql`rollback to savepoint enrollment`.execute(tx);
+            await sql`release savepoint enrollment`.execute(tx);
+            refused.push({ item, err });
+          }
+        }
+      });
+      this.audit.sealSoon();
+      for (const i of issued) {
+        if (i.superseded.length) this.revoked(i.superseded);
+        i.item.resolve(i.out);
+      }
+    } catch (err) {
+      // The transaction did not commit: nothing of this batch was issued.
+      for (const i of issued) i.item.reject(err);
+    } finally {
+      for (const r of refused) r.item.reject(r.err);
+      this.batching = false;
+      if (this.pending.length) this.schedule();
+    }
+  }
+
+  private async enrollOne(
+    tx: Executor,
+    ctx: EnrollmentContext,
+    policy: EnrollmentPolicy,
+  ): Promise<{ out: IssuedCertificate; superseded: RevocationResult['revoked'] }> {
+    let superseded: RevocationResult['revoked'] = [];
+    const decision = await policy.decide(tx, ctx);
+    const out = await this.issuer.issueDevice(tx, {
+      csr: ctx.csr,
+      deviceId: decision.deviceId,
+      validityHours: decision.validityHours,
+      renews: decision.renews,
+      policy: decision.policy,
+    });
+    await decision.commit(tx, out.record.serial);
+    if (decision.renews && decision.supersede) {
+      const old = await this.registry.get(tx, decision.renews);
+      if (old.status === 'good') {
+        await tx
+          .updateTable('certificates')
+          .set({ status: 'revoked', revoked_at: out.record.createdAt, revocation_reason: 'superseded' })
+          .where('serial', '=', old.serial)
+          .execute();
+        superseded = [
+          { serial: old.serial, deviceId: old.deviceId, issuerId: old.issuerId, reason: 'superseded' },
+        ];
+      }
+    }
+    await this.audit.append(tx, {
+      actor: `device:${decision.deviceId}`,
+      action: 'certificate.issue',
+      target: `certificate:${out.record.serial}`,
+      outcome: 'success',
+      details: {
+        operation: ctx.operation,
+        policy: decision.policy,
+        ...decision.credential,
+        issuer: out.record.issuerId,
+        keyFingerprint: out.record.keyFingerprint,
+        notAfter: out.record.notAfter,
+        ...(decision.renews ? { renews: decision.renews } : {}),
+        ...(superseded.length ? { superseded: decision.renews } : {}),
+        remoteAddress: ctx.remoteAddress,
+      },
+    });
+    return { out, superseded };
   }
 
   /** Record a refused enrollment in the audit log. */

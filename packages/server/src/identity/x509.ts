@@ -13,19 +13,14 @@ import {
   DistributionPointName,
   ExtendedKeyUsage,
   Extension,
-  Extensions,
   GeneralName,
   KeyIdentifier,
   KeyUsage,
   KeyUsageFlags,
   SubjectAlternativeName,
   SubjectKeyIdentifier,
-  SubjectPublicKeyInfo,
-  TBSCertificate,
-  Validity,
-  Version,
 } from '@peculiar/asn1-x509';
-import { OID, serialToBytes } from '@rampart/shared/pki';
+import { OID, der, serialToBytes, subjectPublicKeyBits, tlv, toPem } from '@rampart/shared/pki';
 import type { KeyAlgorithm, PlatformKey } from '../keystore/index.js';
 
 /**
@@ -58,8 +53,7 @@ export function spkiDerOf(key: KeyObject): Buffer {
 
 /** RFC 5280 §4.2.1.2 method 1: SHA-1 of the subjectPublicKey BIT STRING's value. */
 export function keyIdentifierOf(spkiDer: Uint8Array): Buffer {
-  const spki = AsnConvert.parse(spkiDer, SubjectPublicKeyInfo);
-  return createHash('sha1').update(Buffer.from(spki.subjectPublicKey)).digest();
+  return createHash('sha1').update(subjectPublicKeyBits(spkiDer)).digest();
 }
 
 /** SHA-256 of the DER SubjectPublicKeyInfo, hex: the key fingerprint recorded with every certificate. */
@@ -154,37 +148,81 @@ export const extensions = {
 };
 export { KeyUsageFlags };
 
+/** An extension as a schema object, or already DER-encoded (cached per CA for the hot path). */
+export type ExtensionInput = Extension | Buffer;
+
 export interface CertificateTemplate {
   serial: string;
-  issuer: Name;
-  subject: Name;
+  /** The issuer's subject Name, or its DER. */
+  issuer: Name | Buffer;
+  subject: Name | Buffer;
   notBefore: Date;
   notAfter: Date;
   subjectPublicKeyDer: Uint8Array;
-  extensions: Extension[];
+  extensions: ExtensionInput[];
 }
 
-/** Sign a v3 certificate; returns its DER. */
+export function encodeExtension(e: ExtensionInput): Buffer {
+  return Buffer.isBuffer(e) ? e : Buffer.from(AsnConvert.serialize(e));
+}
+
+function nameDer(n: Name | Buffer): Buffer {
+  return Buffer.isBuffer(n) ? n : Buffer.from(AsnConvert.serialize(n));
+}
+
+const algorithmDer = new Map<string, Buffer>();
+export function signatureAlgorithmDer(key: PlatformKey): Buffer {
+  let d = algorithmDer.get(key.algorithm);
+  if (!d) {
+    d = Buffer.from(AsnConvert.serialize(signatureAlgorithmOf(key)));
+    algorithmDer.set(key.algorithm, d);
+  }
+  return d;
+}
+
+/** `[0] EXPLICIT INTEGER 2`: X.509 v3. */
+const VERSION_3 = Buffer.from('a003020102', 'hex');
+
+/**
+ * Sign a v3 certificate; returns its DER. The TBSCertificate is assembled from DER parts (the
+ * parts themselves come from the ASN.1 schemas or from the caller's cache), signed through the key
+ * store, and wrapped — nothing is encoded twice.
+ */
 export async function signCertificate(t: CertificateTemplate, signer: PlatformKey): Promise<Buffer> {
-  const signature = signatureAlgorithmOf(signer);
-  const tbs = new TBSCertificate({
-    version: Version.v3,
-    serialNumber: new Uint8Array(serialToBytes(t.serial)).buffer,
-    signature,
-    issuer: t.issuer,
-    validity: new Validity({ notBefore: t.notBefore, notAfter: t.notAfter }),
-    subject: t.subject,
-    subjectPublicKeyInfo: AsnConvert.parse(t.subjectPublicKeyDer, SubjectPublicKeyInfo),
-    extensions: new Extensions(t.extensions),
-  });
-  const tbsDer = AsnConvert.serialize(tbs);
-  const sig = await signer.sign(new Uint8Array(tbsDer));
-  const cert = new Certificate({
-    tbsCertificate: tbs,
-    signatureAlgorithm: signature,
-    signatureValue: new Uint8Array(sig).buffer,
-  });
-  return Buffer.from(AsnConvert.serialize(cert));
+  const algorithm = signatureAlgorithmDer(signer);
+  const tbs = der.sequence(
+    VERSION_3,
+    der.unsignedInteger(serialToBytes(t.serial)),
+    algorithm,
+    nameDer(t.issuer),
+    der.sequence(der.time(t.notBefore), der.time(t.notAfter)),
+    nameDer(t.subject),
+    t.subjectPublicKeyDer,
+    der.context(3, der.sequence(...t.extensions.map(encodeExtension))),
+  );
+  const signature = await signer.sign(tbs);
+  return der.sequence(tbs, algorithm, der.bitString(signature));
+}
+
+/** `CN=<value>` as a DER Name with a UTF8String, as the device profile writes it. */
+export function commonNameDer(value: string): Buffer {
+  return der.sequence(der.set(der.sequence(Buffer.from('0603550403', 'hex'), der.utf8String(value))));
+}
+
+/** A non-critical SubjectAltName extension with one URI, DER-encoded. */
+export function sanUriExtensionDer(uri: string): Buffer {
+  return der.sequence(
+    Buffer.from('0603551d11', 'hex'),
+    der.octetString(der.sequence(tlv(0x86, Buffer.from(uri, 'ascii')))),
+  );
+}
+
+/** A non-critical SubjectKeyIdentifier extension for a key, DER-encoded. */
+export function skiExtensionDer(spkiDer: Uint8Array): Buffer {
+  return der.sequence(
+    Buffer.from('0603551d0e', 'hex'),
+    der.octetString(der.octetString(keyIdentifierOf(spkiDer))),
+  );
 }
 
 /** The subject Name of a DER certificate, for use as the issuer of what it signs. */
@@ -202,8 +240,8 @@ export function spkiOfCertificate(certDer: Uint8Array): Buffer {
   );
 }
 
-export function pemOf(der: Uint8Array): string {
-  return new X509Certificate(der).toString();
+export function pemOf(certificateDer: Uint8Array): string {
+  return toPem('CERTIFICATE', certificateDer);
 }
 
 export function derOf(pem: string): Buffer {

@@ -84,7 +84,7 @@ export async function openStorage(url: string, options: OpenStorageOptions = {})
     }
     raw.pragma('foreign_keys = ON');
     raw.pragma('busy_timeout = 10000');
-    db = new Kysely<Database>({ dialect: new SqliteDialect({ database: raw }) });
+    db = new Kysely<Database>({ dialect: new SqliteDialect({ database: withStatementCache(raw) }) });
   } else {
     const pool = new pg.Pool({
       connectionString: url,
@@ -142,4 +142,33 @@ export async function migrate(db: Db, dialect: SqlDialect): Promise<void> {
       { cause: error },
     );
   }
+}
+
+/**
+ * Kysely's SQLite driver prepares every statement anew; preparing costs more than running most of
+ * ours. Prepared statements are kept by SQL text (bounded) and reused unless one is still busy
+ * (an iterator over it is open), in which case a fresh one is prepared.
+ */
+function withStatementCache(raw: SqliteDatabase.Database, limit = 500): SqliteDatabase.Database {
+  const cache = new Map<string, SqliteDatabase.Statement>();
+  const prepare = raw.prepare.bind(raw);
+  return new Proxy(raw, {
+    get(target, prop, receiver) {
+      if (prop !== 'prepare') {
+        const value = Reflect.get(target, prop, receiver) as unknown;
+        // Native methods must run on the real database object, not on the proxy.
+        return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
+      }
+      return (source: string) => {
+        const hit = cache.get(source);
+        if (hit && !hit.busy) return hit;
+        const stmt = prepare(source);
+        if (!hit) {
+          if (cache.size >= limit) cache.delete(cache.keys().next().value!);
+          cache.set(source, stmt);
+        }
+        return stmt;
+      };
+    },
+  });
 }

@@ -14,6 +14,7 @@ import {
 } from '@peculiar/asn1-x509';
 import { CertificationRequest, CertificationRequestInfo, Attributes } from '@peculiar/asn1-csr';
 import { OID } from './oids.js';
+import { readDer } from './der.js';
 import { PkiFormatError } from './errors.js';
 import { buildName, commonNameOf, nameToString } from './names.js';
 
@@ -92,7 +93,9 @@ export function parseCsr(der: Uint8Array): ParsedCsr {
   }
   const info = req.certificationRequestInfo;
   if (info.version !== 0) throw new PkiFormatError(`unsupported PKCS#10 version ${info.version}`);
-  const publicKeyDer = Buffer.from(AsnConvert.serialize(info.subjectPKInfo));
+  const publicKeyDer = req.certificationRequestInfoRaw
+    ? spkiSlice(req.certificationRequestInfoRaw)
+    : Buffer.from(AsnConvert.serialize(info.subjectPKInfo));
   const publicKey = publicKeyOf(publicKeyDer);
   const sigOid = req.signatureAlgorithm.algorithm;
   const alg = SIG_ALGS[sigOid];
@@ -162,6 +165,16 @@ export function parseCsr(der: Uint8Array): ParsedCsr {
     requestsCa,
     challengePassword,
   };
+}
+
+/** The SubjectPublicKeyInfo bytes as sent: the third element of CertificationRequestInfo. */
+function spkiSlice(infoDer: ArrayBuffer): Buffer {
+  const info = new Uint8Array(infoDer);
+  const outer = readDer(info);
+  const version = readDer(info, outer.start);
+  const subject = readDer(info, version.end);
+  const spki = readDer(info, subject.end);
+  return Buffer.from(info.subarray(subject.end, spki.end));
 }
 
 function publicKeyOf(spkiDer: Buffer): KeyObject | null {

@@ -37,13 +37,17 @@ function describeNonBase64(s: string): string {
 /** Base64 with 64-character lines, as EST responses are sent. */
 export function encodeBase64Body(der: Uint8Array): string {
   const b64 = Buffer.from(der).toString('base64');
-  return (b64.match(/.{1,64}/g) ?? []).join('\r\n') + '\r\n';
+  const lines: string[] = [];
+  for (let i = 0; i < b64.length; i += 64) lines.push(b64.slice(i, i + 64));
+  return lines.join('\r\n') + '\r\n';
 }
 
 /** PEM armour around DER. */
 export function toPem(label: string, der: Uint8Array): string {
   const b64 = Buffer.from(der).toString('base64');
-  return `-----BEGIN ${label}-----\n${(b64.match(/.{1,64}/g) ?? []).join('\n')}\n-----END ${label}-----\n`;
+  const lines: string[] = [];
+  for (let i = 0; i < b64.length; i += 64) lines.push(b64.slice(i, i + 64));
+  return `-----BEGIN ${label}-----\n${lines.join('\n')}\n-----END ${label}-----\n`;
 }
 
 /** Every PEM block with the given label, as DER. */

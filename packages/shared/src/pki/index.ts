@@ -5,5 +5,6 @@ export * from './serial.js';
 export * from './reasons.js';
 export * from './est.js';
 export * from './pkcs7.js';
+export * from './der.js';
 export * from './names.js';
 export * from './csr.js';

@@ -1,30 +1,26 @@
 import { AsnConvert } from '@peculiar/asn1-schema';
-import { Certificate } from '@peculiar/asn1-x509';
-import {
-  CertificateChoices,
-  CertificateSet,
-  ContentInfo,
-  EncapsulatedContentInfo,
-  SignedData,
-  SignerInfos,
-  DigestAlgorithmIdentifiers,
-} from '@peculiar/asn1-cms';
+import { ContentInfo, SignedData } from '@peculiar/asn1-cms';
 import { OID } from './oids.js';
+import { der, tlv } from './der.js';
 import { PkiFormatError } from './errors.js';
 
-/** A PKCS#7 / CMS "certs-only" message (a SignedData with certificates and no signers), as EST uses. */
+/** OID 1.2.840.113549.1.7.2 (signedData) and 1.2.840.113549.1.7.1 (data), DER-encoded. */
+const SIGNED_DATA_OID = Buffer.from('06092a864886f70d010702', 'hex');
+const DATA_OID = Buffer.from('06092a864886f70d010701', 'hex');
+
+/**
+ * A PKCS#7 / CMS "certs-only" message (a SignedData with certificates and no signers), as EST uses.
+ * Assembled from the certificates' own DER without re-encoding them.
+ */
 export function encodeCertsOnly(certificates: readonly Uint8Array[]): Buffer {
-  const signed = new SignedData({
-    version: 1,
-    digestAlgorithms: new DigestAlgorithmIdentifiers(),
-    encapContentInfo: new EncapsulatedContentInfo({ eContentType: OID.data }),
-    certificates: new CertificateSet(
-      certificates.map((der) => new CertificateChoices({ certificate: AsnConvert.parse(der, Certificate) })),
-    ),
-    signerInfos: new SignerInfos(),
-  });
-  const info = new ContentInfo({ contentType: OID.signedData, content: AsnConvert.serialize(signed) });
-  return Buffer.from(AsnConvert.serialize(info));
+  const signed = der.sequence(
+    der.smallInteger(1),
+    der.set(),
+    der.sequence(DATA_OID),
+    tlv(0xa0, ...certificates),
+    der.set(),
+  );
+  return der.sequence(SIGNED_DATA_OID, der.context(0, signed));
 }
 
 /** The DER certificates of a certs-only message, in order. */

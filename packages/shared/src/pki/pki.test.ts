@@ -4,6 +4,17 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { AsnConvert } from '@peculiar/asn1-schema';
+import { Certificate } from '@peculiar/asn1-x509';
+import {
+  CertificateChoices,
+  CertificateSet,
+  ContentInfo,
+  DigestAlgorithmIdentifiers,
+  EncapsulatedContentInfo,
+  SignedData,
+  SignerInfos,
+} from '@peculiar/asn1-cms';
 import {
   PkiFormatError,
   buildCsr,
@@ -14,6 +25,8 @@ import {
   encodeBase64Body,
   encodeCertsOnly,
   fromPem,
+  OID,
+  der,
   normalizeSerial,
   parseCsr,
   parseRevocationReason,
@@ -146,6 +159,34 @@ describe('EST bodies and PKCS#7', () => {
     );
     expect(decodeCertsOnly(p7)).toEqual([cert, cert]);
     expect(() => decodeCertsOnly(cert)).toThrow(PkiFormatError);
+  });
+
+  it('assembles certs-only DER byte for byte as the CMS schema library encodes it', () => {
+    const cert = fromPem(readFileSync(join(dir, 'ca.pem'), 'utf8'), 'CERTIFICATE')[0]!;
+    for (const certs of [[], [cert], [cert, cert]]) {
+      const reference = new SignedData({
+        version: 1,
+        digestAlgorithms: new DigestAlgorithmIdentifiers(),
+        encapContentInfo: new EncapsulatedContentInfo({ eContentType: OID.data }),
+        certificates: new CertificateSet(
+          certs.map((d) => new CertificateChoices({ certificate: AsnConvert.parse(d, Certificate) })),
+        ),
+        signerInfos: new SignerInfos(),
+      });
+      const info = new ContentInfo({ contentType: OID.signedData, content: AsnConvert.serialize(reference) });
+      expect(encodeCertsOnly(certs).equals(Buffer.from(AsnConvert.serialize(info)))).toBe(true);
+    }
+  });
+});
+
+describe('DER writer', () => {
+  it('encodes lengths, integers and times as DER requires', () => {
+    expect(der.octetString(Buffer.alloc(200)).subarray(0, 3).toString('hex')).toBe('0481c8');
+    expect(der.octetString(Buffer.alloc(300)).subarray(0, 4).toString('hex')).toBe('0482012c');
+    expect(der.unsignedInteger(Buffer.from([0x00, 0x00, 0x7f])).toString('hex')).toBe('02017f');
+    expect(der.unsignedInteger(Buffer.from([0x80])).toString('hex')).toBe('02020080');
+    expect(der.time(new Date('2026-11-20T10:11:12.999Z')).toString('latin1').slice(2)).toBe('261120101112Z');
+    expect(der.time(new Date('2051-01-01T00:00:00Z'))[0]).toBe(0x18);
   });
 });
 
