@@ -210,6 +210,7 @@ async function startLocked(
       tls,
       logger,
       onRequest: (operation, outcome) => metrics.estRequests.inc({ operation, outcome }),
+      refusalsPerMinute: config.est.refusalsPerMinute,
     });
     try {
       await est.listen({ host: config.est.host, port: config.est.port });

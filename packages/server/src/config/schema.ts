@@ -93,6 +93,12 @@ export const ServerConfigSchema = Type.Object(
           maximum: 65535,
           description: 'HTTPS port of the EST server (RFC 7030, /.well-known/est/); 0 = any free port.',
         }),
+        refusalsPerMinute: Type.Integer({
+          default: 300,
+          minimum: 0,
+          description:
+            'Refused enrollment requests allowed per source address and minute; beyond it the address gets 429 until the minute is over (0 = no limit).',
+        }),
       },
       { additionalProperties: false, default: {} },
     ),

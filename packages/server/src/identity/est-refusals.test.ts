@@ -609,3 +609,41 @@ describe.each(['sqlite', 'postgres'] as const)('client-controlled text in refusa
     expect((await p.enroll('ok', DEVICE, token)).status).toBe(200);
   });
 });
+
+describe('refusal limit per source address', () => {
+  let t: TestPlatform;
+  let p: PkiPeers;
+
+  beforeAll(async () => {
+    t = await startTestPlatform('sqlite', { 'est.refusalsPerMinute': 5 });
+    p = new PkiPeers(t);
+    await p.device('DW100-3001');
+  }, 60_000);
+  afterAll(async () => {
+    await t?.close();
+  });
+
+  it('answers 429 with Retry-After after the limit, audits that once, and still counts nothing as issued', async () => {
+    const seq = await auditHead(t);
+    const statuses: number[] = [];
+    let lastHeaders = '';
+    for (let i = 0; i < 9; i++) {
+      const r = await p.curl([
+        '-H',
+        'Content-Type: application/pkcs10',
+        '--data-binary',
+        '%%%',
+        `${p.est}/simpleenroll`,
+      ]);
+      statuses.push(r.status);
+      lastHeaders = r.headers;
+    }
+    expect(statuses).toEqual([400, 400, 400, 400, 400, 429, 429, 429, 429]);
+    expect(lastHeaders).toMatch(/retry-after: \d+/i);
+    const entries = await auditEntriesAfter(t, 'certificate.enroll', seq);
+    // Five refusals and one entry for the address being limited; the blocked requests add nothing.
+    expect(entries).toHaveLength(6);
+    expect(entries.at(-1)!.details).toMatchObject({ status: 429, rateLimited: true });
+    expect(await deviceCertificateCount(t)).toBe(0);
+  });
+});

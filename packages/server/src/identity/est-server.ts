@@ -33,7 +33,43 @@ export interface EstServerOptions {
   tls: ServerTls;
   logger: Logger;
   bodyLimit?: number;
-  onRequest?: (operation: string, outcome: 'issued' | 'refused' | 'error') => void;
+  onRequest?: (operation: string, outcome: 'issued' | 'refused' | 'rate-limited' | 'error') => void;
+  /** Refused requests allowed per source address and minute before the address gets 429; 0 = no limit. */
+  refusalsPerMinute?: number;
+}
+
+/**
+ * Counts refused requests per source address in fixed one-minute windows. Only refusals count:
+ * a factory behind one address that enrolls thousands of devices correctly is never slowed.
+ */
+class RefusalLimiter {
+  private readonly windows = new Map<string, { start: number; refused: number; announced: boolean }>();
+
+  constructor(readonly limit: number) {}
+
+  private window(address: string, now: number) {
+    let w = this.windows.get(address);
+    if (!w || now - w.start >= 60_000) {
+      if (this.windows.size > 100_000) this.windows.clear();
+      w = { start: now, refused: 0, announced: false };
+      this.windows.set(address, w);
+    }
+    return w;
+  }
+
+  blocked(address: string): { first: boolean; retryAfterSeconds: number } | null {
+    if (this.limit <= 0) return null;
+    const now = Date.now();
+    const w = this.window(address, now);
+    if (w.refused < this.limit) return null;
+    const first = !w.announced;
+    w.announced = true;
+    return { first, retryAfterSeconds: Math.max(1, Math.ceil((w.start + 60_000 - now) / 1000)) };
+  }
+
+  count(address: string): void {
+    if (this.limit > 0) this.window(address, Date.now()).refused++;
+  }
 }
 
 function credentialsOf(request: FastifyRequest): EnrollmentCredentials {
@@ -134,9 +170,38 @@ export async function buildEstServer(options: EstServerOptions): Promise<EstServ
       .send(encodeBase64Body(attrs));
   });
 
+  const limiter = new RefusalLimiter(options.refusalsPerMinute ?? 0);
+
   const enroll = (operation: EstOperation) => async (request: FastifyRequest, reply: FastifyReply) => {
     const remoteAddress = request.ip;
     const credentials = credentialsOf(request);
+    const blocked = limiter.blocked(remoteAddress);
+    if (blocked) {
+      options.onRequest?.(operation, 'rate-limited');
+      // One audit entry per blocked window, not one per request: refusals must not become a way
+      // to flood the audit log and the disk.
+      if (blocked.first) {
+        request.log.warn(
+          { event: 'certificate.enroll.rate-limited', operation, sourceAddress: remoteAddress },
+          'too many refused enrollment requests from one address',
+        );
+        await identity.auditRefusal(
+          operation,
+          new EnrollmentRefusal(
+            403,
+            `more than ${limiter.limit} refused requests in a minute from ${remoteAddress}`,
+          ),
+          remoteAddress,
+          { status: 429, rateLimited: true },
+        );
+      }
+      reply.header('retry-after', String(blocked.retryAfterSeconds));
+      return refuse(
+        reply,
+        429,
+        `too many refused requests from ${remoteAddress}; retry in ${blocked.retryAfterSeconds} s`,
+      );
+    }
     try {
       if (mediaType(request) !== EST_MEDIA.pkcs10)
         throw Object.assign(
@@ -176,6 +241,7 @@ export async function buildEstServer(options: EstServerOptions): Promise<EstServ
         throw err;
       }
       options.onRequest?.(operation, 'refused');
+      limiter.count(remoteAddress);
       const status = (err as EnrollmentRefusal & { httpStatus?: number }).httpStatus ?? err.status;
       request.log.warn(
         {
