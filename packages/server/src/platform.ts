@@ -244,6 +244,11 @@ async function startLocked(
       throw listenError('management API', config.api.host, config.api.port, '--api-port', err);
     }
     const address = api.server.address() as AddressInfo;
+    const runningApiServer = api.server as unknown as { setSecureContext(o: object): void };
+    identity.onServerTlsChange((next) =>
+      runningApiServer.setSecureContext({ key: next.key, cert: next.cert, minVersion: 'TLSv1.2' }),
+    );
+    const stopTlsRenewal = identity.keepServerTlsFresh(config.dataDir, config.api.publicHostnames);
     const listeners: Listener[] = [
       { name: 'api', url: `https://${connectableHost(config.api.host)}:${address.port}` },
       { name: 'est', url: `https://${connectableHost(config.est.host)}:${estAddress.port}/.well-known/est` },
@@ -288,6 +293,7 @@ async function startLocked(
     const stop = (reason = 'shutdown') => {
       stopping ??= (async () => {
         clearInterval(timer);
+        stopTlsRenewal();
         running.identity.stop();
         audit.stopSealer();
         await Promise.all([running.api.close(), running.est.close(), running.pki.close()]);

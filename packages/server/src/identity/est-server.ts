@@ -268,15 +268,20 @@ export async function buildEstServer(options: EstServerOptions): Promise<EstServ
   app.post(`${EST_PATH}/simpleenroll`, enroll('simpleenroll'));
   app.post(`${EST_PATH}/simplereenroll`, enroll('simplereenroll'));
 
-  // After a rollover the new issuing CA's certificates must be accepted for re-enrollment at once.
-  identity.onHierarchyChange(() => {
-    const server = app.server as unknown as { setSecureContext?: (o: object) => void };
-    server.setSecureContext?.({
-      key: tls.key,
-      cert: tls.cert,
+  // After a rollover the new issuing CA's certificates must be accepted for re-enrollment at once,
+  // and a renewed server certificate must be presented without a restart.
+  let current = tls;
+  const reload = () =>
+    (app.server as unknown as { setSecureContext(o: object): void }).setSecureContext({
+      key: current.key,
+      cert: current.cert,
       ca: identity.trustedCaPems(),
       minVersion: 'TLSv1.2',
     });
+  identity.onHierarchyChange(reload);
+  identity.onServerTlsChange((next) => {
+    current = next;
+    reload();
   });
   return app;
 }

@@ -265,11 +265,36 @@ export class IdentityService {
       writeFileAtomic(certPath, pem, 0o644);
     }
     const privateKey = await this.keys.exportPrivateKey(TLS_KEY_LABEL);
-    return {
+    const tls: ServerTls = {
       key: privateKey.export({ type: 'pkcs8', format: 'pem' }) as string,
       cert: pem,
       rootPem: this.rootPem(),
     };
+    if (this.lastTlsCert !== null && this.lastTlsCert !== pem) for (const l of this.tlsListeners) l(tls);
+    this.lastTlsCert = pem;
+    return tls;
+  }
+
+  private readonly tlsListeners: ((tls: ServerTls) => void)[] = [];
+  private lastTlsCert: string | null = null;
+
+  /** Called when `serverTls` issued a new server certificate (listeners reload their TLS context). */
+  onServerTlsChange(listener: (tls: ServerTls) => void): void {
+    this.tlsListeners.push(listener);
+  }
+
+  /**
+   * Keep the server certificate fresh while running: check twice a day, and hand a renewed
+   * certificate to every listener. Returns a function that stops the timer.
+   */
+  keepServerTlsFresh(dataDir: string, extraNames: readonly string[]): () => void {
+    const timer = setInterval(() => {
+      this.serverTls(dataDir, extraNames).catch((err: unknown) =>
+        this.logger?.error({ err }, 'renewing the server certificate failed; retrying in 12 h'),
+      );
+    }, 12 * 3600_000);
+    timer.unref();
+    return () => clearInterval(timer);
   }
 
   /** The delegated OCSP signer of a CA, issued on first use and renewed when a third of its life is left. */
