@@ -34,54 +34,6 @@ export interface IdentitySettings {
 
 export const TLS_KEY_LABEL = 'tls-server';
 
-/** Where the content of the DER element at `start` begins and the element ends, or what is wrong with its header. */
-function derHeader(der: Buffer, start: number): { content: number; end: number } | string {
-  let p = start;
-  if (((der[p++] ?? 0) & 0x1f) === 0x1f) while ((der[p++] ?? 0) & 0x80);
-  const first = der[p++];
-  if (first === undefined) return 'an element header is cut short';
-  if (first < 0x80) return { content: p, end: p + first };
-  const n = first & 0x7f;
-  if (n === 0) return 'it uses an indefinite length';
-  if (n > 4 || p + n > der.length) return 'an element header is cut short';
-  let length = 0;
-  for (let i = 0; i < n; i++) length = length * 256 + der[p++]!;
-  return { content: p, end: p + length };
-}
-
-/**
- * What keeps `der` from being exactly one DER SEQUENCE of request info, algorithm and a signature
- * BIT STRING without unused bits, whose nested elements fill their parents — or null. The ASN.1
- * parser tolerates trailing bytes, elements overrunning their parent and wrong outer tags.
- */
-function derStructureProblem(der: Buffer): string | null {
-  const outer = derHeader(der, 0);
-  if (typeof outer === 'string') return outer;
-  if (outer.end !== der.length) return `${der.length - outer.end} bytes follow the request`;
-  const tags: number[] = [];
-  const check = (start: number, end: number, depth: number): string | null => {
-    for (let p = start; p < end;) {
-      const h = derHeader(der, p);
-      if (typeof h === 'string') return h;
-      if (h.end > end) return 'an element overruns the element containing it';
-      if (depth === 0) tags.push(der[p]!);
-      if (depth === 0 && der[p] === 0x03 && der[h.content] !== 0)
-        return 'the signature BIT STRING has unused bits';
-      if (der[p]! & 0x20) {
-        const inner = check(h.content, h.end, depth + 1);
-        if (inner) return inner;
-      }
-      p = h.end;
-    }
-    return null;
-  };
-  const problem = check(outer.content, outer.end, 0);
-  if (problem) return problem;
-  if (der[0] !== 0x30 || tags.join() !== '48,48,3')
-    return 'it is not a SEQUENCE of request info, algorithm and signature';
-  return null;
-}
-
 const OCSP_SIGNER_DAYS = 30;
 
 export interface ServerTls {
@@ -370,13 +322,6 @@ export class IdentityService {
       if (err instanceof PkiFormatError) throw new EnrollmentRefusal(400, err.message);
       throw err;
     }
-    const problem = derStructureProblem(der);
-    if (problem)
-      throw new EnrollmentRefusal(
-        400,
-        `the request is not a single DER-encoded PKCS#10 structure: ${problem}`,
-        csr.commonName ?? undefined,
-      );
     const rejection = checkCsr(csr);
     if (rejection) throw new EnrollmentRefusal(400, rejection.reason, csr.commonName ?? undefined);
     return csr;

@@ -14,7 +14,7 @@ import {
 } from '@peculiar/asn1-x509';
 import { CertificationRequest, CertificationRequestInfo, Attributes } from '@peculiar/asn1-csr';
 import { OID } from './oids.js';
-import { readDer } from './der.js';
+import { derNestingProblem, readDer, type DerElement } from './der.js';
 import { PkiFormatError } from './errors.js';
 import { buildName, commonNameOf, nameToString } from './names.js';
 
@@ -91,6 +91,10 @@ export function parseCsr(der: Uint8Array): ParsedCsr {
   } catch (err) {
     throw new PkiFormatError(`not a PKCS#10 certificate request (${(err as Error).message})`);
   }
+  // The ASN.1 parser tolerates trailing bytes, elements overrunning their parent and BER lengths;
+  // a request is signed as DER, so anything else is refused.
+  const shape = csrShapeProblem(der);
+  if (shape) throw new PkiFormatError(`the request is not a single DER-encoded PKCS#10 structure: ${shape}`);
   const info = req.certificationRequestInfo;
   if (info.version !== 0) throw new PkiFormatError(`unsupported PKCS#10 version ${info.version}`);
   const publicKeyDer = req.certificationRequestInfoRaw
@@ -165,6 +169,26 @@ export function parseCsr(der: Uint8Array): ParsedCsr {
     requestsCa,
     challengePassword,
   };
+}
+
+/** Exactly one SEQUENCE of request info, algorithm and a signature BIT STRING without unused bits. */
+function csrShapeProblem(der: Uint8Array): string | null {
+  let outer: DerElement;
+  try {
+    outer = readDer(der);
+  } catch (err) {
+    return (err as Error).message;
+  }
+  if (outer.end !== der.length) return `${der.length - outer.end} bytes follow the request`;
+  const tags: number[] = [];
+  const problem = derNestingProblem(der, outer.start, outer.end, (e) => {
+    tags.push(e.tag);
+    return e.tag === 0x03 && der[e.start] !== 0 ? 'the signature BIT STRING has unused bits' : null;
+  });
+  if (problem) return problem;
+  if (outer.tag !== 0x30 || tags.join() !== '48,48,3')
+    return 'it is not a SEQUENCE of request info, algorithm and signature';
+  return null;
 }
 
 /** The SubjectPublicKeyInfo bytes as sent: the third element of CertificationRequestInfo. */

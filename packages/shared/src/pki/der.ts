@@ -60,22 +60,57 @@ export interface DerElement {
   end: number;
 }
 
-/** Read the element at `offset` (definite lengths only, as DER requires); throws on truncation. */
+/** Read the element at `offset` (definite lengths only, as DER requires); throws a RangeError saying what is wrong. */
 export function readDer(buf: Uint8Array, offset = 0): DerElement {
-  if (offset + 2 > buf.length) throw new RangeError('DER element truncated');
-  const tag = buf[offset]!;
-  let len = buf[offset + 1]!;
-  let start = offset + 2;
+  let p = offset;
+  if (p >= buf.length) throw new RangeError('an element header is cut short');
+  const tag = buf[p++]!;
+  if ((tag & 0x1f) === 0x1f) while (p < buf.length && buf[p++]! & 0x80);
+  if (p >= buf.length) throw new RangeError('an element header is cut short');
+  let len = buf[p++]!;
   if (len & 0x80) {
     const n = len & 0x7f;
-    if (n === 0 || n > 4 || start + n > buf.length) throw new RangeError('DER length invalid');
+    if (n === 0) throw new RangeError('it uses an indefinite length');
+    if (n > 4 || p + n > buf.length) throw new RangeError('an element header is cut short');
     len = 0;
-    for (let i = 0; i < n; i++) len = len * 256 + buf[start + i]!;
-    start += n;
+    for (let i = 0; i < n; i++) len = len * 256 + buf[p++]!;
   }
-  const end = start + len;
-  if (end > buf.length) throw new RangeError('DER element truncated');
-  return { tag, start, end };
+  const end = p + len;
+  if (end > buf.length) throw new RangeError('an element overruns the element containing it');
+  return { tag, start: p, end };
+}
+
+/**
+ * Check that every constructed element of `buf[start, end)` is made of complete elements that fill
+ * it exactly; returns what is wrong, or null. Calls `visit` for each element at depth 0.
+ */
+export function derNestingProblem(
+  buf: Uint8Array,
+  start: number,
+  end: number,
+  visit?: (e: DerElement) => string | null,
+  depth = 0,
+): string | null {
+  if (depth > 32) return 'it is nested more than 32 levels deep';
+  const view = buf.subarray(0, end);
+  for (let p = start; p < end;) {
+    let e: DerElement;
+    try {
+      e = readDer(view, p);
+    } catch (err) {
+      return (err as Error).message;
+    }
+    if (depth === 0 && visit) {
+      const problem = visit(e);
+      if (problem) return problem;
+    }
+    if (e.tag & 0x20) {
+      const inner = derNestingProblem(buf, e.start, e.end, undefined, depth + 1);
+      if (inner) return inner;
+    }
+    p = e.end;
+  }
+  return null;
 }
 
 /** The subjectPublicKey bits (without the unused-bits octet) of a DER SubjectPublicKeyInfo. */

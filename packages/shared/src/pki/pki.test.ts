@@ -117,6 +117,19 @@ describe('PKCS#10', () => {
     void privateKey;
   });
 
+  it('insists on DER: trailing bytes and indefinite lengths are refused with what is wrong', async () => {
+    const { privateKey, publicKey } = ecKey();
+    const der = await buildCsr({
+      commonName: 'x',
+      publicKey,
+      sign: async (d) => sign('sha256', d, privateKey),
+    });
+    expect(() => parseCsr(Buffer.concat([der, Buffer.from([5, 0])]))).toThrow(/2 bytes follow the request/);
+    const header = der[1]! < 0x80 ? 2 : 2 + (der[1]! & 0x7f);
+    const ber = Buffer.concat([Buffer.from([0x30, 0x80]), der.subarray(header), Buffer.from([0, 0])]);
+    expect(() => parseCsr(ber)).toThrow(PkiFormatError);
+  });
+
   it('refuses what is not a CSR with a PkiFormatError', () => {
     expect(() => parseCsr(Buffer.from('hello'))).toThrow(PkiFormatError);
     expect(() => parseCsr(Buffer.alloc(0))).toThrow(/not a PKCS#10/);
