@@ -25,7 +25,14 @@ export function decodeBase64Body(body: string | Buffer, what: string): Buffer {
       `the ${what} body is not base64 (EST bodies are base64-encoded DER, RFC 8951); ` +
         `found ${describeNonBase64(compact)}`,
     );
-  return Buffer.from(compact, 'base64');
+  const decoded = Buffer.from(compact, 'base64');
+  // Canonical only (RFC 4648 §3.5): the unused bits before padding must be zero, so one DER value
+  // has exactly one accepted encoding.
+  if (decoded.toString('base64') !== compact)
+    throw new PkiFormatError(
+      `the ${what} body is not canonical base64: the bits before the "=" padding must be zero`,
+    );
+  return decoded;
 }
 
 function describeNonBase64(s: string): string {

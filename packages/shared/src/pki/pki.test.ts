@@ -144,6 +144,9 @@ describe('EST bodies and PKCS#7', () => {
     expect(() => decodeBase64Body('abc$', 'CSR')).toThrow(/not base64.*"\$"/);
     expect(() => decodeBase64Body('abcde', 'CSR')).toThrow(/multiple of 4/);
     expect(() => decodeBase64Body('  ', 'CSR')).toThrow(/empty/);
+    expect(() => decodeBase64Body('AQID+/z9', 'CSR')).not.toThrow();
+    expect(() => decodeBase64Body('AQI=', 'CSR')).not.toThrow();
+    expect(() => decodeBase64Body('AQJ=', 'CSR')).toThrow(/not canonical base64/);
   });
 
   it('encodes certs-only messages that openssl pkcs7 reads, and decodes them back', () => {
