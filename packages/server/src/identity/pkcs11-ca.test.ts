@@ -77,3 +77,36 @@ describe('CA on a PKCS#11 token', () => {
     expect(ocsp.out).toContain('h1.pem: good');
   });
 });
+
+describe('offline root on a PKCS#11 token', () => {
+  it('exports the root key encrypted, removes it from the token, imports it back and rolls over', async () => {
+    const passphrase = 'offline root passphrase 1';
+    const exported = await tp.call('POST', '/api/v1/ca/root/export', { body: { passphrase } });
+    expect(exported.status).toBe(200);
+    const { createPrivateKey, X509Certificate } = await import('node:crypto');
+    const key = createPrivateKey({ key: exported.body.keyPem, passphrase });
+    const root = new X509Certificate(exported.body.certificatePem);
+    expect(root.checkPrivateKey(key)).toBe(true);
+
+    expect((await tp.call('POST', '/api/v1/ca/root/remove')).status).toBe(200);
+    expect((await tp.platform.keys.list()).map((k) => k.label)).not.toContain('ca-root-1');
+    const offline = await tp.call('POST', '/api/v1/ca/rollover', { body: { kind: 'issuing' } });
+    expect(offline.status).toBe(409);
+    expect(offline.body.detail).toMatch(/root import/);
+
+    const imported = await tp.call('POST', '/api/v1/ca/root/import', {
+      body: { keyPem: exported.body.keyPem, passphrase },
+    });
+    expect(imported.status).toBe(200);
+    expect((await tp.platform.keys.list()).map((k) => k.label)).toContain('ca-root-1');
+    const rolled = await tp.call('POST', '/api/v1/ca/rollover', { body: { kind: 'issuing' } });
+    expect(rolled.status).toBe(200);
+    expect(rolled.body.next.id).toBe('issuing-2');
+    // The new issuing CA's key is on the token too, and it issues.
+    expect((await tp.platform.keys.list()).map((k) => k.label)).toContain('ca-issuing-2');
+    await peers.device('HSM-0002');
+    const res = await peers.enroll('h2', 'HSM-0002', await peers.token('HSM-0002'));
+    expect(res.status, res.body.toString()).toBe(200);
+    expect(peers.openssl('x509', '-in', 'h2.pem', '-noout', '-issuer')).toContain('Issuing CA 2');
+  });
+});
