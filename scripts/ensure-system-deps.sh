@@ -12,6 +12,7 @@ have_cmd curl || need+=(curl)
 have_pg || need+=(postgresql)
 # SoftHSM2: the PKCS#11 token the key store's PKCS#11 backend is tested against.
 have_cmd softhsm2-util || need+=(softhsm2)
+have_cmd mosquitto_pub || need+=(mosquitto-clients)
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0

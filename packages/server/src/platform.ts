@@ -13,6 +13,9 @@ import { openStorage, type Storage } from './storage/index.js';
 import { IdentityService, type IdentitySettings } from './identity/service.js';
 import { buildEstServer, type EstServer } from './identity/est-server.js';
 import { buildPkiServer, pkiPaths, type PkiServer } from './identity/pki-server.js';
+import { Gateway } from './gateway/gateway.js';
+import { AedesAdapter } from './gateway/aedes-adapter.js';
+import type { BrokerAdapter } from './gateway/broker.js';
 import { lockDataDir } from './data-dir-lock.js';
 import { RampartError } from './errors.js';
 import { writeFileAtomic } from './files.js';
@@ -124,6 +127,7 @@ async function startLocked(
   let est: EstServer | null = null;
   let pki: PkiServer | null = null;
   let identity: IdentityService | null = null;
+  let broker: BrokerAdapter | null = null;
   try {
     const metrics = new PlatformMetrics(VERSION);
     const audit = new AuditLog(storage, auditKey, {
@@ -218,6 +222,42 @@ async function startLocked(
       throw listenError('EST server', config.est.host, config.est.port, '--est-port', err);
     }
     const estAddress = est.server.address() as AddressInfo;
+
+    // The MQTT gateway: mTLS with the same server certificate, trusting Rampart's CAs.
+    const gateway = new Gateway(storage, identity, fleet, logger, {
+      onRefusal: (e) => metrics.gatewayRefusals.inc({ kind: e.kind }),
+      onConnect: () => metrics.gatewayConnects.inc(),
+    });
+    let gatewayTls = tls;
+    broker = new AedesAdapter({
+      host: config.gateway.host,
+      port: config.gateway.port,
+      insecurePlainPort: config.gateway.insecurePlainPort ?? null,
+      tls: { key: tls.key, cert: tls.cert, ca: identity.trustedCaPems() },
+      hooks: gateway,
+      logger: logger.child({ component: 'gateway' }),
+    });
+    const runningBroker = broker;
+    gateway.bindKick((id, reason) => runningBroker.kick(id, reason));
+    const reloadBrokerTls = () =>
+      runningBroker.updateTls({ key: gatewayTls.key, cert: gatewayTls.cert, ca: identity!.trustedCaPems() });
+    identity.onHierarchyChange(reloadBrokerTls);
+    identity.onServerTlsChange((next) => {
+      gatewayTls = next;
+      reloadBrokerTls();
+    });
+    let brokerListeners;
+    try {
+      brokerListeners = await broker.listen();
+    } catch (err) {
+      throw listenError('MQTT gateway', config.gateway.host, config.gateway.port, '--mqtt-port', err);
+    }
+    metrics.gaugeFromCallback(
+      'rampart_gateway_sessions',
+      'Live MQTT sessions on this gateway.',
+      [],
+      async () => [{ labels: {}, value: runningBroker.sessionCount() }],
+    );
     identity.endpoints = {
       ...identity.endpoints!,
       est: `https://${connectableHost(config.est.host)}:${estAddress.port}/.well-known/est`,
@@ -253,6 +293,7 @@ async function startLocked(
       { name: 'api', url: `https://${connectableHost(config.api.host)}:${address.port}` },
       { name: 'est', url: `https://${connectableHost(config.est.host)}:${estAddress.port}/.well-known/est` },
       { name: 'pki', url: `http://${connectableHost(config.pki.host)}:${pkiAddress.port}` },
+      ...brokerListeners,
     ];
 
     await audit.record({
@@ -289,13 +330,14 @@ async function startLocked(
     timer.unref();
 
     let stopping: Promise<void> | null = null;
-    const running = { api, est, pki, identity };
+    const running = { api, est, pki, identity, broker };
     const stop = (reason = 'shutdown') => {
       stopping ??= (async () => {
         clearInterval(timer);
         stopTlsRenewal();
         running.identity.stop();
         audit.stopSealer();
+        await running.broker.close();
         await Promise.all([running.api.close(), running.est.close(), running.pki.close()]);
         try {
           await audit.record({
@@ -318,6 +360,7 @@ async function startLocked(
     return { config, storage, audit, api, identity, keys, listeners, initialAdminToken, logger, stop };
   } catch (err) {
     identity?.stop();
+    await broker?.close().catch(() => {});
     await api?.close().catch(() => {});
     await est?.close().catch(() => {});
     await pki?.close().catch(() => {});

@@ -51,7 +51,14 @@ export async function startRampart(
     args.push('--set', `${k}=${v}`);
   const child = spawn(process.execPath, args, {
     // The EST and PKI listeners on free ports too (by environment: it works with every version of `up`).
-    env: { ...process.env, ...BENCH_ENV, RAMPART_EST_PORT: '0', RAMPART_PKI_PORT: '0', ...options.env },
+    env: {
+      ...process.env,
+      ...BENCH_ENV,
+      RAMPART_EST_PORT: '0',
+      RAMPART_PKI_PORT: '0',
+      RAMPART_GATEWAY_PORT: '0',
+      ...options.env,
+    },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   const url = await waitForLine(child, /^listening api (\S+)$/m);

@@ -238,7 +238,20 @@ describe('rampart ca init', () => {
     // rampart up starts on it and keeps that hierarchy.
     const up = spawn(
       process.execPath,
-      [CLI_BIN, 'up', '--data-dir', dataDir, '--api-port', '0', '--est-port', '0', '--pki-port', '0'],
+      [
+        CLI_BIN,
+        'up',
+        '--data-dir',
+        dataDir,
+        '--api-port',
+        '0',
+        '--est-port',
+        '0',
+        '--pki-port',
+        '0',
+        '--mqtt-port',
+        '0',
+      ],
       { env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', ...env }, stdio: 'pipe' },
     );
     const exited = new Promise<number | null>((resolve) => up.on('exit', (code) => resolve(code)));

@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CLI_BIN, runCli } from '../test-support/run-cli.js';
 
 const PASSPHRASE = 'test passphrase for rampart';
-const FREE_PORTS = ['--api-port', '0', '--est-port', '0', '--pki-port', '0'];
+const FREE_PORTS = ['--api-port', '0', '--est-port', '0', '--pki-port', '0', '--mqtt-port', '0'];
 const execFileP = promisify(execFile);
 
 interface Running {
@@ -18,16 +18,17 @@ interface Running {
   port: number;
   est: { url: string; port: number };
   pki: { url: string; port: number };
+  mqtt: { url: string; port: number };
   stdout: () => string;
   stderr: () => string;
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
 
-/** Start the real `rampart up` on free ports and wait for its "listening" lines (api, est, pki). */
+/** Start the real `rampart up` on free ports and wait for its "listening" lines (api, est, pki, mqtt). */
 function startUp(
   dataDir: string,
   env: Record<string, string> = { RAMPART_KEYSTORE_PASSPHRASE: PASSPHRASE },
-  ports = ['--api-port', '0', '--est-port', '0', '--pki-port', '0'],
+  ports = ['--api-port', '0', '--est-port', '0', '--pki-port', '0', '--mqtt-port', '0'],
 ) {
   const args = ['up', '--data-dir', dataDir, ...ports];
   const child = spawn(process.execPath, [CLI_BIN, ...args], {
@@ -47,11 +48,12 @@ function startUp(
       reject(new Error(`rampart up did not start in time:\n${out}\n${err}`));
     }, 30_000);
     const onData = () => {
-      // One line per listener; wait for all three.
+      // One line per listener; wait for all four.
       const m = /^listening api (https:\/\/127\.0\.0\.1:(\d+))$/m.exec(out);
       const est = /^listening est (https:\/\/127\.0\.0\.1:(\d+)\/\.well-known\/est)$/m.exec(out);
       const pki = /^listening pki (http:\/\/127\.0\.0\.1:(\d+))$/m.exec(out);
-      if (!m || !est || !pki) return;
+      const mqtt = /^listening mqtt (mqtts:\/\/127\.0\.0\.1:(\d+))$/m.exec(out);
+      if (!m || !est || !pki || !mqtt) return;
       clearTimeout(timer);
       child.stdout.off('data', onData);
       resolve({
@@ -60,6 +62,7 @@ function startUp(
         port: Number(m[2]),
         est: { url: est[1]!, port: Number(est[2]) },
         pki: { url: pki[1]!, port: Number(pki[2]) },
+        mqtt: { url: mqtt[1]!, port: Number(mqtt[2]) },
         stdout: () => out,
         stderr: () => err,
         exited,
@@ -120,13 +123,14 @@ describe('rampart up', () => {
         { name: 'api', url: up.url },
         { name: 'est', url: up.est.url },
         { name: 'pki', url: up.pki.url },
+        { name: 'mqtt', url: up.mqtt.url },
       ],
     });
-    // --api-port 0 --est-port 0 --pki-port 0: three free ports, none of the defaults.
-    const ports = [up.port, up.est.port, up.pki.port];
-    expect(new Set(ports).size).toBe(3);
-    for (const p of ports) expect([0, 8443, 8444, 8080]).not.toContain(p);
-    expect(up.stdout().match(/^listening /gm)).toHaveLength(3);
+    // --api-port 0 --est-port 0 --pki-port 0 --mqtt-port 0: four free ports, none of the defaults.
+    const ports = [up.port, up.est.port, up.pki.port, up.mqtt.port];
+    expect(new Set(ports).size).toBe(4);
+    for (const p of ports) expect([0, 8443, 8444, 8080, 8883]).not.toContain(p);
+    expect(up.stdout().match(/^listening /gm)).toHaveLength(4);
 
     // Real certificate verification against the CA file the platform leaves for its clients.
     ca = readFileSync(join(dataDir, 'ca.pem'), 'utf8');
@@ -251,7 +255,19 @@ describe('rampart up', () => {
       try {
         const env = { RAMPART_KEYSTORE_PASSPHRASE: PASSPHRASE };
         const busy = await runCli(
-          ['up', '--data-dir', other, '--api-port', String(up.port), '--est-port', '0', '--pki-port', '0'],
+          [
+            'up',
+            '--data-dir',
+            other,
+            '--api-port',
+            String(up.port),
+            '--est-port',
+            '0',
+            '--pki-port',
+            '0',
+            '--mqtt-port',
+            '0',
+          ],
           { env },
         );
         expect(busy.code).toBe(6);
@@ -263,8 +279,15 @@ describe('rampart up', () => {
         for (const [flag, port] of [
           ['--est-port', up.est.port],
           ['--pki-port', up.pki.port],
+          ['--mqtt-port', up.mqtt.port],
         ] as const) {
-          const ports = { '--api-port': '0', '--est-port': '0', '--pki-port': '0', [flag]: String(port) };
+          const ports = {
+            '--api-port': '0',
+            '--est-port': '0',
+            '--pki-port': '0',
+            '--mqtt-port': '0',
+            [flag]: String(port),
+          };
           const r = await runCli(['up', '--data-dir', other, ...Object.entries(ports).flat()], { env });
           expect(r.code, r.stderr).toBe(6);
           expect(r.stderr).toContain(`cannot listen on 127.0.0.1:${port} (EADDRINUSE)`);

@@ -11,6 +11,8 @@ interface UpOptions {
   apiHost?: string;
   estPort?: string;
   pkiPort?: string;
+  mqttPort?: string;
+  insecureMqttPort?: string;
   databaseUrl?: string;
   logLevel?: string;
   logFormat?: string;
@@ -37,6 +39,14 @@ export function upCommand(): Command {
     .option('--api-host <address>', 'address the management API listens on')
     .option('--est-port <port>', 'HTTPS port of the EST enrollment server (0 = any free port; default 8444)')
     .option('--pki-port <port>', 'HTTP port of the CRL and OCSP listener (0 = any free port; default 8080)')
+    .option(
+      '--mqtt-port <port>',
+      'MQTT over TLS port of the device gateway (0 = any free port; default 8883)',
+    )
+    .option(
+      '--insecure-mqtt-port <port>',
+      'DEVELOPMENT ONLY: also accept plain MQTT without TLS or certificates on this port (logs a warning)',
+    )
     .option('--database-url <url>', 'sqlite:<path> or postgres://user:pass@host:port/db')
     .option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent')
     .option('--log-format <format>', 'json or pretty')
@@ -54,6 +64,8 @@ export function upCommand(): Command {
         'api.host': opts.apiHost,
         'est.port': opts.estPort,
         'pki.port': opts.pkiPort,
+        'gateway.port': opts.mqttPort,
+        'gateway.insecurePlainPort': opts.insecureMqttPort,
         'database.url': opts.databaseUrl,
         'log.level': opts.logLevel,
         'log.format': opts.logFormat,
@@ -72,6 +84,8 @@ export function upCommand(): Command {
             'api.host': '--api-host',
             'est.port': '--est-port',
             'pki.port': '--pki-port',
+            'gateway.port': '--mqtt-port',
+            'gateway.insecurePlainPort': '--insecure-mqtt-port',
             'database.url': '--database-url',
             'log.level': '--log-level',
             'log.format': '--log-format',
@@ -121,7 +135,7 @@ export function upCommand(): Command {
     });
   return withExamples(cmd, [
     'rampart up',
-    'rampart up --data-dir /var/lib/rampart --api-port 0 --est-port 0 --pki-port 0',
+    'rampart up --data-dir /var/lib/rampart --api-port 0 --est-port 0 --pki-port 0 --mqtt-port 0',
     'RAMPART_DATABASE_URL=postgres://rampart@db/rampart rampart up --api-host 0.0.0.0',
     'rampart up --config rampart.yaml --set api.rateLimit.max=10000',
   ]);

@@ -12,6 +12,8 @@ export class PlatformMetrics {
   readonly authRefusals: Counter<'reason'>;
   readonly estRequests: Counter<'operation' | 'outcome'>;
   readonly ocspResponses: Counter<'status'>;
+  readonly gatewayConnects: Counter;
+  readonly gatewayRefusals: Counter<'kind'>;
 
   constructor(version: string) {
     collectDefaultMetrics({ register: this.registry, prefix: 'rampart_process_' });
@@ -50,6 +52,17 @@ export class PlatformMetrics {
       name: 'rampart_est_requests_total',
       help: 'EST enrollment requests by operation and outcome (issued, refused, error).',
       labelNames: ['operation', 'outcome'],
+      registers: [this.registry],
+    });
+    this.gatewayConnects = new Counter({
+      name: 'rampart_gateway_connects_total',
+      help: 'MQTT sessions admitted by the gateway.',
+      registers: [this.registry],
+    });
+    this.gatewayRefusals = new Counter({
+      name: 'rampart_gateway_refusals_total',
+      help: 'MQTT connections refused and actions denied by the gateway, by kind (connect, publish, subscribe, receive).',
+      labelNames: ['kind'],
       registers: [this.registry],
     });
     this.ocspResponses = new Counter({

@@ -102,6 +102,26 @@ export const ServerConfigSchema = Type.Object(
       },
       { additionalProperties: false, default: {} },
     ),
+    gateway: Type.Object(
+      {
+        host: Type.String({ default: '127.0.0.1', description: 'Address the MQTT gateway listens on.' }),
+        port: Type.Integer({
+          default: 8883,
+          minimum: 0,
+          maximum: 65535,
+          description: 'MQTT over TLS port (mqtts, client certificate required); 0 = any free port.',
+        }),
+        insecurePlainPort: Type.Optional(
+          Type.Integer({
+            minimum: 0,
+            maximum: 65535,
+            description:
+              'DEVELOPMENT ONLY: also accept plain MQTT over TCP on this port, without TLS or certificates (the client id is taken as the device id); logs a warning at start. Off unless set.',
+          }),
+        ),
+      },
+      { additionalProperties: false, default: {} },
+    ),
     pki: Type.Object(
       {
         host: Type.String({

@@ -48,6 +48,7 @@ export async function startTestPlatform(
       'api.port': 0,
       'est.port': 0,
       'pki.port': 0,
+      'gateway.port': 0,
       'database.url': db.url,
       'log.level': 'silent',
       ...settings,

@@ -1,0 +1,197 @@
+import { createServer as createTcpServer, type AddressInfo, type Server as NetServer } from 'node:net';
+import { createServer as createTlsServer, type Server as TlsServer, type TLSSocket } from 'node:tls';
+import { Aedes, type Client } from 'aedes';
+import type { Logger } from '@rampart/shared/logging';
+import type { BrokerAdapter, BrokerListener, GatewayHooks, GatewaySession } from './broker.js';
+
+export interface AedesAdapterOptions {
+  host: string;
+  port: number;
+  /** Plain-TCP port for development only; null keeps it off. */
+  insecurePlainPort: number | null;
+  tls: { key: string; cert: string; ca: string[] };
+  hooks: GatewayHooks;
+  logger: Logger;
+}
+
+function connectableHost(host: string): string {
+  if (host === '0.0.0.0') return '127.0.0.1';
+  if (host === '::') return '[::1]';
+  return host.includes(':') ? `[${host}]` : host;
+}
+
+let nextSession = 0;
+
+/**
+ * The embedded broker. TLS is terminated by Node with a client certificate required and verified
+ * against Rampart's CAs during the handshake (a foreign CA never reaches MQTT); everything after
+ * that — revocation, device status, client id, every publish, subscribe and delivery — is asked
+ * of the gateway through the hooks.
+ */
+export class AedesAdapter implements BrokerAdapter {
+  readonly kind = 'aedes';
+  private broker: Aedes | null = null;
+  private tlsServer: TlsServer | null = null;
+  private plainServer: NetServer | null = null;
+  private readonly sessions = new WeakMap<Client, GatewaySession>();
+  private readonly clients = new Map<string, Client>();
+
+  constructor(private readonly options: AedesAdapterOptions) {}
+
+  async listen(): Promise<BrokerListener[]> {
+    const { hooks, logger } = this.options;
+    const broker = await Aedes.createBroker({
+      // Client ids are device ids (up to 128 characters), not MQTT 3.1.0's 23.
+      maxClientsIdLength: 128,
+      maxTopicLevels: 32,
+      connectTimeout: 10_000,
+      drainTimeout: 10_000,
+    });
+    this.broker = broker;
+
+    broker.authenticate = (client, _username, _password, done) => {
+      const socket = client.conn as Partial<TLSSocket>;
+      const certificate =
+        typeof socket.getPeerX509Certificate === 'function'
+          ? (socket.getPeerX509Certificate() ?? null)
+          : null;
+      const sessionId = `s${++nextSession}`;
+      hooks
+        .authenticate(
+          {
+            certificate,
+            clientId: client.id,
+            remoteAddress: (client.conn as { remoteAddress?: string }).remoteAddress ?? '',
+          },
+          sessionId,
+        )
+        .then((result) => {
+          if (!result.ok) {
+            done(Object.assign(new Error(result.reason), { returnCode: result.returnCode }), null);
+            return;
+          }
+          this.sessions.set(client, result.session);
+          this.clients.set(result.session.id, client);
+          done(null, true);
+        })
+        .catch((err: unknown) => {
+          logger.error({ err }, 'MQTT authentication failed with an internal error');
+          done(Object.assign(new Error('internal error'), { returnCode: 3 }), null);
+        });
+    };
+
+    broker.authorizePublish = (client, packet, done) => {
+      if (!client) return done(null); // a will of a client that is gone: it was authorized when set
+      const session = this.sessions.get(client);
+      if (session && hooks.authorize(session, 'publish', packet.topic)) return done(null);
+      // MQTT 3.1.1 §3.3.5: an unauthorized PUBLISH closes the connection.
+      done(new Error(`publish to ${packet.topic} not allowed`));
+    };
+
+    broker.authorizeSubscribe = (client, sub, done) => {
+      const session = this.sessions.get(client);
+      // null → SUBACK return code 0x80 for this filter; the client stays connected.
+      done(null, session && hooks.authorize(session, 'subscribe', sub.topic) ? sub : null);
+    };
+
+    broker.authorizeForward = (client, packet) => {
+      const session = this.sessions.get(client);
+      return session && hooks.authorize(session, 'receive', packet.topic) ? packet : null;
+    };
+
+    broker.on('client', (client) => {
+      const session = this.sessions.get(client);
+      if (session) hooks.connected(session);
+    });
+    broker.on('clientDisconnect', (client) => this.forget(client, 'disconnected'));
+    broker.on('clientError', (client, err) => {
+      logger.info({ event: 'mqtt.client.error', client: client.id, err: err.message }, 'MQTT client error');
+      this.forget(client, err.message);
+    });
+    broker.on('connectionError', (client, err) => {
+      logger.warn(
+        { event: 'mqtt.connection.refused', client: client?.id, err: err.message },
+        'MQTT connection refused',
+      );
+    });
+
+    const { tls } = this.options;
+    this.tlsServer = createTlsServer(
+      {
+        key: tls.key,
+        cert: tls.cert,
+        ca: tls.ca,
+        requestCert: true,
+        rejectUnauthorized: true,
+        minVersion: 'TLSv1.2',
+      },
+      (socket) => broker.handle(socket),
+    );
+    this.tlsServer.on('tlsClientError', (err, socket) => {
+      logger.warn(
+        { event: 'mqtt.tls.refused', sourceAddress: socket.remoteAddress, err: err.message },
+        'TLS handshake refused',
+      );
+    });
+    const listeners: BrokerListener[] = [];
+    const tlsServer = this.tlsServer;
+    await new Promise<void>((resolve, reject) => {
+      tlsServer.once('error', reject);
+      tlsServer.listen(this.options.port, this.options.host, () => {
+        tlsServer.off('error', reject);
+        resolve();
+      });
+    });
+    const tlsPort = (tlsServer.address() as AddressInfo).port;
+    listeners.push({ name: 'mqtt', url: `mqtts://${connectableHost(this.options.host)}:${tlsPort}` });
+
+    if (this.options.insecurePlainPort !== null) {
+      logger.warn(
+        'INSECURE: plain MQTT over TCP is enabled (gateway.insecurePlainPort); devices connect without TLS or certificates. Never use this outside development.',
+      );
+      const plain = createTcpServer((socket) => broker.handle(socket));
+      this.plainServer = plain;
+      await new Promise<void>((resolve, reject) => {
+        plain.once('error', reject);
+        plain.listen(this.options.insecurePlainPort!, this.options.host, () => {
+          plain.off('error', reject);
+          resolve();
+        });
+      });
+      const port = (plain.address() as AddressInfo).port;
+      listeners.push({ name: 'mqtt-insecure', url: `mqtt://${connectableHost(this.options.host)}:${port}` });
+    }
+    return listeners;
+  }
+
+  private forget(client: Client, reason: string): void {
+    const session = this.sessions.get(client);
+    if (!session) return;
+    this.sessions.delete(client);
+    if (this.clients.get(session.id) === client) this.clients.delete(session.id);
+    this.options.hooks.disconnected(session, reason);
+  }
+
+  kick(sessionId: string, reason: string): void {
+    const client = this.clients.get(sessionId);
+    if (!client) return;
+    this.forget(client, reason);
+    client.close();
+  }
+
+  sessionCount(): number {
+    return this.clients.size;
+  }
+
+  updateTls(tls: { key: string; cert: string; ca: string[] }): void {
+    this.tlsServer?.setSecureContext({ key: tls.key, cert: tls.cert, ca: tls.ca, minVersion: 'TLSv1.2' });
+  }
+
+  async close(): Promise<void> {
+    const closeServer = (s: NetServer | null) =>
+      new Promise<void>((resolve) => (s ? s.close(() => resolve()) : resolve()));
+    const broker = this.broker;
+    await new Promise<void>((resolve) => (broker ? broker.close(() => resolve()) : resolve()));
+    await Promise.all([closeServer(this.tlsServer), closeServer(this.plainServer)]);
+  }
+}

@@ -1,0 +1,299 @@
+import type { X509Certificate } from 'node:crypto';
+import type { Logger } from '@rampart/shared/logging';
+import { DEFAULT_POLICY, type PolicyAction } from '@rampart/shared/policy';
+import { deviceIdFromUri, normalizeSerial } from '@rampart/shared/pki';
+import type { FleetRegistry } from '../fleet/registry.js';
+import type { IdentityService } from '../identity/service.js';
+import type { Storage } from '../storage/index.js';
+import type { AuthenticationResult, ConnectAttempt, GatewayHooks, GatewaySession } from './broker.js';
+import {
+  compilePolicies,
+  type AttachedPolicy,
+  type CompiledPolicy,
+  type DeviceContext,
+} from './policy/index.js';
+
+export interface GatewayEvents {
+  /** A connection was refused or a message not authorized: a security event. */
+  onRefusal?(event: {
+    kind: 'connect' | PolicyAction;
+    deviceId: string | null;
+    reason: string;
+    remoteAddress: string;
+  }): void;
+  onConnect?(session: GatewaySession): void;
+  onDisconnect?(session: GatewaySession, reason: string): void;
+}
+
+interface LiveSession extends GatewaySession {
+  policy: CompiledPolicy;
+}
+
+/**
+ * The gateway's decisions, independent of the broker: who a connection is (the device id in its
+ * certificate, checked against the live certificate and device state), what each session may do
+ * (its compiled policy), and which live sessions must end when a certificate is revoked or a
+ * device disabled, quarantined or deleted. The broker adapter asks through {@link GatewayHooks}
+ * and is told to kick through `kick`.
+ */
+export class Gateway implements GatewayHooks {
+  private readonly bySession = new Map<string, LiveSession>();
+  private readonly byDevice = new Map<string, Set<string>>();
+  private readonly bySerial = new Map<string, Set<string>>();
+  private kickSession: (sessionId: string, reason: string) => void = () => {};
+
+  constructor(
+    private readonly storage: Storage,
+    identity: IdentityService,
+    fleet: FleetRegistry,
+    private readonly logger: Logger,
+    private readonly events: GatewayEvents = {},
+  ) {
+    // Revocation reaches live sessions at once, not at the next handshake.
+    identity.onRevoked((list) => {
+      for (const r of list)
+        this.kickWhere(this.bySerial.get(r.serial), `certificate ${r.serial} revoked (${r.reason})`);
+    });
+    // Disabling, quarantining or deleting a device ends its sessions once the change is committed;
+    // a quarantined device reconnects under the quarantine policy.
+    fleet.devices.onStatusChange(async (_db, change) => {
+      if (change.to === 'disabled' || change.to === 'quarantined')
+        this.whenCommitted(change.deviceId, change.to, () =>
+          this.kickWhere(this.byDevice.get(change.deviceId), `device ${change.to}`),
+        );
+    });
+  }
+
+  /** The adapter's kick function (set once the broker is up). */
+  bindKick(kick: (sessionId: string, reason: string) => void): void {
+    this.kickSession = kick;
+  }
+
+  private kickWhere(ids: Set<string> | undefined, reason: string): void {
+    for (const id of [...(ids ?? [])]) {
+      const s = this.bySession.get(id);
+      this.logger.info({ event: 'mqtt.session.closed', device: s?.deviceId, reason }, 'live session closed');
+      this.kickSession(id, reason);
+    }
+  }
+
+  /** Kick every live session of a device (used by policy changes and operators). */
+  disconnectDevice(deviceId: string, reason: string): void {
+    this.kickWhere(this.byDevice.get(deviceId), reason);
+  }
+
+  liveSessions(deviceId?: string): GatewaySession[] {
+    const all = [...this.bySession.values()];
+    return deviceId ? all.filter((s) => s.deviceId === deviceId) : all;
+  }
+
+  private whenCommitted(deviceId: string, status: string, fn: () => void): void {
+    const started = Date.now();
+    const poll = async (): Promise<void> => {
+      const row = await this.storage.db
+        .selectFrom('devices')
+        .select('status')
+        .where('id', '=', deviceId)
+        .executeTakeFirst();
+      // Deleted (no row) counts as committed too.
+      if (!row || row.status === status) return fn();
+      if (Date.now() - started < 30_000) setTimeout(() => void poll().catch(() => {}), 25);
+    };
+    setTimeout(
+      () => void poll().catch((err: unknown) => this.logger.error({ err }, 'session follow-up failed')),
+      0,
+    );
+  }
+
+  private refuse(
+    attempt: ConnectAttempt,
+    deviceId: string | null,
+    reason: string,
+    returnCode: 2 | 4 | 5,
+  ): AuthenticationResult {
+    this.logger.warn(
+      {
+        event: 'mqtt.connect.refused',
+        device: deviceId,
+        clientId: attempt.clientId,
+        sourceAddress: attempt.remoteAddress,
+        reason,
+      },
+      'MQTT connection refused',
+    );
+    this.events.onRefusal?.({ kind: 'connect', deviceId, reason, remoteAddress: attempt.remoteAddress });
+    return { ok: false, reason, returnCode };
+  }
+
+  async authenticate(attempt: ConnectAttempt, sessionId: string): Promise<AuthenticationResult> {
+    const cert = attempt.certificate;
+    if (!cert) return this.connectWithoutCertificate(attempt, sessionId);
+    const deviceId = deviceIdOf(cert);
+    if (!deviceId) return this.refuse(attempt, null, 'the client certificate names no device', 5);
+    const serial = normalizeSerial(cert.serialNumber);
+    const record = await this.storage.db
+      .selectFrom('certificates')
+      .select(['status', 'not_after', 'device_id', 'profile'])
+      .where('serial', '=', serial)
+      .executeTakeFirst();
+    if (!record || record.profile !== 'device' || record.device_id !== deviceId)
+      return this.refuse(
+        attempt,
+        deviceId,
+        `certificate ${serial} is not a device certificate Rampart issued to ${deviceId}`,
+        5,
+      );
+    if (record.status !== 'good')
+      return this.refuse(attempt, deviceId, `certificate ${serial} is revoked`, 5);
+    if (record.not_after <= new Date().toISOString())
+      return this.refuse(attempt, deviceId, `certificate ${serial} has expired`, 5);
+    return this.admit(attempt, sessionId, deviceId, serial);
+  }
+
+  /** The insecure development listener: the client id is taken as the device id, unverified. */
+  private async connectWithoutCertificate(
+    attempt: ConnectAttempt,
+    sessionId: string,
+  ): Promise<AuthenticationResult> {
+    return this.admit(attempt, sessionId, attempt.clientId, null);
+  }
+
+  private async admit(
+    attempt: ConnectAttempt,
+    sessionId: string,
+    deviceId: string,
+    serial: string | null,
+  ): Promise<AuthenticationResult> {
+    const device = await this.deviceContext(deviceId);
+    if (!device) return this.refuse(attempt, deviceId, `device ${deviceId} is not registered`, 5);
+    if (device.status === 'disabled')
+      return this.refuse(attempt, deviceId, `device ${deviceId} is disabled`, 5);
+    const policy = compilePolicies(this.attachedPolicies(device), device);
+    const decision = policy.decide('connect', attempt.clientId);
+    if (!decision.allowed)
+      return this.refuse(attempt, deviceId, `client id "${attempt.clientId}" refused: ${decision.reason}`, 2);
+    const session: LiveSession = {
+      id: sessionId,
+      deviceId,
+      certificateSerial: serial,
+      clientId: attempt.clientId,
+      remoteAddress: attempt.remoteAddress,
+      connectedAt: Date.now(),
+      policy,
+    };
+    return { ok: true, session };
+  }
+
+  /** Policies in force for a device. Until policies can be attached, every device has the default. */
+  private attachedPolicies(_device: DeviceContext): AttachedPolicy[] {
+    return [{ name: 'default', version: 1, attachedTo: 'default', target: '*', document: DEFAULT_POLICY }];
+  }
+
+  private async deviceContext(deviceId: string): Promise<DeviceContext | null> {
+    const row = await this.storage.db
+      .selectFrom('devices')
+      .select(['id', 'model_id', 'hardware_revision', 'attributes', 'status'])
+      .where('id', '=', deviceId)
+      .executeTakeFirst();
+    if (!row) return null;
+    const groups = await this.storage.db
+      .selectFrom('device_group_members')
+      .select('group_id')
+      .where('device_id', '=', deviceId)
+      .execute();
+    const attributes = (
+      typeof row.attributes === 'string' ? JSON.parse(row.attributes) : row.attributes
+    ) as DeviceContext['attributes'];
+    return {
+      id: row.id,
+      model: row.model_id,
+      hardwareRevision: row.hardware_revision,
+      attributes: attributes ?? {},
+      groups: groups.map((g) => g.group_id),
+      status: row.status as DeviceContext['status'],
+    };
+  }
+
+  authorize(session: GatewaySession, action: Exclude<PolicyAction, 'connect'>, resource: string): boolean {
+    const live = this.bySession.get(session.id) ?? (session as LiveSession);
+    const decision = live.policy.decide(action, resource);
+    if (!decision.allowed) {
+      this.logger.info(
+        {
+          event: 'mqtt.authorization.denied',
+          device: session.deviceId,
+          action,
+          resource,
+          reason: decision.reason,
+        },
+        'MQTT action denied',
+      );
+      this.events.onRefusal?.({
+        kind: action,
+        deviceId: session.deviceId,
+        reason: decision.reason,
+        remoteAddress: session.remoteAddress,
+      });
+    }
+    return decision.allowed;
+  }
+
+  connected(session: GatewaySession): void {
+    const live = session as LiveSession;
+    this.bySession.set(session.id, live);
+    add(this.byDevice, session.deviceId, session.id);
+    if (session.certificateSerial) add(this.bySerial, session.certificateSerial, session.id);
+    this.logger.info(
+      {
+        event: 'mqtt.connect',
+        device: session.deviceId,
+        serial: session.certificateSerial,
+        sourceAddress: session.remoteAddress,
+      },
+      'device connected',
+    );
+    this.events.onConnect?.(session);
+    // A revocation that landed between authentication and now must still take effect.
+    if (session.certificateSerial) void this.recheck(session);
+  }
+
+  private async recheck(session: GatewaySession): Promise<void> {
+    const row = await this.storage.db
+      .selectFrom('certificates')
+      .select('status')
+      .where('serial', '=', session.certificateSerial!)
+      .executeTakeFirst();
+    if (row?.status !== 'good') this.kickSession(session.id, 'certificate revoked');
+  }
+
+  disconnected(session: GatewaySession, reason: string): void {
+    if (!this.bySession.delete(session.id)) return;
+    remove(this.byDevice, session.deviceId, session.id);
+    if (session.certificateSerial) remove(this.bySerial, session.certificateSerial, session.id);
+    this.logger.info({ event: 'mqtt.disconnect', device: session.deviceId, reason }, 'device disconnected');
+    this.events.onDisconnect?.(session, reason);
+  }
+}
+
+function add(map: Map<string, Set<string>>, key: string, value: string): void {
+  let set = map.get(key);
+  if (!set) map.set(key, (set = new Set()));
+  set.add(value);
+}
+
+function remove(map: Map<string, Set<string>>, key: string, value: string): void {
+  const set = map.get(key);
+  set?.delete(value);
+  if (set?.size === 0) map.delete(key);
+}
+
+/** The device id of a certificate: its `urn:rampart:device:` SAN URI, else its CN. */
+export function deviceIdOf(cert: X509Certificate): string | null {
+  for (const name of (cert.subjectAltName ?? '').split(', '))
+    if (name.startsWith('URI:')) {
+      const id = deviceIdFromUri(name.slice(4));
+      if (id) return id;
+    }
+  const cn = /(?:^|\n)CN=([^\n]+)/.exec(cert.subject)?.[1];
+  return cn ?? null;
+}
