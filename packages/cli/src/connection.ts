@@ -140,6 +140,9 @@ export class ApiClient {
   async patch<T>(path: string, body: unknown): Promise<T> {
     return (await this.call<T>(path, { method: 'PATCH', body })).body;
   }
+  async put<T>(path: string, body: unknown): Promise<T> {
+    return (await this.call<T>(path, { method: 'PUT', body })).body;
+  }
   async delete<T>(path: string): Promise<T> {
     return (await this.call<T>(path, { method: 'DELETE' })).body;
   }

@@ -31,6 +31,8 @@ describe('the rampart command tree', () => {
         'rampart ca root export',
         'rampart cert revoke',
         'rampart enrollment token create',
+        'rampart policy lint',
+        'rampart policy simulate',
       ]),
     );
   });

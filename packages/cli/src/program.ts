@@ -9,6 +9,7 @@ import { fleetCommands } from './commands/fleet.js';
 import { caCommand } from './commands/ca.js';
 import { certCommand } from './commands/cert.js';
 import { enrollmentCommand } from './commands/enrollment.js';
+import { policyCommand } from './commands/policy.js';
 
 /** `rampart <capability> <verb>`: one command tree for everything the console can do. */
 export function buildProgram(): Command {
@@ -26,6 +27,7 @@ export function buildProgram(): Command {
   program.addCommand(caCommand());
   program.addCommand(certCommand());
   program.addCommand(enrollmentCommand());
+  program.addCommand(policyCommand());
   program.addCommand(auditCommand());
   program.addCommand(configCommand());
 
@@ -44,13 +46,42 @@ Examples:
   $ rampart device list --query 'model = "DW100" and attributes.region = "eu"'
   $ rampart enrollment token create --device dw-0001
   $ rampart cert revoke 3A:9F:01:77 --reason key-compromise
+  $ rampart policy simulate --device dw-0001 --action publish --topic devices/dw-0001/x
   $ rampart audit verify --data-dir ./rampart-data
 `,
   );
+  letLeafOwnVersionOption(program);
   // Every command's --help also lists the global options (--json, --url, --token, ...).
   (function showGlobals(cmd: Command) {
     cmd.configureHelp({ showGlobalOptions: true });
     cmd.commands.forEach(showGlobals);
   })(program);
   return program;
+}
+
+/**
+ * Commander recognises the root's options anywhere on the command line, so `-V, --version` would
+ * swallow the `--version <n>` of a subcommand (`rampart policy show NAME --version 2`). When the
+ * command being run defines `--version` itself, leave it to that command.
+ */
+function letLeafOwnVersionOption(program: Command): void {
+  const HIDDEN = '\u0000--version';
+  const parse = program.parseOptions.bind(program);
+  program.parseOptions = (args: string[]) => {
+    const start = args.findIndex((a) => program.commands.some((c) => c.name() === a));
+    if (start < 0) return parse(args);
+    let leaf: Command | undefined = program.commands.find((c) => c.name() === args[start]);
+    for (let i = start + 1; leaf && i < args.length; i++) {
+      const next: Command | undefined = leaf.commands.find((c) => c.name() === args[i]);
+      if (!next) break;
+      leaf = next;
+    }
+    if (!leaf?.options.some((o) => o.long === '--version')) return parse(args);
+    const result = parse(args.map((a, i) => (i > start && a === '--version' ? HIDDEN : a)));
+    // Subcommands parse only the unknown part for options: hand it over from `--version` on.
+    const cut = result.operands.indexOf(HIDDEN);
+    const operands = cut < 0 ? result.operands : result.operands.slice(0, cut);
+    const unknown = [...(cut < 0 ? [] : result.operands.slice(cut)), ...result.unknown];
+    return { operands, unknown: unknown.map((a) => (a === HIDDEN ? '--version' : a)) };
+  };
 }

@@ -17,3 +17,4 @@ export { lockDataDir } from './data-dir-lock.js';
 export { getOrCreateKey, type KeyStore } from './keystore/index.js';
 export { FleetRegistry } from './fleet/registry.js';
 export { IdentityService, type IdentitySettings } from './identity/service.js';
+export { lintPolicy, type Finding } from './gateway/policy/index.js';

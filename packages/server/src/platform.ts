@@ -14,6 +14,7 @@ import { IdentityService, type IdentitySettings } from './identity/service.js';
 import { buildEstServer, type EstServer } from './identity/est-server.js';
 import { buildPkiServer, pkiPaths, type PkiServer } from './identity/pki-server.js';
 import { Gateway } from './gateway/gateway.js';
+import { PolicyStore } from './gateway/policies.js';
 import { AedesAdapter } from './gateway/aedes-adapter.js';
 import type { BrokerAdapter } from './gateway/broker.js';
 import { lockDataDir } from './data-dir-lock.js';
@@ -224,7 +225,8 @@ async function startLocked(
     const estAddress = est.server.address() as AddressInfo;
 
     // The MQTT gateway: mTLS with the same server certificate, trusting Rampart's CAs.
-    const gateway = new Gateway(storage, identity, fleet, logger, {
+    const policies = new PolicyStore(storage);
+    const gateway = new Gateway(storage, identity, fleet, policies, logger, {
       onRefusal: (e) => metrics.gatewayRefusals.inc({ kind: e.kind }),
       onConnect: () => metrics.gatewayConnects.inc(),
     });
@@ -272,6 +274,8 @@ async function startLocked(
         tokens,
         fleet,
         identity,
+        policies,
+        gateway,
         metrics,
         logger,
         version: VERSION,

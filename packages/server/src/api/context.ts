@@ -5,6 +5,8 @@ import type { AuditLog } from '../audit/log.js';
 import type { ServerConfig } from '../config/index.js';
 import type { FleetRegistry } from '../fleet/registry.js';
 import type { IdentityService } from '../identity/service.js';
+import type { Gateway } from '../gateway/gateway.js';
+import type { PolicyStore } from '../gateway/policies.js';
 import type { KeyObject } from 'node:crypto';
 import type { Storage, Tx } from '../storage/index.js';
 import type { PlatformMetrics } from './metrics.js';
@@ -19,6 +21,9 @@ export interface ApiContext {
   fleet: FleetRegistry;
   /** Absent in API tests that build the API without a CA. */
   identity?: IdentityService;
+  /** Absent in API tests that build the API without a gateway. */
+  policies?: PolicyStore;
+  gateway?: Gateway;
   metrics: PlatformMetrics;
   logger: Logger;
   version: string;

@@ -15,6 +15,7 @@ import { auditRoutes } from './routes/audit.js';
 import { tokenRoutes } from './routes/tokens.js';
 import { systemRoutes } from './routes/system.js';
 import { identityRoutes } from './routes/identity.js';
+import { policyRoutes } from './routes/policies.js';
 import { fleetRoutes } from './routes/fleet.js';
 import type { Tx } from '../storage/index.js';
 
@@ -267,6 +268,7 @@ export async function buildApi(ctx: ApiContext, options: BuildApiOptions = {}): 
   await app.register(auditRoutes(ctx), { prefix: '/api/v1' });
   await app.register(fleetRoutes(ctx), { prefix: '/api/v1' });
   await app.register(identityRoutes(ctx), { prefix: '/api/v1' });
+  await app.register(policyRoutes(ctx), { prefix: '/api/v1' });
   return app;
 }
 

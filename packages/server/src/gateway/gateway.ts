@@ -1,17 +1,13 @@
 import type { X509Certificate } from 'node:crypto';
 import type { Logger } from '@rampart/shared/logging';
-import { DEFAULT_POLICY, type PolicyAction } from '@rampart/shared/policy';
+import type { PolicyAction } from '@rampart/shared/policy';
 import { deviceIdFromUri, normalizeSerial } from '@rampart/shared/pki';
 import type { FleetRegistry } from '../fleet/registry.js';
 import type { IdentityService } from '../identity/service.js';
 import type { Storage } from '../storage/index.js';
 import type { AuthenticationResult, ConnectAttempt, GatewayHooks, GatewaySession } from './broker.js';
-import {
-  compilePolicies,
-  type AttachedPolicy,
-  type CompiledPolicy,
-  type DeviceContext,
-} from './policy/index.js';
+import { compilePolicies, type CompiledPolicy, type DeviceContext } from './policy/index.js';
+import type { PolicyStore } from './policies.js';
 
 export interface GatewayEvents {
   /** A connection was refused or a message not authorized: a security event. */
@@ -26,6 +22,7 @@ export interface GatewayEvents {
 }
 
 interface LiveSession extends GatewaySession {
+  /** Replaced when policies change: the next message is decided by the new one. */
   policy: CompiledPolicy;
 }
 
@@ -46,9 +43,16 @@ export class Gateway implements GatewayHooks {
     private readonly storage: Storage,
     identity: IdentityService,
     fleet: FleetRegistry,
+    private readonly policies: PolicyStore,
     private readonly logger: Logger,
     private readonly events: GatewayEvents = {},
   ) {
+    // A policy created, changed, attached or detached re-authorizes every live session at once.
+    policies.onChange(() => {
+      this.reauthorizeAll().catch((err: unknown) =>
+        this.logger.error({ err }, 're-authorizing live sessions after a policy change failed'),
+      );
+    });
     // Revocation reaches live sessions at once, not at the next handshake.
     identity.onRevoked((list) => {
       for (const r of list)
@@ -168,7 +172,7 @@ export class Gateway implements GatewayHooks {
     if (!device) return this.refuse(attempt, deviceId, `device ${deviceId} is not registered`, 5);
     if (device.status === 'disabled')
       return this.refuse(attempt, deviceId, `device ${deviceId} is disabled`, 5);
-    const policy = compilePolicies(this.attachedPolicies(device), device);
+    const policy = compilePolicies(await this.policies.forDevice(device), device);
     const decision = policy.decide('connect', attempt.clientId);
     if (!decision.allowed)
       return this.refuse(attempt, deviceId, `client id "${attempt.clientId}" refused: ${decision.reason}`, 2);
@@ -184,12 +188,33 @@ export class Gateway implements GatewayHooks {
     return { ok: true, session };
   }
 
-  /** Policies in force for a device. Until policies can be attached, every device has the default. */
-  private attachedPolicies(_device: DeviceContext): AttachedPolicy[] {
-    return [{ name: 'default', version: 1, attachedTo: 'default', target: '*', document: DEFAULT_POLICY }];
+  /**
+   * Recompile the policy of every live session. A session whose client id is no longer allowed is
+   * closed; every other session simply has its next publish, subscribe or delivery decided by the
+   * new policy (deliveries are checked per message, so narrowed subscriptions stop receiving too).
+   */
+  async reauthorizeAll(): Promise<void> {
+    const byDevice = new Map<string, LiveSession[]>();
+    for (const s of this.bySession.values())
+      byDevice.set(s.deviceId, [...(byDevice.get(s.deviceId) ?? []), s]);
+    for (const [deviceId, sessions] of byDevice) {
+      const device = await this.deviceContext(deviceId);
+      for (const s of sessions) {
+        if (!device || device.status === 'disabled') {
+          this.kickSession(s.id, 'device no longer enabled');
+          continue;
+        }
+        const policy = compilePolicies(await this.policies.forDevice(device), device);
+        if (policy.version === s.policy.version) continue;
+        s.policy = policy;
+        const connect = policy.decide('connect', s.clientId);
+        if (!connect.allowed) this.kickSession(s.id, `client id no longer allowed: ${connect.reason}`);
+      }
+    }
   }
 
-  private async deviceContext(deviceId: string): Promise<DeviceContext | null> {
+  /** What the policy engine knows of a device (its registry entry and static groups), or null. */
+  async deviceContext(deviceId: string): Promise<DeviceContext | null> {
     const row = await this.storage.db
       .selectFrom('devices')
       .select(['id', 'model_id', 'hardware_revision', 'attributes', 'status'])

@@ -159,6 +159,30 @@ export interface CrlsTable {
   der: string;
 }
 
+export interface PoliciesTable {
+  name: string;
+  description: string;
+  version: number;
+  created_at: string;
+  updated_at: string;
+}
+
+export interface PolicyVersionsTable {
+  name: string;
+  version: number;
+  document: string;
+  created_at: string;
+  created_by: string;
+}
+
+export interface PolicyAttachmentsTable {
+  name: string;
+  target_kind: string;
+  target_id: string;
+  attached_at: string;
+  attached_by: string;
+}
+
 export interface Database {
   platform_settings: PlatformSettingsTable;
   api_tokens: ApiTokensTable;
@@ -175,4 +199,7 @@ export interface Database {
   certificates: CertificatesTable;
   enrollment_tokens: EnrollmentTokensTable;
   crls: CrlsTable;
+  policies: PoliciesTable;
+  policy_versions: PolicyVersionsTable;
+  policy_attachments: PolicyAttachmentsTable;
 }

@@ -19,12 +19,13 @@ export const PERMISSIONS = {
   'certificate:revoke': 'Revoke certificates (and their lineage).',
   'enrollment:manage': 'Create, list and revoke one-time enrollment tokens.',
   'ca:manage': 'Roll over CAs; export, remove and import the root key.',
+  'policy:write': 'Create, update, delete, attach and detach gateway policies.',
 } as const;
 export type Permission = keyof typeof PERMISSIONS;
 
 export const ROLE_DESCRIPTIONS: Record<Role, string> = {
   admin: 'Everything, including token management.',
-  operator: 'Runs the fleet day to day: devices, models, groups, enrollment, revocation.',
+  operator: 'Runs the fleet day to day: devices, models, groups, enrollment, revocation, gateway policies.',
   'release-manager': 'Publishes releases and runs rollouts; reads the fleet.',
   auditor: 'Reads everything and the audit log; changes nothing.',
   viewer: 'Reads the fleet; no audit log, no changes.',
@@ -41,6 +42,7 @@ export const ROLE_PERMISSIONS: Record<Role, readonly Permission[]> = {
     'certificate:read',
     'certificate:revoke',
     'enrollment:manage',
+    'policy:write',
   ],
   'release-manager': ['device:read', 'metrics:read', 'certificate:read'],
   auditor: ['device:read', 'audit:read', 'metrics:read', 'certificate:read'],

@@ -3,3 +3,4 @@ export * from './audit.js';
 export * from './fleet.js';
 export * from './system.js';
 export * from './identity.js';
+export * from './policy.js';

@@ -2,6 +2,7 @@ import type { Kysely, Migration, MigrationProvider } from 'kysely';
 import type { SqlDialect } from '../dialect.js';
 import * as m0001 from './0001_foundation.js';
 import * as m0002 from './0002_identity.js';
+import * as m0003 from './0003_policies.js';
 
 interface DialectMigration {
   up(db: Kysely<unknown>, dialect: SqlDialect): Promise<void>;
@@ -12,6 +13,7 @@ interface DialectMigration {
 const MIGRATIONS: Record<string, DialectMigration> = {
   '0001_foundation': m0001,
   '0002_identity': m0002,
+  '0003_policies': m0003,
 };
 
 export class RampartMigrations implements MigrationProvider {
