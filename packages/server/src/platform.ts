@@ -15,6 +15,7 @@ import { buildEstServer, type EstServer } from './identity/est-server.js';
 import { buildPkiServer, pkiPaths, type PkiServer } from './identity/pki-server.js';
 import { Gateway } from './gateway/gateway.js';
 import { PolicyStore } from './gateway/policies.js';
+import { ShadowService } from './gateway/shadows.js';
 import { AedesAdapter } from './gateway/aedes-adapter.js';
 import type { BrokerAdapter } from './gateway/broker.js';
 import { lockDataDir } from './data-dir-lock.js';
@@ -226,7 +227,8 @@ async function startLocked(
 
     // The MQTT gateway: mTLS with the same server certificate, trusting Rampart's CAs.
     const policies = new PolicyStore(storage);
-    const gateway = new Gateway(storage, identity, fleet, policies, logger, {
+    const shadows = new ShadowService();
+    const gateway = new Gateway(storage, identity, fleet, policies, shadows, logger, {
       onRefusal: (e) => metrics.gatewayRefusals.inc({ kind: e.kind }),
       onConnect: () => metrics.gatewayConnects.inc(),
     });
@@ -240,7 +242,7 @@ async function startLocked(
       logger: logger.child({ component: 'gateway' }),
     });
     const runningBroker = broker;
-    gateway.bindKick((id, reason) => runningBroker.kick(id, reason));
+    gateway.bindBroker(runningBroker);
     const reloadBrokerTls = () =>
       runningBroker.updateTls({ key: gatewayTls.key, cert: gatewayTls.cert, ca: identity!.trustedCaPems() });
     identity.onHierarchyChange(reloadBrokerTls);
@@ -276,6 +278,7 @@ async function startLocked(
         identity,
         policies,
         gateway,
+        shadows,
         metrics,
         logger,
         version: VERSION,

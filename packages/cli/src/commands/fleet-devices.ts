@@ -14,6 +14,7 @@ import {
 } from '@rampart/shared/api';
 import type { Problem } from '@rampart/shared/problem';
 import { globalsOf, withExamples } from '../command.js';
+import { shadowCommand } from './shadow.js';
 import { withClient } from '../connection.js';
 import { CliError, EXIT } from '../errors.js';
 import { color, output, printJson, printTable, progress, type OutputOptions } from '../output.js';
@@ -372,5 +373,6 @@ export function deviceCommand(): Command {
     'Devices: register, list by fleet query, update, import in bulk, index attributes',
   );
   deviceCommands(device);
+  device.addCommand(shadowCommand());
   return device;
 }

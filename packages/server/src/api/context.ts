@@ -7,6 +7,7 @@ import type { FleetRegistry } from '../fleet/registry.js';
 import type { IdentityService } from '../identity/service.js';
 import type { Gateway } from '../gateway/gateway.js';
 import type { PolicyStore } from '../gateway/policies.js';
+import type { ShadowService } from '../gateway/shadows.js';
 import type { KeyObject } from 'node:crypto';
 import type { Storage, Tx } from '../storage/index.js';
 import type { PlatformMetrics } from './metrics.js';
@@ -24,6 +25,7 @@ export interface ApiContext {
   /** Absent in API tests that build the API without a gateway. */
   policies?: PolicyStore;
   gateway?: Gateway;
+  shadows?: ShadowService;
   metrics: PlatformMetrics;
   logger: Logger;
   version: string;

@@ -99,6 +99,17 @@ export class AedesAdapter implements BrokerAdapter {
       return session && hooks.authorize(session, 'receive', packet.topic) ? packet : null;
     };
 
+    broker.published = (packet, client, done) => {
+      const session = client ? this.sessions.get(client) : undefined;
+      if (session && typeof packet.topic === 'string' && !packet.topic.startsWith('$SYS'))
+        hooks.published(
+          session,
+          packet.topic,
+          Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload),
+        );
+      done(null);
+    };
+
     broker.on('client', (client) => {
       const session = this.sessions.get(client);
       if (session) hooks.connected(session);
@@ -177,6 +188,17 @@ export class AedesAdapter implements BrokerAdapter {
     if (!client) return;
     this.forget(client, reason);
     client.close();
+  }
+
+  publish(topic: string, payload: Buffer | string): Promise<void> {
+    const broker = this.broker;
+    if (!broker) return Promise.reject(new Error('the broker is not running'));
+    return new Promise((resolve, reject) =>
+      broker.publish(
+        { cmd: 'publish', topic, payload: Buffer.from(payload), qos: 1, retain: false, dup: false },
+        (err) => (err ? reject(err) : resolve()),
+      ),
+    );
   }
 
   sessionCount(): number {

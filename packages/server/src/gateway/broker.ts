@@ -33,6 +33,8 @@ export interface GatewayHooks {
   authorize(session: GatewaySession, action: Exclude<PolicyAction, 'connect'>, resource: string): boolean;
   connected(session: GatewaySession): void;
   disconnected(session: GatewaySession, reason: string): void;
+  /** An authorized publish from a session has been accepted (the gateway serves its reserved topics). */
+  published(session: GatewaySession, topic: string, payload: Buffer): void;
 }
 
 export interface BrokerListener {
@@ -46,6 +48,8 @@ export interface BrokerAdapter {
   listen(): Promise<BrokerListener[]>;
   /** Close a live session now. */
   kick(sessionId: string, reason: string): void;
+  /** Publish on behalf of the platform (QoS 1; deliveries are still authorized per subscriber). */
+  publish(topic: string, payload: Buffer | string): Promise<void>;
   /** Live sessions the broker holds. */
   sessionCount(): number;
   /** Replace the TLS material (server certificate renewal, CA rollover). */

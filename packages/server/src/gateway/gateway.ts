@@ -8,6 +8,9 @@ import type { Storage } from '../storage/index.js';
 import type { AuthenticationResult, ConnectAttempt, GatewayHooks, GatewaySession } from './broker.js';
 import { compilePolicies, type CompiledPolicy, type DeviceContext } from './policy/index.js';
 import type { PolicyStore } from './policies.js';
+import type { ShadowService } from './shadows.js';
+import { shadowTopics, type ShadowDocument } from '@rampart/shared/shadow';
+import { RampartError } from '../errors.js';
 
 export interface GatewayEvents {
   /** A connection was refused or a message not authorized: a security event. */
@@ -44,6 +47,7 @@ export class Gateway implements GatewayHooks {
     identity: IdentityService,
     fleet: FleetRegistry,
     private readonly policies: PolicyStore,
+    private readonly shadows: ShadowService,
     private readonly logger: Logger,
     private readonly events: GatewayEvents = {},
   ) {
@@ -68,9 +72,95 @@ export class Gateway implements GatewayHooks {
     });
   }
 
-  /** The adapter's kick function (set once the broker is up). */
-  bindKick(kick: (sessionId: string, reason: string) => void): void {
-    this.kickSession = kick;
+  private publishMessage: (topic: string, payload: string) => Promise<void> = async () => {};
+
+  /** The adapter's kick and publish functions (set once the broker is up). */
+  bindBroker(broker: {
+    kick(sessionId: string, reason: string): void;
+    publish(topic: string, payload: string): Promise<void>;
+  }): void {
+    this.kickSession = (id, reason) => broker.kick(id, reason);
+    this.publishMessage = (topic, payload) => broker.publish(topic, payload);
+  }
+
+  /** Serve the device side of the shadow: `get` and `update` of the reported state. */
+  published(session: GatewaySession, topic: string, payload: Buffer): void {
+    const topics = shadowTopics(session.deviceId);
+    if (topic !== topics.get && topic !== topics.update) return;
+    void this.serveShadow(session, topic === topics.get ? 'get' : 'update', payload).catch((err: unknown) =>
+      this.logger.error({ err, device: session.deviceId }, 'serving a shadow request failed'),
+    );
+  }
+
+  private async serveShadow(session: GatewaySession, op: 'get' | 'update', payload: Buffer): Promise<void> {
+    const topics = shadowTopics(session.deviceId);
+    if (op === 'get') {
+      const doc = await this.shadows.get(this.storage.db, session.deviceId);
+      return this.publishMessage(topics.getAccepted, JSON.stringify(doc));
+    }
+    let request: {
+      state?: { reported?: unknown; desired?: unknown };
+      version?: unknown;
+      clientToken?: unknown;
+    };
+    const reject = (code: number, message: string, clientToken?: unknown) =>
+      this.publishMessage(
+        topics.updateRejected,
+        JSON.stringify({ code, message, ...(typeof clientToken === 'string' ? { clientToken } : {}) }),
+      );
+    try {
+      request = JSON.parse(payload.toString('utf8')) as typeof request;
+    } catch {
+      return reject(400, 'the update is not JSON; send {"state": {"reported": {...}}, "version": N}');
+    }
+    const token = request?.clientToken;
+    if (
+      typeof request !== 'object' ||
+      request === null ||
+      typeof request.state !== 'object' ||
+      request.state === null
+    )
+      return reject(400, 'the update needs a "state" object with "reported"', token);
+    if (request.state.desired !== undefined)
+      return reject(403, 'a device reports; the desired state is set by operators', token);
+    if (
+      request.version !== undefined &&
+      (typeof request.version !== 'number' || !Number.isInteger(request.version))
+    )
+      return reject(400, '"version" must be an integer', token);
+    try {
+      const { after } = await this.storage.db
+        .transaction()
+        .execute((tx) =>
+          this.shadows.update(
+            tx,
+            session.deviceId,
+            'reported',
+            request.state!.reported,
+            request.version as number | undefined,
+          ),
+        );
+      await this.publishMessage(
+        topics.updateAccepted,
+        JSON.stringify({
+          state: { reported: request.state.reported },
+          version: after.version,
+          ...(typeof token === 'string' ? { clientToken: token } : {}),
+        }),
+      );
+    } catch (err) {
+      if (err instanceof RampartError) return reject(err.status, err.message, token);
+      throw err;
+    }
+  }
+
+  /** After the desired state changed (committed): tell a connected device what is left to do. */
+  async desiredChanged(doc: ShadowDocument): Promise<void> {
+    if (!Object.keys(doc.state.delta).length || !this.byDevice.has(doc.deviceId)) return;
+    await this.publishMessage(
+      shadowTopics(doc.deviceId).delta,
+      JSON.stringify({ state: doc.state.delta, version: doc.version }),
+    );
   }
 
   private kickWhere(ids: Set<string> | undefined, reason: string): void {
@@ -172,6 +262,13 @@ export class Gateway implements GatewayHooks {
     if (!device) return this.refuse(attempt, deviceId, `device ${deviceId} is not registered`, 5);
     if (device.status === 'disabled')
       return this.refuse(attempt, deviceId, `device ${deviceId} is disabled`, 5);
+    if (device.status === 'pending')
+      return this.refuse(
+        attempt,
+        deviceId,
+        `device ${deviceId} is pending; it becomes active when it enrolls`,
+        5,
+      );
     const policy = compilePolicies(await this.policies.forDevice(device), device);
     const decision = policy.decide('connect', attempt.clientId);
     if (!decision.allowed)

@@ -183,6 +183,16 @@ export interface PolicyAttachmentsTable {
   attached_by: string;
 }
 
+export interface DeviceShadowsTable {
+  device_id: string;
+  desired: string;
+  reported: string;
+  version: number;
+  updated_at: string;
+  desired_updated_at: string | null;
+  reported_updated_at: string | null;
+}
+
 export interface Database {
   platform_settings: PlatformSettingsTable;
   api_tokens: ApiTokensTable;
@@ -202,4 +212,5 @@ export interface Database {
   policies: PoliciesTable;
   policy_versions: PolicyVersionsTable;
   policy_attachments: PolicyAttachmentsTable;
+  device_shadows: DeviceShadowsTable;
 }

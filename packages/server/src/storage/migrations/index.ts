@@ -3,6 +3,7 @@ import type { SqlDialect } from '../dialect.js';
 import * as m0001 from './0001_foundation.js';
 import * as m0002 from './0002_identity.js';
 import * as m0003 from './0003_policies.js';
+import * as m0004 from './0004_shadows.js';
 
 interface DialectMigration {
   up(db: Kysely<unknown>, dialect: SqlDialect): Promise<void>;
@@ -14,6 +15,7 @@ const MIGRATIONS: Record<string, DialectMigration> = {
   '0001_foundation': m0001,
   '0002_identity': m0002,
   '0003_policies': m0003,
+  '0004_shadows': m0004,
 };
 
 export class RampartMigrations implements MigrationProvider {
