@@ -16,6 +16,7 @@ import { buildPkiServer, pkiPaths, type PkiServer } from './identity/pki-server.
 import { Gateway } from './gateway/gateway.js';
 import { PolicyStore } from './gateway/policies.js';
 import { ShadowService } from './gateway/shadows.js';
+import { CommandService } from './gateway/commands.js';
 import { AedesAdapter } from './gateway/aedes-adapter.js';
 import type { BrokerAdapter } from './gateway/broker.js';
 import { lockDataDir } from './data-dir-lock.js';
@@ -243,6 +244,8 @@ async function startLocked(
     });
     const runningBroker = broker;
     gateway.bindBroker(runningBroker);
+    const commands = new CommandService(storage, gateway, logger.child({ component: 'commands' }));
+    gateway.onDevicePublish((session, topic, payload) => commands.responded(session, topic, payload));
     const reloadBrokerTls = () =>
       runningBroker.updateTls({ key: gatewayTls.key, cert: gatewayTls.cert, ca: identity!.trustedCaPems() });
     identity.onHierarchyChange(reloadBrokerTls);
@@ -279,6 +282,7 @@ async function startLocked(
         policies,
         gateway,
         shadows,
+        commands,
         metrics,
         logger,
         version: VERSION,
@@ -337,13 +341,14 @@ async function startLocked(
     timer.unref();
 
     let stopping: Promise<void> | null = null;
-    const running = { api, est, pki, identity, broker };
+    const running = { api, est, pki, identity, broker, commands };
     const stop = (reason = 'shutdown') => {
       stopping ??= (async () => {
         clearInterval(timer);
         stopTlsRenewal();
         running.identity.stop();
         audit.stopSealer();
+        running.commands.stop();
         await running.broker.close();
         await Promise.all([running.api.close(), running.est.close(), running.pki.close()]);
         try {

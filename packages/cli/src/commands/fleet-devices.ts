@@ -15,6 +15,7 @@ import {
 import type { Problem } from '@rampart/shared/problem';
 import { globalsOf, withExamples } from '../command.js';
 import { shadowCommand } from './shadow.js';
+import { deviceCommandCommands } from './device-command.js';
 import { withClient } from '../connection.js';
 import { CliError, EXIT } from '../errors.js';
 import { color, output, printJson, printTable, progress, type OutputOptions } from '../output.js';
@@ -374,5 +375,6 @@ export function deviceCommand(): Command {
   );
   deviceCommands(device);
   device.addCommand(shadowCommand());
+  for (const c of deviceCommandCommands()) device.addCommand(c);
   return device;
 }

@@ -1,4 +1,7 @@
+import { readFileSync } from 'node:fs';
+import mqtt, { type MqttClient } from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { PkiPeers } from '../../../server/src/test-support/pki.js';
 import { startTestPlatform, type TestPlatform } from '../../../server/src/test-support/platform.js';
 import { cliEnvFor, runCli } from '../test-support/run-cli.js';
 import { patchFromPairs } from './shadow.js';
@@ -47,5 +50,58 @@ describe('rampart device shadow', () => {
     expect(stale.stderr).toMatch(/version 1, not 0/);
     const none = await runCli(['device', 'shadow', 'set', 'cli-sh-1'], { env });
     expect(none.code).toBe(2);
+  });
+});
+
+describe('rampart device command', () => {
+  let t: TestPlatform;
+  let env: Record<string, string>;
+  let device: MqttClient;
+
+  beforeAll(async () => {
+    t = await startTestPlatform('sqlite');
+    env = cliEnvFor(t.dataDir);
+    const peers = new PkiPeers(t);
+    await peers.device('cli-cmd-1');
+    const res = await peers.enroll('cli-cmd-1', 'cli-cmd-1', await peers.token('cli-cmd-1'));
+    if (res.status !== 200) throw new Error(res.body.toString());
+    device = await mqtt.connectAsync(t.platform.listeners.find((l) => l.name === 'mqtt')!.url, {
+      ca: readFileSync(peers.rootCa),
+      cert: readFileSync(peers.path('cli-cmd-1.pem')),
+      key: readFileSync(peers.path('cli-cmd-1.key')),
+      clientId: 'cli-cmd-1',
+      protocolVersion: 4,
+      reconnectPeriod: 0,
+    });
+    device.on('message', (topic, payload) => {
+      const req = JSON.parse(payload.toString()) as { name: string; args: Record<string, unknown> };
+      if (req.name === 'reboot')
+        device.publish(
+          topic.replace(/request$/, 'response'),
+          JSON.stringify({ status: 'succeeded', result: req.args }),
+        );
+    });
+    await device.subscribeAsync('$rampart/devices/cli-cmd-1/commands/+/request', { qos: 1 });
+  }, 60_000);
+  afterAll(async () => {
+    device?.end(true);
+    await t?.close();
+  });
+
+  it('waits for the answer, exits 1 on a time-out, and lists what was sent', async () => {
+    const ok = await runCli(
+      ['device', 'command', 'cli-cmd-1', 'reboot', '--arg', 'delay=5', '--timeout', '5s', '--json'],
+      { env },
+    );
+    expect(ok.code, ok.stderr).toBe(0);
+    expect(JSON.parse(ok.stdout)).toMatchObject({ status: 'succeeded', result: { delay: 5 } });
+    const hung = await runCli(['device', 'command', 'cli-cmd-1', 'hang', '--timeout', '1s'], { env });
+    expect(hung.code).toBe(1);
+    expect(hung.stdout).toMatch(/timed-out/);
+    const list = await runCli(['device', 'commands', 'cli-cmd-1'], { env });
+    expect(list.stdout).toMatch(/reboot\s+succeeded/);
+    expect(list.stdout).toMatch(/hang\s+timed-out/);
+    const bad = await runCli(['device', 'command', 'cli-cmd-1', 'reboot', '--timeout', 'soon'], { env });
+    expect(bad.code).toBe(2);
   });
 });

@@ -8,6 +8,7 @@ import type { IdentityService } from '../identity/service.js';
 import type { Gateway } from '../gateway/gateway.js';
 import type { PolicyStore } from '../gateway/policies.js';
 import type { ShadowService } from '../gateway/shadows.js';
+import type { CommandService } from '../gateway/commands.js';
 import type { KeyObject } from 'node:crypto';
 import type { Storage, Tx } from '../storage/index.js';
 import type { PlatformMetrics } from './metrics.js';
@@ -26,6 +27,7 @@ export interface ApiContext {
   policies?: PolicyStore;
   gateway?: Gateway;
   shadows?: ShadowService;
+  commands?: CommandService;
   metrics: PlatformMetrics;
   logger: Logger;
   version: string;

@@ -17,6 +17,7 @@ import { systemRoutes } from './routes/system.js';
 import { identityRoutes } from './routes/identity.js';
 import { policyRoutes } from './routes/policies.js';
 import { shadowRoutes } from './routes/shadows.js';
+import { commandRoutes } from './routes/commands.js';
 import { fleetRoutes } from './routes/fleet.js';
 import type { Tx } from '../storage/index.js';
 
@@ -271,6 +272,7 @@ export async function buildApi(ctx: ApiContext, options: BuildApiOptions = {}): 
   await app.register(identityRoutes(ctx), { prefix: '/api/v1' });
   await app.register(policyRoutes(ctx), { prefix: '/api/v1' });
   await app.register(shadowRoutes(ctx), { prefix: '/api/v1' });
+  await app.register(commandRoutes(ctx), { prefix: '/api/v1' });
   return app;
 }
 

@@ -83,8 +83,26 @@ export class Gateway implements GatewayHooks {
     this.publishMessage = (topic, payload) => broker.publish(topic, payload);
   }
 
+  private readonly publishListeners: ((session: GatewaySession, topic: string, payload: Buffer) => void)[] =
+    [];
+
+  /** Told of every authorized publish from a device (commands use it for responses). */
+  onDevicePublish(listener: (session: GatewaySession, topic: string, payload: Buffer) => void): void {
+    this.publishListeners.push(listener);
+  }
+
+  isConnected(deviceId: string): boolean {
+    return this.byDevice.has(deviceId);
+  }
+
+  /** Publish on behalf of the platform. */
+  publish(topic: string, payload: string): Promise<void> {
+    return this.publishMessage(topic, payload);
+  }
+
   /** Serve the device side of the shadow: `get` and `update` of the reported state. */
   published(session: GatewaySession, topic: string, payload: Buffer): void {
+    for (const l of this.publishListeners) l(session, topic, payload);
     const topics = shadowTopics(session.deviceId);
     if (topic !== topics.get && topic !== topics.update) return;
     void this.serveShadow(session, topic === topics.get ? 'get' : 'update', payload).catch((err: unknown) =>

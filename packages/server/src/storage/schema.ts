@@ -193,6 +193,20 @@ export interface DeviceShadowsTable {
   reported_updated_at: string | null;
 }
 
+export interface DeviceCommandsTable {
+  id: string;
+  device_id: string;
+  name: string;
+  args: string;
+  status: string;
+  timeout_ms: number;
+  result: string | null;
+  error: string | null;
+  created_by: string;
+  created_at: string;
+  completed_at: string | null;
+}
+
 export interface Database {
   platform_settings: PlatformSettingsTable;
   api_tokens: ApiTokensTable;
@@ -213,4 +227,5 @@ export interface Database {
   policy_versions: PolicyVersionsTable;
   policy_attachments: PolicyAttachmentsTable;
   device_shadows: DeviceShadowsTable;
+  device_commands: DeviceCommandsTable;
 }

@@ -4,6 +4,7 @@ import * as m0001 from './0001_foundation.js';
 import * as m0002 from './0002_identity.js';
 import * as m0003 from './0003_policies.js';
 import * as m0004 from './0004_shadows.js';
+import * as m0005 from './0005_commands.js';
 
 interface DialectMigration {
   up(db: Kysely<unknown>, dialect: SqlDialect): Promise<void>;
@@ -16,6 +17,7 @@ const MIGRATIONS: Record<string, DialectMigration> = {
   '0002_identity': m0002,
   '0003_policies': m0003,
   '0004_shadows': m0004,
+  '0005_commands': m0005,
 };
 
 export class RampartMigrations implements MigrationProvider {
