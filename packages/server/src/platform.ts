@@ -241,6 +241,8 @@ async function startLocked(
       tls: { key: tls.key, cert: tls.cert, ca: identity.trustedCaPems() },
       hooks: gateway,
       logger: logger.child({ component: 'gateway' }),
+      limits: config.gateway.limits,
+      onLimitExceeded: (kind) => metrics.gatewayRefusals.inc({ kind: `limit-${kind}` }),
     });
     const runningBroker = broker;
     gateway.bindBroker(runningBroker);

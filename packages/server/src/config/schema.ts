@@ -111,6 +111,44 @@ export const ServerConfigSchema = Type.Object(
           maximum: 65535,
           description: 'MQTT over TLS port (mqtts, client certificate required); 0 = any free port.',
         }),
+        limits: Type.Object(
+          {
+            maxPacketBytes: Type.Integer({
+              default: 131072,
+              minimum: 1024,
+              maximum: 268435455,
+              description: 'Largest MQTT packet accepted from a device; a larger one closes its connection.',
+            }),
+            publishesPerSecond: Type.Integer({
+              default: 100,
+              minimum: 1,
+              description: 'Publishes per device and second; one more closes the connection.',
+            }),
+            bytesPerSecond: Type.Integer({
+              default: 1048576,
+              minimum: 1024,
+              description: 'Payload bytes per device and second; more closes the connection.',
+            }),
+            maxSubscriptions: Type.Integer({
+              default: 50,
+              minimum: 1,
+              description: 'Subscriptions per session; further filters get SUBACK 0x80.',
+            }),
+            maxTopicLength: Type.Integer({
+              default: 256,
+              minimum: 16,
+              maximum: 65535,
+              description: 'Longest topic or filter, in characters.',
+            }),
+            maxTopicLevels: Type.Integer({
+              default: 16,
+              minimum: 2,
+              maximum: 32,
+              description: 'Most levels in a topic or filter.',
+            }),
+          },
+          { additionalProperties: false, default: {} },
+        ),
         insecurePlainPort: Type.Optional(
           Type.Integer({
             minimum: 0,

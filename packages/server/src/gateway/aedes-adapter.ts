@@ -1,8 +1,14 @@
-import { createServer as createTcpServer, type AddressInfo, type Server as NetServer } from 'node:net';
+import {
+  createServer as createTcpServer,
+  type AddressInfo,
+  type Server as NetServer,
+  type Socket,
+} from 'node:net';
 import { createServer as createTlsServer, type Server as TlsServer, type TLSSocket } from 'node:tls';
 import { Aedes, type Client } from 'aedes';
 import type { Logger } from '@rampart/shared/logging';
 import type { BrokerAdapter, BrokerListener, GatewayHooks, GatewaySession } from './broker.js';
+import { SessionBudget, guardConnection, type GatewayLimits } from './limits.js';
 
 export interface AedesAdapterOptions {
   host: string;
@@ -12,6 +18,9 @@ export interface AedesAdapterOptions {
   tls: { key: string; cert: string; ca: string[] };
   hooks: GatewayHooks;
   logger: Logger;
+  limits: GatewayLimits;
+  /** Told of every limit a device exceeded (metrics). */
+  onLimitExceeded?: (kind: string) => void;
 }
 
 function connectableHost(host: string): string {
@@ -34,6 +43,7 @@ export class AedesAdapter implements BrokerAdapter {
   private tlsServer: TlsServer | null = null;
   private plainServer: NetServer | null = null;
   private readonly sessions = new WeakMap<Client, GatewaySession>();
+  private readonly budgets = new WeakMap<Client, SessionBudget>();
   private readonly clients = new Map<string, Client>();
 
   constructor(private readonly options: AedesAdapterOptions) {}
@@ -71,6 +81,7 @@ export class AedesAdapter implements BrokerAdapter {
             return;
           }
           this.sessions.set(client, result.session);
+          this.budgets.set(client, new SessionBudget(this.options.limits));
           this.clients.set(result.session.id, client);
           done(null, true);
         })
@@ -83,6 +94,11 @@ export class AedesAdapter implements BrokerAdapter {
     broker.authorizePublish = (client, packet, done) => {
       if (!client) return done(null); // a will of a client that is gone: it was authorized when set
       const session = this.sessions.get(client);
+      const over = this.budgets.get(client)?.publish(packet.topic, packet.payload.length);
+      if (session && over) {
+        this.limitExceeded(session, 'publish', over);
+        return done(new Error(over));
+      }
       if (session && hooks.authorize(session, 'publish', packet.topic)) return done(null);
       // MQTT 3.1.1 §3.3.5: an unauthorized PUBLISH closes the connection.
       done(new Error(`publish to ${packet.topic} not allowed`));
@@ -90,6 +106,17 @@ export class AedesAdapter implements BrokerAdapter {
 
     broker.authorizeSubscribe = (client, sub, done) => {
       const session = this.sessions.get(client);
+      const budget = this.budgets.get(client);
+      const over =
+        budget?.topic(sub.topic) ??
+        (budget && budget.subscriptions >= this.options.limits.maxSubscriptions
+          ? `more than ${this.options.limits.maxSubscriptions} subscriptions`
+          : null);
+      if (session && over) {
+        this.limitExceeded(session, 'subscribe', over);
+        return done(null, null);
+      }
+      if (budget) budget.subscriptions++;
       // null → SUBACK return code 0x80 for this filter; the client stays connected.
       done(null, session && hooks.authorize(session, 'subscribe', sub.topic) ? sub : null);
     };
@@ -114,6 +141,10 @@ export class AedesAdapter implements BrokerAdapter {
       const session = this.sessions.get(client);
       if (session) hooks.connected(session);
     });
+    broker.on('unsubscribe', (unsubscriptions, client) => {
+      const budget = this.budgets.get(client);
+      if (budget) budget.subscriptions = Math.max(0, budget.subscriptions - unsubscriptions.length);
+    });
     broker.on('clientDisconnect', (client) => this.forget(client, 'disconnected'));
     broker.on('clientError', (client, err) => {
       logger.info({ event: 'mqtt.client.error', client: client.id, err: err.message }, 'MQTT client error');
@@ -136,7 +167,7 @@ export class AedesAdapter implements BrokerAdapter {
         rejectUnauthorized: true,
         minVersion: 'TLSv1.2',
       },
-      (socket) => broker.handle(socket),
+      (socket) => this.accept(socket, broker),
     );
     this.tlsServer.on('tlsClientError', (err, socket) => {
       logger.warn(
@@ -160,7 +191,7 @@ export class AedesAdapter implements BrokerAdapter {
       logger.warn(
         'INSECURE: plain MQTT over TCP is enabled (gateway.insecurePlainPort); devices connect without TLS or certificates. Never use this outside development.',
       );
-      const plain = createTcpServer((socket) => broker.handle(socket));
+      const plain = createTcpServer((socket) => this.accept(socket, broker));
       this.plainServer = plain;
       await new Promise<void>((resolve, reject) => {
         plain.once('error', reject);
@@ -173,6 +204,32 @@ export class AedesAdapter implements BrokerAdapter {
       listeners.push({ name: 'mqtt-insecure', url: `mqtt://${connectableHost(this.options.host)}:${port}` });
     }
     return listeners;
+  }
+
+  /** Every connection passes the frame guard: an oversized or malformed packet closes it alone. */
+  private accept(socket: Socket, broker: Aedes): void {
+    guardConnection(socket, this.options.limits, (reason) => {
+      this.options.logger.warn(
+        { event: 'mqtt.packet.refused', sourceAddress: socket.remoteAddress, reason },
+        'MQTT packet refused; connection closed',
+      );
+      this.options.onLimitExceeded?.('packet');
+    });
+    broker.handle(socket);
+  }
+
+  private limitExceeded(session: GatewaySession, kind: string, reason: string): void {
+    this.options.logger.warn(
+      {
+        event: 'mqtt.limit.exceeded',
+        device: session.deviceId,
+        kind,
+        reason,
+        sourceAddress: session.remoteAddress,
+      },
+      'device exceeded a gateway limit',
+    );
+    this.options.onLimitExceeded?.(kind);
   }
 
   private forget(client: Client, reason: string): void {
