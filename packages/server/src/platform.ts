@@ -232,6 +232,10 @@ async function startLocked(
     const gateway = new Gateway(storage, identity, fleet, policies, shadows, logger, {
       onRefusal: (e) => metrics.gatewayRefusals.inc({ kind: e.kind }),
       onConnect: () => metrics.gatewayConnects.inc(),
+      onTraffic: (direction, bytes) => {
+        metrics.gatewayMessages.inc({ direction });
+        metrics.gatewayBytes.inc({ direction }, bytes);
+      },
     });
     let gatewayTls = tls;
     broker = new AedesAdapter({
@@ -246,6 +250,7 @@ async function startLocked(
     });
     const runningBroker = broker;
     gateway.bindBroker(runningBroker);
+    gateway.stats.start(10_000);
     const commands = new CommandService(storage, gateway, logger.child({ component: 'commands' }));
     gateway.onDevicePublish((session, topic, payload) => commands.responded(session, topic, payload));
     const reloadBrokerTls = () =>
@@ -343,7 +348,7 @@ async function startLocked(
     timer.unref();
 
     let stopping: Promise<void> | null = null;
-    const running = { api, est, pki, identity, broker, commands };
+    const running = { api, est, pki, identity, broker, commands, gateway };
     const stop = (reason = 'shutdown') => {
       stopping ??= (async () => {
         clearInterval(timer);
@@ -352,6 +357,7 @@ async function startLocked(
         audit.stopSealer();
         running.commands.stop();
         await running.broker.close();
+        await running.gateway.stats.stop();
         await Promise.all([running.api.close(), running.est.close(), running.pki.close()]);
         try {
           await audit.record({

@@ -1,5 +1,6 @@
 import { Command } from 'commander';
 import type { CommandRecord } from '@rampart/shared/command';
+import type { DeviceConnection } from '@rampart/shared/api';
 import { globalsOf, withExamples } from '../command.js';
 import { withClient } from '../connection.js';
 import { CliError, EXIT } from '../errors.js';
@@ -100,5 +101,43 @@ export function deviceCommandCommands(): Command[] {
       }),
     ['rampart device commands dw-0001', 'rampart device commands dw-0001 --json | jq ".items[0].status"'],
   );
-  return [send, list];
+  const connection = withExamples(
+    new Command('connection')
+      .description(
+        "A device's live MQTT sessions and connection statistics (messages, bytes, denials, disconnects)",
+      )
+      .argument('<device>', 'device id')
+      .action(async (id: string, _o, cmd: Command) => {
+        const o = globalsOf(cmd);
+        const r = await withClient(o, (c) =>
+          c.get<DeviceConnection>(`/api/v1/devices/${encodeURIComponent(id)}/connection`),
+        );
+        output(o, r, (v) =>
+          printFields([
+            ['device', v.deviceId],
+            [
+              'connected',
+              v.connected
+                ? v.sessions
+                    .map((s) => `${s.clientId} from ${s.sourceAddress} since ${s.connectedAt}`)
+                    .join('; ')
+                : 'no',
+            ],
+            ['attempts', v.stats.connectAttempts],
+            ['connects', v.stats.connects],
+            [
+              'disconnects',
+              v.stats.disconnects +
+                (v.stats.lastDisconnectReason ? ` (last: ${v.stats.lastDisconnectReason})` : ''),
+            ],
+            ['messages in/out', `${v.stats.messagesIn} / ${v.stats.messagesOut}`],
+            ['bytes in/out', `${v.stats.bytesIn} / ${v.stats.bytesOut}`],
+            ['denials', v.stats.authorizationFailures],
+            ['last address', v.stats.lastSourceAddress ?? '-'],
+          ]),
+        );
+      }),
+    ['rampart device connection dw-0001', 'rampart device connection dw-0001 --json | jq .stats'],
+  );
+  return [send, list, connection];
 }

@@ -103,5 +103,7 @@ describe('rampart device command', () => {
     expect(list.stdout).toMatch(/hang\s+timed-out/);
     const bad = await runCli(['device', 'command', 'cli-cmd-1', 'reboot', '--timeout', 'soon'], { env });
     expect(bad.code).toBe(2);
+    const conn = await runCli(['device', 'connection', 'cli-cmd-1', '--json'], { env });
+    expect(JSON.parse(conn.stdout)).toMatchObject({ connected: true, sessions: [{ clientId: 'cli-cmd-1' }] });
   });
 });

@@ -14,6 +14,8 @@ export class PlatformMetrics {
   readonly ocspResponses: Counter<'status'>;
   readonly gatewayConnects: Counter;
   readonly gatewayRefusals: Counter<'kind'>;
+  readonly gatewayMessages: Counter<'direction'>;
+  readonly gatewayBytes: Counter<'direction'>;
 
   constructor(version: string) {
     collectDefaultMetrics({ register: this.registry, prefix: 'rampart_process_' });
@@ -63,6 +65,18 @@ export class PlatformMetrics {
       name: 'rampart_gateway_refusals_total',
       help: 'MQTT connections refused and actions denied by the gateway, by kind (connect, publish, subscribe, receive).',
       labelNames: ['kind'],
+      registers: [this.registry],
+    });
+    this.gatewayMessages = new Counter({
+      name: 'rampart_gateway_messages_total',
+      help: 'MQTT messages through the gateway: in (published by devices) and out (delivered to devices).',
+      labelNames: ['direction'],
+      registers: [this.registry],
+    });
+    this.gatewayBytes = new Counter({
+      name: 'rampart_gateway_payload_bytes_total',
+      help: 'MQTT payload bytes through the gateway, in and out.',
+      labelNames: ['direction'],
       registers: [this.registry],
     });
     this.ocspResponses = new Counter({

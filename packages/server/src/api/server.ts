@@ -18,6 +18,7 @@ import { identityRoutes } from './routes/identity.js';
 import { policyRoutes } from './routes/policies.js';
 import { shadowRoutes } from './routes/shadows.js';
 import { commandRoutes } from './routes/commands.js';
+import { connectionRoutes } from './routes/connections.js';
 import { fleetRoutes } from './routes/fleet.js';
 import type { Tx } from '../storage/index.js';
 
@@ -273,6 +274,7 @@ export async function buildApi(ctx: ApiContext, options: BuildApiOptions = {}): 
   await app.register(policyRoutes(ctx), { prefix: '/api/v1' });
   await app.register(shadowRoutes(ctx), { prefix: '/api/v1' });
   await app.register(commandRoutes(ctx), { prefix: '/api/v1' });
+  await app.register(connectionRoutes(ctx), { prefix: '/api/v1' });
   return app;
 }
 

@@ -123,7 +123,9 @@ export class AedesAdapter implements BrokerAdapter {
 
     broker.authorizeForward = (client, packet) => {
       const session = this.sessions.get(client);
-      return session && hooks.authorize(session, 'receive', packet.topic) ? packet : null;
+      if (!session || !hooks.authorize(session, 'receive', packet.topic)) return null;
+      hooks.delivered(session, packet.topic, packet.payload.length);
+      return packet;
     };
 
     broker.published = (packet, client, done) => {
@@ -170,6 +172,7 @@ export class AedesAdapter implements BrokerAdapter {
       (socket) => this.accept(socket, broker),
     );
     this.tlsServer.on('tlsClientError', (err, socket) => {
+      hooks.securityEvent('tls.refused', null, socket.remoteAddress ?? null, err.message);
       logger.warn(
         { event: 'mqtt.tls.refused', sourceAddress: socket.remoteAddress, err: err.message },
         'TLS handshake refused',
@@ -214,6 +217,7 @@ export class AedesAdapter implements BrokerAdapter {
         'MQTT packet refused; connection closed',
       );
       this.options.onLimitExceeded?.('packet');
+      this.options.hooks.securityEvent('packet.refused', null, socket.remoteAddress ?? null, reason);
     });
     broker.handle(socket);
   }
@@ -230,6 +234,12 @@ export class AedesAdapter implements BrokerAdapter {
       'device exceeded a gateway limit',
     );
     this.options.onLimitExceeded?.(kind);
+    this.options.hooks.securityEvent(
+      'limit.exceeded',
+      session.deviceId,
+      session.remoteAddress,
+      `${kind}: ${reason}`,
+    );
   }
 
   private forget(client: Client, reason: string): void {

@@ -35,6 +35,10 @@ export interface GatewayHooks {
   disconnected(session: GatewaySession, reason: string): void;
   /** An authorized publish from a session has been accepted (the gateway serves its reserved topics). */
   published(session: GatewaySession, topic: string, payload: Buffer): void;
+  /** A message was delivered to a session. */
+  delivered(session: GatewaySession, topic: string, bytes: number): void;
+  /** Something the broker refused before or outside authorization (TLS, framing, limits). */
+  securityEvent(kind: string, deviceId: string | null, sourceAddress: string | null, reason: string): void;
 }
 
 export interface BrokerListener {

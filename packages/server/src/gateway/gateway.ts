@@ -9,6 +9,7 @@ import type { AuthenticationResult, ConnectAttempt, GatewayHooks, GatewaySession
 import { compilePolicies, type CompiledPolicy, type DeviceContext } from './policy/index.js';
 import type { PolicyStore } from './policies.js';
 import type { ShadowService } from './shadows.js';
+import { GatewayStats } from './stats.js';
 import { shadowTopics, type ShadowDocument } from '@rampart/shared/shadow';
 import { RampartError } from '../errors.js';
 
@@ -22,6 +23,7 @@ export interface GatewayEvents {
   }): void;
   onConnect?(session: GatewaySession): void;
   onDisconnect?(session: GatewaySession, reason: string): void;
+  onTraffic?(direction: 'in' | 'out', bytes: number): void;
 }
 
 interface LiveSession extends GatewaySession {
@@ -50,6 +52,7 @@ export class Gateway implements GatewayHooks {
     private readonly shadows: ShadowService,
     private readonly logger: Logger,
     private readonly events: GatewayEvents = {},
+    readonly stats: GatewayStats = new GatewayStats(storage, logger),
   ) {
     // A policy created, changed, attached or detached re-authorizes every live session at once.
     policies.onChange(() => {
@@ -91,6 +94,16 @@ export class Gateway implements GatewayHooks {
     this.publishListeners.push(listener);
   }
 
+  delivered(session: GatewaySession, _topic: string, bytes: number): void {
+    this.stats.count(session.deviceId, 'messages_out');
+    this.stats.count(session.deviceId, 'bytes_out', bytes);
+    this.events.onTraffic?.('out', bytes);
+  }
+
+  securityEvent(kind: string, deviceId: string | null, sourceAddress: string | null, reason: string): void {
+    this.stats.event(kind, deviceId, sourceAddress, reason);
+  }
+
   isConnected(deviceId: string): boolean {
     return this.byDevice.has(deviceId);
   }
@@ -102,6 +115,9 @@ export class Gateway implements GatewayHooks {
 
   /** Serve the device side of the shadow: `get` and `update` of the reported state. */
   published(session: GatewaySession, topic: string, payload: Buffer): void {
+    this.stats.count(session.deviceId, 'messages_in');
+    this.stats.count(session.deviceId, 'bytes_in', payload.length);
+    this.events.onTraffic?.('in', payload.length);
     for (const l of this.publishListeners) l(session, topic, payload);
     const topics = shadowTopics(session.deviceId);
     if (topic !== topics.get && topic !== topics.update) return;
@@ -234,6 +250,7 @@ export class Gateway implements GatewayHooks {
       'MQTT connection refused',
     );
     this.events.onRefusal?.({ kind: 'connect', deviceId, reason, remoteAddress: attempt.remoteAddress });
+    this.stats.event('connect.refused', deviceId, attempt.remoteAddress, reason);
     return { ok: false, reason, returnCode };
   }
 
@@ -242,6 +259,7 @@ export class Gateway implements GatewayHooks {
     if (!cert) return this.connectWithoutCertificate(attempt, sessionId);
     const deviceId = deviceIdOf(cert);
     if (!deviceId) return this.refuse(attempt, null, 'the client certificate names no device', 5);
+    this.stats.count(deviceId, 'connect_attempts');
     const serial = normalizeSerial(cert.serialNumber);
     const record = await this.storage.db
       .selectFrom('certificates')
@@ -368,6 +386,13 @@ export class Gateway implements GatewayHooks {
         },
         'MQTT action denied',
       );
+      this.stats.count(session.deviceId, 'authorization_failures');
+      this.stats.event(
+        'authorization.denied',
+        session.deviceId,
+        session.remoteAddress,
+        `${action} ${resource}: ${decision.reason}`,
+      );
       this.events.onRefusal?.({
         kind: action,
         deviceId: session.deviceId,
@@ -393,6 +418,7 @@ export class Gateway implements GatewayHooks {
       'device connected',
     );
     this.events.onConnect?.(session);
+    this.stats.connected(session.deviceId, session.remoteAddress);
     // A revocation that landed between authentication and now must still take effect.
     if (session.certificateSerial) void this.recheck(session);
   }
@@ -412,6 +438,7 @@ export class Gateway implements GatewayHooks {
     if (session.certificateSerial) remove(this.bySerial, session.certificateSerial, session.id);
     this.logger.info({ event: 'mqtt.disconnect', device: session.deviceId, reason }, 'device disconnected');
     this.events.onDisconnect?.(session, reason);
+    this.stats.disconnected(session.deviceId, reason);
   }
 }
 

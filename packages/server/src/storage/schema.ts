@@ -207,6 +207,32 @@ export interface DeviceCommandsTable {
   completed_at: string | null;
 }
 
+export interface DeviceConnectionStatsTable {
+  device_id: string;
+  connect_attempts: number;
+  connects: number;
+  disconnects: number;
+  messages_in: number;
+  messages_out: number;
+  bytes_in: number;
+  bytes_out: number;
+  authorization_failures: number;
+  last_source_address: string | null;
+  last_connected_at: string | null;
+  last_disconnected_at: string | null;
+  last_disconnect_reason: string | null;
+  updated_at: string;
+}
+
+export interface SecurityEventsTable {
+  id: Generated<number>;
+  time: string;
+  kind: string;
+  device_id: string | null;
+  source_address: string | null;
+  reason: string;
+}
+
 export interface Database {
   platform_settings: PlatformSettingsTable;
   api_tokens: ApiTokensTable;
@@ -228,4 +254,6 @@ export interface Database {
   policy_attachments: PolicyAttachmentsTable;
   device_shadows: DeviceShadowsTable;
   device_commands: DeviceCommandsTable;
+  device_connection_stats: DeviceConnectionStatsTable;
+  security_events: SecurityEventsTable;
 }

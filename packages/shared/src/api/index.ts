@@ -4,3 +4,4 @@ export * from './fleet.js';
 export * from './system.js';
 export * from './identity.js';
 export * from './policy.js';
+export * from './gateway.js';

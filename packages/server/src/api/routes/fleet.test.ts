@@ -507,7 +507,7 @@ describe.each(DIALECTS)('fleet API on %s', (dialect) => {
         .filter(([, op]) => op.tags?.includes('fleet'))
         .map(([method, op]) => ({ path, method, op: op as { summary?: string; description?: string } })),
     );
-    expect(fleetOps.length).toBe(29);
+    expect(fleetOps.length).toBe(30);
     for (const { path, method, op } of fleetOps) {
       expect(op.summary, `${method} ${path}`).toBeTruthy();
       expect(op.description, `${method} ${path}`).not.toMatch(/^Requires permission/);

@@ -5,6 +5,7 @@ import * as m0002 from './0002_identity.js';
 import * as m0003 from './0003_policies.js';
 import * as m0004 from './0004_shadows.js';
 import * as m0005 from './0005_commands.js';
+import * as m0006 from './0006_gateway_stats.js';
 
 interface DialectMigration {
   up(db: Kysely<unknown>, dialect: SqlDialect): Promise<void>;
@@ -18,6 +19,7 @@ const MIGRATIONS: Record<string, DialectMigration> = {
   '0003_policies': m0003,
   '0004_shadows': m0004,
   '0005_commands': m0005,
+  '0006_gateway_stats': m0006,
 };
 
 export class RampartMigrations implements MigrationProvider {
