@@ -82,6 +82,9 @@ export class AedesAdapter implements BrokerAdapter {
           }
           this.sessions.set(client, result.session);
           this.budgets.set(client, new SessionBudget(this.options.limits));
+          // Whatever happens next (a refused CONNACK write, a takeover, a reset), the session is
+          // forgotten when its connection closes: the broker does not emit an event in every case.
+          client.conn.once('close', () => this.forget(client, 'connection closed'));
           this.clients.set(result.session.id, client);
           done(null, true);
         })
