@@ -23,6 +23,7 @@ import { lockDataDir } from './data-dir-lock.js';
 import { RampartError } from './errors.js';
 import { writeFileAtomic } from './files.js';
 import { VERSION } from './version.js';
+import { connectableHost } from './text.js';
 
 export const AUDIT_KEY_LABEL = 'audit-checkpoint';
 
@@ -57,12 +58,6 @@ export interface Platform {
 export interface StartOptions {
   env?: Record<string, string | undefined>;
   logger?: Logger;
-}
-
-function connectableHost(host: string): string {
-  if (host === '0.0.0.0') return '127.0.0.1';
-  if (host === '::') return '[::1]';
-  return host.includes(':') ? `[${host}]` : host;
 }
 
 export { openKeyStore };

@@ -8,6 +8,7 @@ import { createServer as createTlsServer, type Server as TlsServer, type TLSSock
 import { Aedes, type Client } from 'aedes';
 import type { Logger } from '@rampart/shared/logging';
 import type { BrokerAdapter, BrokerListener, GatewayHooks, GatewaySession } from './broker.js';
+import { connectableHost } from '../text.js';
 import { SessionBudget, guardConnection, type GatewayLimits } from './limits.js';
 
 export interface AedesAdapterOptions {
@@ -21,12 +22,6 @@ export interface AedesAdapterOptions {
   limits: GatewayLimits;
   /** Told of every limit a device exceeded (metrics). */
   onLimitExceeded?: (kind: string) => void;
-}
-
-function connectableHost(host: string): string {
-  if (host === '0.0.0.0') return '127.0.0.1';
-  if (host === '::') return '[::1]';
-  return host.includes(':') ? `[${host}]` : host;
 }
 
 let nextSession = 0;

@@ -1,10 +1,12 @@
 import type { X509Certificate } from 'node:crypto';
 import type { Logger } from '@rampart/shared/logging';
 import type { PolicyAction } from '@rampart/shared/policy';
-import { deviceIdFromUri, normalizeSerial } from '@rampart/shared/pki';
+import { normalizeSerial } from '@rampart/shared/pki';
 import type { FleetRegistry } from '../fleet/registry.js';
 import type { IdentityService } from '../identity/service.js';
 import type { Storage } from '../storage/index.js';
+import { whenCommitted } from '../storage/committed.js';
+import { deviceIdFromSan } from '../identity/x509.js';
 import type { AuthenticationResult, ConnectAttempt, GatewayHooks, GatewaySession } from './broker.js';
 import { compilePolicies, type CompiledPolicy, type DeviceContext } from './policy/index.js';
 import type { PolicyStore } from './policies.js';
@@ -69,8 +71,18 @@ export class Gateway implements GatewayHooks {
     // a quarantined device reconnects under the quarantine policy.
     fleet.devices.onStatusChange(async (_db, change) => {
       if (change.to === 'disabled' || change.to === 'quarantined')
-        this.whenCommitted(change.deviceId, change.to, () =>
-          this.kickWhere(this.byDevice.get(change.deviceId), `device ${change.to}`),
+        whenCommitted(
+          async () => {
+            const row = await this.storage.db
+              .selectFrom('devices')
+              .select('status')
+              .where('id', '=', change.deviceId)
+              .executeTakeFirst();
+            // Deleted (no row) counts as committed too.
+            return !row || row.status === change.to;
+          },
+          () => this.kickWhere(this.byDevice.get(change.deviceId), `device ${change.to}`),
+          (err) => this.logger.error({ err }, 'session follow-up failed'),
         );
     });
   }
@@ -213,24 +225,6 @@ export class Gateway implements GatewayHooks {
   liveSessions(deviceId?: string): GatewaySession[] {
     const all = [...this.bySession.values()];
     return deviceId ? all.filter((s) => s.deviceId === deviceId) : all;
-  }
-
-  private whenCommitted(deviceId: string, status: string, fn: () => void): void {
-    const started = Date.now();
-    const poll = async (): Promise<void> => {
-      const row = await this.storage.db
-        .selectFrom('devices')
-        .select('status')
-        .where('id', '=', deviceId)
-        .executeTakeFirst();
-      // Deleted (no row) counts as committed too.
-      if (!row || row.status === status) return fn();
-      if (Date.now() - started < 30_000) setTimeout(() => void poll().catch(() => {}), 25);
-    };
-    setTimeout(
-      () => void poll().catch((err: unknown) => this.logger.error({ err }, 'session follow-up failed')),
-      0,
-    );
   }
 
   private refuse(
@@ -456,11 +450,5 @@ function remove(map: Map<string, Set<string>>, key: string, value: string): void
 
 /** The device id of a certificate: its `urn:rampart:device:` SAN URI, else its CN. */
 export function deviceIdOf(cert: X509Certificate): string | null {
-  for (const name of (cert.subjectAltName ?? '').split(', '))
-    if (name.startsWith('URI:')) {
-      const id = deviceIdFromUri(name.slice(4));
-      if (id) return id;
-    }
-  const cn = /(?:^|\n)CN=([^\n]+)/.exec(cert.subject)?.[1];
-  return cn ?? null;
+  return deviceIdFromSan(cert) ?? /(?:^|\n)CN=([^\n]+)/.exec(cert.subject)?.[1] ?? null;
 }

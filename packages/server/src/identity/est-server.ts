@@ -19,6 +19,7 @@ import {
 import type { EnrollmentCredentials, EstOperation } from './enrollment/policy.js';
 import { EnrollmentRefusal } from './enrollment/policy.js';
 import type { IdentityService, ServerTls } from './service.js';
+import { printable } from '../text.js';
 
 /**
  * EST (RFC 7030, with the RFC 8951 clarifications) on its own HTTPS listener. The listener asks
@@ -96,14 +97,6 @@ function credentialsOf(request: FastifyRequest): EnrollmentCredentials {
 
 function mediaType(request: FastifyRequest): string {
   return (request.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
-}
-
-/** Control characters from client-supplied names are shown escaped, never raw. */
-// eslint-disable-next-line no-control-regex
-const CONTROL_CHARACTERS = /[\u0000-\u0008\u000b-\u001f\u007f]/g;
-
-function printable(text: string): string {
-  return text.replace(CONTROL_CHARACTERS, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
 }
 
 function refuse(reply: FastifyReply, status: number, message: string): FastifyReply {

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { AsnConvert, OctetString } from '@peculiar/asn1-schema';
 import type { Extension } from '@peculiar/asn1-x509';
-import { CRLReason, SubjectPublicKeyInfo } from '@peculiar/asn1-x509';
+import { CRLReason } from '@peculiar/asn1-x509';
 import type { CertID } from '@peculiar/asn1-ocsp';
 import {
   CertStatus,
@@ -14,7 +14,7 @@ import {
   RevokedInfo,
   SingleResponse,
 } from '@peculiar/asn1-ocsp';
-import { OID, REVOCATION_REASONS, der, serialFromBytes } from '@rampart/shared/pki';
+import { OID, REVOCATION_REASONS, der, serialFromBytes, subjectPublicKeyBits } from '@rampart/shared/pki';
 import type { Logger } from '@rampart/shared/logging';
 import type { PlatformKey } from '../keystore/index.js';
 import type { Storage } from '../storage/index.js';
@@ -88,7 +88,8 @@ export class OcspResponder {
     for (const ca of this.authorities.served()) {
       if (ca.kind === 'root') continue;
       const nameDer = Buffer.from(AsnConvert.serialize(ca.name));
-      const keyBits = keyBitsOf(ca.spkiDer);
+      // issuerKeyHash hashes the subjectPublicKey BIT STRING value (RFC 6960 §4.1.1).
+      const keyBits = subjectPublicKeyBits(ca.spkiDer);
       for (const [oid, alg] of Object.entries(HASHES)) {
         const n = createHash(alg).update(nameDer).digest('hex');
         const k = createHash(alg).update(keyBits).digest('hex');
@@ -261,11 +262,6 @@ export class OcspResponder {
 /** `responseStatus successful` (ENUMERATED 0) and the id-pkix-ocsp-basic OID, DER. */
 const SUCCESSFUL = Buffer.from('0a0100', 'hex');
 const OCSP_BASIC_OID = Buffer.from('06092b0601050507300101', 'hex');
-
-function keyBitsOf(spkiDer: Buffer): Buffer {
-  // issuerKeyHash is the hash of the subjectPublicKey BIT STRING value (RFC 6960 §4.1.1).
-  return Buffer.from(AsnConvert.parse(spkiDer, SubjectPublicKeyInfo).subjectPublicKey);
-}
 
 /** Length of the nonce: the extnValue holds an OCTET STRING (RFC 9654); older clients put raw bytes. */
 function nonceLength(ext: Extension): number {

@@ -10,6 +10,8 @@ import { writeFileAtomic } from '../files.js';
 import type { FleetRegistry } from '../fleet/registry.js';
 import { getOrCreateKey, type KeyStore, type PlatformKey } from '../keystore/index.js';
 import type { Executor, Storage } from '../storage/index.js';
+import { whenCommitted } from '../storage/committed.js';
+import { printable } from '../text.js';
 import { CertificateAuthorities, type CaRecord, type HierarchySettings } from './authorities.js';
 import { CertificateRegistry, type CertificateRecord, type RevocationResult } from './certificates.js';
 import { CrlService } from './crl.js';
@@ -109,7 +111,22 @@ export class IdentityService {
             serials: revoked.map((r) => r.serial),
           },
         });
-        this.whenRevocationCommitted(revoked[0]!.serial, () => this.revoked(revoked));
+        const serial = revoked[0]!.serial;
+        whenCommitted(
+          async () =>
+            (
+              await this.storage.db
+                .selectFrom('certificates')
+                .select('status')
+                .where('serial', '=', serial)
+                .executeTakeFirst()
+            )?.status === 'revoked',
+          () => {
+            this.audit.sealSoon();
+            this.revoked(revoked);
+          },
+          (err) => this.logger?.error({ err }, 'revocation follow-up failed'),
+        );
       }
     });
   }
@@ -460,13 +477,8 @@ export class IdentityService {
     remoteAddress: string,
     details: Record<string, unknown> = {},
   ): Promise<void> {
-    // The claimed id comes from the client (user name, CSR CN): escape control characters, which
-    // PostgreSQL text columns cannot hold (NUL) and which do not belong in an audit line.
-    const claimed = err.deviceId?.replace(
-      // eslint-disable-next-line no-control-regex -- matching control characters is the point
-      /[\u0000-\u001f\u007f]/g,
-      (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`,
-    );
+    // The claimed id comes from the client (user name, CSR CN).
+    const claimed = err.deviceId === undefined ? undefined : printable(err.deviceId);
     await this.audit.record({
       actor: claimed ? `device:${claimed}` : `anonymous:${remoteAddress}`,
       action: 'certificate.enroll',
@@ -544,31 +556,6 @@ export class IdentityService {
   /** Called after certificates are revoked (the gateway uses this to end live sessions). */
   onRevoked(listener: (list: RevocationResult['revoked']) => void): void {
     this.revocationListeners.push(listener);
-  }
-
-  /**
-   * Status hooks run inside the caller's transaction and Kysely has no commit hook, so wait until
-   * the revocation is visible outside it (SQLite: the next statement waits for the transaction to
-   * end; PostgreSQL: poll) and then act. A rollback leaves the certificate good: nothing to do.
-   */
-  private whenRevocationCommitted(serial: string, fn: () => void): void {
-    const started = Date.now();
-    const poll = async (): Promise<void> => {
-      const row = await this.storage.db
-        .selectFrom('certificates')
-        .select('status')
-        .where('serial', '=', serial)
-        .executeTakeFirst();
-      if (row?.status === 'revoked') {
-        this.audit.sealSoon();
-        return fn();
-      }
-      if (Date.now() - started < 30_000) setTimeout(() => void poll().catch(() => {}), 25);
-    };
-    setTimeout(
-      () => void poll().catch((err: unknown) => this.logger?.error({ err }, 'revocation follow-up failed')),
-      0,
-    );
   }
 
   async certificate(serial: string): Promise<CertificateRecord> {

@@ -20,7 +20,15 @@ import {
   SubjectAlternativeName,
   SubjectKeyIdentifier,
 } from '@peculiar/asn1-x509';
-import { OID, der, serialToBytes, subjectPublicKeyBits, tlv, toPem } from '@rampart/shared/pki';
+import {
+  OID,
+  der,
+  deviceIdFromUri,
+  serialToBytes,
+  subjectPublicKeyBits,
+  tlv,
+  toPem,
+} from '@rampart/shared/pki';
 import type { KeyAlgorithm, PlatformKey } from '../keystore/index.js';
 
 /**
@@ -246,4 +254,14 @@ export function pemOf(certificateDer: Uint8Array): string {
 
 export function derOf(pem: string): Buffer {
   return Buffer.from(new X509Certificate(pem).raw);
+}
+
+/** The device id in a certificate's `urn:rampart:device:` SAN URI, or null when it has none. */
+export function deviceIdFromSan(cert: X509Certificate): string | null {
+  for (const name of (cert.subjectAltName ?? '').split(', '))
+    if (name.startsWith('URI:')) {
+      const id = deviceIdFromUri(name.slice(4));
+      if (id) return id;
+    }
+  return null;
 }

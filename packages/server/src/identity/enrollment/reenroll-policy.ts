@@ -1,4 +1,5 @@
-import { deviceIdFromUri, normalizeSerial } from '@rampart/shared/pki';
+import { normalizeSerial } from '@rampart/shared/pki';
+import { deviceIdFromSan } from '../x509.js';
 import { checkDeviceIdentity } from '../csr-policy.js';
 import type { CertificateRegistry } from '../certificates.js';
 import type { Executor } from '../../storage/index.js';
@@ -60,10 +61,7 @@ export class CurrentCertificatePolicy implements EnrollmentPolicy {
         `the client certificate ${serial} has expired; the device must enroll again with a new token`,
         deviceId,
       );
-    const sanDevice = cert.subjectAltName
-      ?.split(', ')
-      .map((n) => (n.startsWith('URI:') ? deviceIdFromUri(n.slice(4)) : null))
-      .find((d) => d);
+    const sanDevice = deviceIdFromSan(cert);
     if (sanDevice && sanDevice !== deviceId)
       throw new EnrollmentRefusal(
         403,
