@@ -140,6 +140,12 @@ export const ServerConfigSchema = Type.Object(
               maximum: 65535,
               description: 'Longest topic or filter, in characters.',
             }),
+            maxRetainedPerDevice: Type.Integer({
+              default: 100,
+              minimum: 0,
+              description:
+                'Retained messages a device may keep on the broker; one more closes its connection.',
+            }),
             maxTopicLevels: Type.Integer({
               default: 16,
               minimum: 2,

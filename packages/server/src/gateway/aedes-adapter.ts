@@ -97,7 +97,16 @@ export class AedesAdapter implements BrokerAdapter {
         this.limitExceeded(session, 'publish', over);
         return done(new Error(over));
       }
-      if (session && hooks.authorize(session, 'publish', packet.topic)) return done(null);
+      if (session && hooks.authorize(session, 'publish', packet.topic)) {
+        if (packet.retain) {
+          const full = this.retainedOver(session.deviceId, packet.topic, packet.payload.length);
+          if (full) {
+            this.limitExceeded(session, 'retained', full);
+            return done(new Error(full));
+          }
+        }
+        return done(null);
+      }
       // MQTT 3.1.1 §3.3.5: an unauthorized PUBLISH closes the connection.
       done(new Error(`publish to ${packet.topic} not allowed`));
     };
@@ -218,6 +227,22 @@ export class AedesAdapter implements BrokerAdapter {
       this.options.hooks.securityEvent('packet.refused', null, socket.remoteAddress ?? null, reason);
     });
     broker.handle(socket);
+  }
+
+  /** Retained topics per device (a retained message stays on the broker until cleared). */
+  private readonly retainedTopics = new Map<string, Set<string>>();
+
+  private retainedOver(deviceId: string, topic: string, bytes: number): string | null {
+    let topics = this.retainedTopics.get(deviceId);
+    if (bytes === 0) {
+      topics?.delete(topic);
+      return null;
+    }
+    if (!topics) this.retainedTopics.set(deviceId, (topics = new Set()));
+    if (!topics.has(topic) && topics.size >= this.options.limits.maxRetainedPerDevice)
+      return `more than ${this.options.limits.maxRetainedPerDevice} retained messages; clear one with an empty retained publish`;
+    topics.add(topic);
+    return null;
   }
 
   private limitExceeded(session: GatewaySession, kind: string, reason: string): void {

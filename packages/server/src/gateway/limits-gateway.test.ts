@@ -32,12 +32,13 @@ beforeAll(async () => {
       'gateway.limits.publishesPerSecond': 5,
       'gateway.limits.maxSubscriptions': 2,
       'gateway.limits.maxPacketBytes': 4096,
+      'gateway.limits.maxRetainedPerDevice': 2,
     },
     { captureLogs: true },
   );
   peers = new PkiPeers(tp);
   url = new URL(tp.platform.listeners.find((l) => l.name === 'mqtt')!.url);
-  for (const id of ['LIM-1', 'LIM-2', 'LIM-3', 'LIM-4', 'LIM-OK']) {
+  for (const id of ['LIM-1', 'LIM-2', 'LIM-3', 'LIM-4', 'LIM-5', 'LIM-OK']) {
     await peers.device(id);
     const res = await peers.enroll(id, id, await peers.token(id));
     if (res.status !== 200) throw new Error(res.body.toString());
@@ -99,5 +100,18 @@ describe('gateway limits', () => {
     await ended;
     await bystander.publishAsync('devices/LIM-OK/t', 'after the malformed one', { qos: 1 });
     expect(bystander.connected).toBe(true);
+  });
+
+  it('caps the retained messages a device keeps; an empty retained publish frees a slot', async () => {
+    const c = await connect('LIM-5');
+    await c.publishAsync('devices/LIM-5/a', 'x', { qos: 1, retain: true });
+    await c.publishAsync('devices/LIM-5/b', 'x', { qos: 1, retain: true });
+    await new Promise((r) => setTimeout(r, 1100)); // stay under 5 publishes a second
+    await c.publishAsync('devices/LIM-5/a', '', { qos: 1, retain: true });
+    await c.publishAsync('devices/LIM-5/c', 'x', { qos: 1, retain: true });
+    const gone = closed(c);
+    c.publish('devices/LIM-5/d', 'x', { qos: 1, retain: true });
+    await gone;
+    expect(tp.logs.some((l) => l.includes('more than 2 retained messages'))).toBe(true);
   });
 });

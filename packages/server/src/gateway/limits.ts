@@ -8,6 +8,7 @@ export interface GatewayLimits {
   maxSubscriptions: number;
   maxTopicLength: number;
   maxTopicLevels: number;
+  maxRetainedPerDevice: number;
 }
 
 export const DEFAULT_LIMITS: GatewayLimits = {
@@ -17,6 +18,7 @@ export const DEFAULT_LIMITS: GatewayLimits = {
   maxSubscriptions: 50,
   maxTopicLength: 256,
   maxTopicLevels: 16,
+  maxRetainedPerDevice: 100,
 };
 
 /**
