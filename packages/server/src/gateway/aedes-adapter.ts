@@ -39,6 +39,7 @@ export class AedesAdapter implements BrokerAdapter {
   private plainServer: NetServer | null = null;
   private readonly sessions = new WeakMap<Client, GatewaySession>();
   private readonly budgets = new WeakMap<Client, SessionBudget>();
+  private readonly persistent = new WeakMap<Client, boolean>();
   private readonly clients = new Map<string, Client>();
 
   constructor(private readonly options: AedesAdapterOptions) {}
@@ -54,7 +55,28 @@ export class AedesAdapter implements BrokerAdapter {
     });
     this.broker = broker;
 
+    // Remember whether a client asks for a persistent session (clean session 0).
+    broker.preConnect = (client, packet, done) => {
+      this.persistent.set(client, packet.clean === false);
+      done(null, true);
+    };
+
     broker.authenticate = (client, _username, _password, done) => {
+      // Persistent sessions would keep an unbounded queue of messages for an offline device on
+      // the broker (the fuzz test filled memory that way); devices queue on their side instead.
+      if (this.persistent.get(client)) {
+        hooks.securityEvent('connect.refused', client.id, null, 'persistent session requested');
+        done(
+          Object.assign(
+            new Error(
+              'persistent sessions (clean session 0) are not supported; connect with clean session 1',
+            ),
+            { returnCode: 2 },
+          ),
+          null,
+        );
+        return;
+      }
       const socket = client.conn as Partial<TLSSocket>;
       const certificate =
         typeof socket.getPeerX509Certificate === 'function'

@@ -260,4 +260,18 @@ describe('live revocation', () => {
     await closed;
     expect(again.connected).toBe(false);
   });
+
+  it('refuses a persistent session (clean session 0) with identifier rejected', async () => {
+    await expect(
+      mqtt.connectAsync(`mqtts://${host}:${port}`, {
+        ca: readFileSync(peers.rootCa),
+        cert: readFileSync(peers.path('GW-0002.pem')),
+        key: readFileSync(peers.path('GW-0002.key')),
+        clientId: 'GW-0002',
+        clean: false,
+        protocolVersion: 4,
+        reconnectPeriod: 0,
+      }),
+    ).rejects.toThrow(/Identifier rejected/i);
+  });
 });
