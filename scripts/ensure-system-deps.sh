@@ -13,6 +13,8 @@ have_pg || need+=(postgresql)
 # SoftHSM2: the PKCS#11 token the key store's PKCS#11 backend is tested against.
 have_cmd softhsm2-util || need+=(softhsm2)
 have_cmd mosquitto_pub || need+=(mosquitto-clients)
+# The Mosquitto broker: the peer `npm run bench:gateway` measures the gateway against.
+{ have_cmd mosquitto || [ -x /usr/sbin/mosquitto ]; } || need+=(mosquitto)
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
