@@ -314,6 +314,12 @@ export class Devices {
       for (const hook of this.hooks) await hook(db, change);
     }
     await db.deleteFrom('device_group_members').where('device_id', '=', id).execute();
+    // Its policy attachments go with it: a later device with the same id must not inherit them.
+    await db
+      .deleteFrom('policy_attachments')
+      .where('target_kind', '=', 'device')
+      .where('target_id', '=', id)
+      .execute();
     await db.deleteFrom('devices').where('id', '=', id).execute();
     return device;
   }

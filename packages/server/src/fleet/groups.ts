@@ -156,6 +156,12 @@ export class DeviceGroups {
       );
     }
     await db.deleteFrom('device_group_members').where('group_id', '=', id).execute();
+    // Its policy attachments go with it: a later group with the same id must not inherit them.
+    await db
+      .deleteFrom('policy_attachments')
+      .where('target_kind', '=', 'group')
+      .where('target_id', '=', id)
+      .execute();
     await db.deleteFrom('device_groups').where('id', '=', id).execute();
     return group;
   }

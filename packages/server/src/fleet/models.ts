@@ -138,6 +138,12 @@ export class DeviceModels {
       );
     }
     await db.deleteFrom('hardware_revisions').where('model_id', '=', id).execute();
+    // Its policy attachments go with it: a later model with the same id must not inherit them.
+    await db
+      .deleteFrom('policy_attachments')
+      .where('target_kind', '=', 'model')
+      .where('target_id', '=', id)
+      .execute();
     await db.deleteFrom('device_models').where('id', '=', id).execute();
     return model;
   }

@@ -11,7 +11,7 @@ import {
   dropAttributeIndex,
   listAttributeIndexes,
 } from './attribute-indexes.js';
-import { compileFleetQuery, compileGroupFilter, validateGroupChange } from './query.js';
+import { compileFleetQuery, compileGroupFilter, groupsOfDevice, validateGroupChange } from './query.js';
 
 const T0 = '2024-01-01T00:00:00.000Z';
 
@@ -326,6 +326,35 @@ describe.each(DIALECTS)('fleet queries on %s', (dialect) => {
     const filter = await compileGroupFilter(storage.db, storage.dialect, 'eu');
     const rows = await storage.db.selectFrom('devices').select('id').where(filter).orderBy('id').execute();
     expect(rows.map((r) => r.id)).toEqual(['d1', 'd3']);
+  });
+
+  it('finds the groups of one device by the same rules as group = "G"', async () => {
+    // Groups whose expansion fails (cycles, a broken query) are left out of both sides.
+    const valid: string[] = [];
+    for (const [id] of GROUPS) {
+      if (
+        await compileGroupFilter(storage.db, storage.dialect, id).then(
+          () => true,
+          () => false,
+        )
+      )
+        valid.push(id);
+    }
+    expect(valid).toEqual(['eu', 'eu-north', 'eu-active', 'low-battery', 'lab', 'us', 'empty']);
+    for (const device of ALL) {
+      const expected: string[] = [];
+      for (const g of valid) if ((await ids(`group = "${g}"`)).includes(device)) expected.push(g);
+      const found = await groupsOfDevice(storage.db, storage.dialect, device);
+      expect(
+        found.filter((g) => valid.includes(g)),
+        device,
+      ).toEqual([...expected].sort());
+    }
+    // Static membership reaches every ancestor; a matching dynamic child does too.
+    expect(await groupsOfDevice(storage.db, storage.dialect, 'd3')).toEqual(['eu', 'eu-north']);
+    expect(await groupsOfDevice(storage.db, storage.dialect, 'd1')).toEqual(['eu', 'eu-active']);
+    expect(await groupsOfDevice(storage.db, storage.dialect, 'd2')).toEqual(['lab', 'low-battery', 'us']);
+    expect(await groupsOfDevice(storage.db, storage.dialect, 'nope')).toEqual([]);
   });
 
   it('accepts a parsed query', async () => {

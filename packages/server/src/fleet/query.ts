@@ -157,6 +157,55 @@ export async function validateGroupChange(
   return canonical;
 }
 
+/** Dynamic groups evaluated per statement by {@link groupsOfDevice}: well under SQLite's column limit. */
+const MEMBERSHIP_CHUNK = 100;
+
+/**
+ * Every group device `deviceId` is in, by the same rules as the `group = "G"` condition: the static
+ * groups it was added to, every dynamic group whose query it matches now, and the ancestors of
+ * both. A dynamic group whose query does not compile (broken, or part of a cycle) is left out:
+ * queries are checked when they are written.
+ */
+export async function groupsOfDevice(db: Executor, dialect: SqlDialect, deviceId: string): Promise<string[]> {
+  const groups = await loadGroups(db);
+  if (groups.size === 0) return [];
+  const direct = await db
+    .selectFrom('device_group_members')
+    .select('group_id')
+    .where('device_id', '=', deviceId)
+    .execute();
+  const out = new Set<string>();
+  // A group's members are also in every ancestor (a dynamic group may sit under a static one).
+  const withAncestors = (id: string) => {
+    for (let g = groups.get(id); g && !out.has(g.id); g = g.parentId ? groups.get(g.parentId) : undefined)
+      out.add(g.id);
+  };
+  for (const { group_id } of direct) withAncestors(group_id);
+  const dynamic: { id: string; expression: Sql }[] = [];
+  for (const g of groups.values()) {
+    if (g.query === null) continue;
+    try {
+      dynamic.push({ id: g.id, expression: new Compiler(dialect, groups).compileGroups([g.id]) });
+    } catch (err) {
+      if (!(err instanceof RampartError)) throw err;
+    }
+  }
+  for (let i = 0; i < dynamic.length; i += MEMBERSHIP_CHUNK) {
+    const chunk = dynamic.slice(i, i + MEMBERSHIP_CHUNK);
+    const row = await db
+      .selectFrom('devices')
+      .where('devices.id', '=', deviceId)
+      .select(chunk.map((d, j) => sql<number>`case when ${d.expression} then 1 else 0 end`.as(`g${j}`)))
+      .executeTakeFirst();
+    if (!row) return [];
+    const values = row as Record<string, unknown>;
+    chunk.forEach((d, j) => {
+      if (Number(values[`g${j}`]) === 1) withAncestors(d.id);
+    });
+  }
+  return [...out].sort();
+}
+
 class Compiler {
   private readonly children = new Map<string, string[]>();
   private readonly expanded = new Map<string, { expression: Sql; size: number }>();

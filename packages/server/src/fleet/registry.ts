@@ -1,10 +1,19 @@
-import type { Storage } from '../storage/index.js';
+import type { Executor, Storage } from '../storage/index.js';
 import { Devices } from './devices.js';
 import { DeviceGroups } from './groups.js';
 import { DeviceImporter } from './import.js';
 import { DeviceModels } from './models.js';
+import { groupsOfDevice } from './query.js';
 
 export type { StatusChange, StatusChangeHook, DeviceFilter } from './devices.js';
+
+/**
+ * What a committed registry change may have changed for the policy engine: these devices' model,
+ * attributes, group memberships or existence, or (`all`) any device's groups, as when a group's
+ * query, parent or existence changes. Deleting a device, group or model also drops its policy
+ * attachments.
+ */
+export type RegistryChange = { devices: readonly string[] } | { all: true };
 
 /**
  * The device registry: device models and their hardware revisions, devices, static and dynamic
@@ -22,6 +31,23 @@ export class FleetRegistry {
     this.devices = new Devices(storage.dialect);
     this.groups = new DeviceGroups(storage.dialect, this.devices);
     this.importer = new DeviceImporter();
+  }
+
+  private readonly listeners: ((change: RegistryChange) => void)[] = [];
+
+  /** Told after a change to devices or groups has committed (the gateway re-authorizes sessions). */
+  onChange(listener: (change: RegistryChange) => void): void {
+    this.listeners.push(listener);
+  }
+
+  /** Call after a transaction that changed devices, memberships or groups has committed. */
+  changed(change: RegistryChange): void {
+    for (const l of this.listeners) l(change);
+  }
+
+  /** Every static (with ancestors) and dynamic group the device is in now. */
+  groupsOf(db: Executor, deviceId: string): Promise<string[]> {
+    return groupsOfDevice(db, this.storage.dialect, deviceId);
   }
 
   async countByStatus(): Promise<{ status: string; n: number }[]> {

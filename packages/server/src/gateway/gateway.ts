@@ -49,7 +49,7 @@ export class Gateway implements GatewayHooks {
   constructor(
     private readonly storage: Storage,
     identity: IdentityService,
-    fleet: FleetRegistry,
+    private readonly fleet: FleetRegistry,
     private readonly policies: PolicyStore,
     private readonly shadows: ShadowService,
     private readonly logger: Logger,
@@ -58,8 +58,15 @@ export class Gateway implements GatewayHooks {
   ) {
     // A policy created, changed, attached or detached re-authorizes every live session at once.
     policies.onChange(() => {
-      this.reauthorizeAll().catch((err: unknown) =>
+      this.reauthorize().catch((err: unknown) =>
         this.logger.error({ err }, 're-authorizing live sessions after a policy change failed'),
+      );
+    });
+    // So does a registry change: a device's attributes, model or groups feed its policies.
+    fleet.onChange((change) => {
+      policies.forget();
+      this.reauthorize('all' in change ? undefined : change.devices).catch((err: unknown) =>
+        this.logger.error({ err }, 're-authorizing live sessions after a registry change failed'),
       );
     });
     // Revocation reaches live sessions at once, not at the next handshake.
@@ -316,17 +323,19 @@ export class Gateway implements GatewayHooks {
   }
 
   /**
-   * Recompile the policy of every live session. A session whose client id is no longer allowed is
-   * closed; every other session simply has its next publish, subscribe or delivery decided by the
-   * new policy (deliveries are checked per message, so narrowed subscriptions stop receiving too).
+   * Recompile the policy of the live sessions of `deviceIds` (all when omitted). A session whose
+   * device is gone or disabled, or whose client id is no longer allowed, is closed; every other
+   * session simply has its next publish, subscribe or delivery decided by the new policy
+   * (deliveries are checked per message, so narrowed subscriptions stop receiving too).
    */
-  async reauthorizeAll(): Promise<void> {
-    const byDevice = new Map<string, LiveSession[]>();
-    for (const s of this.bySession.values())
-      byDevice.set(s.deviceId, [...(byDevice.get(s.deviceId) ?? []), s]);
-    for (const [deviceId, sessions] of byDevice) {
+  async reauthorize(deviceIds?: readonly string[]): Promise<void> {
+    for (const deviceId of deviceIds ?? [...this.byDevice.keys()]) {
+      const ids = this.byDevice.get(deviceId);
+      if (!ids) continue;
       const device = await this.deviceContext(deviceId);
-      for (const s of sessions) {
+      for (const id of [...ids]) {
+        const s = this.bySession.get(id);
+        if (!s) continue;
         if (!device || device.status === 'disabled') {
           this.kickSession(s.id, 'device no longer enabled');
           continue;
@@ -340,7 +349,10 @@ export class Gateway implements GatewayHooks {
     }
   }
 
-  /** What the policy engine knows of a device (its registry entry and static groups), or null. */
+  /**
+   * What the policy engine knows of a device (its registry entry and every group it is in: static
+   * groups with their ancestors, and matching dynamic groups), or null.
+   */
   async deviceContext(deviceId: string): Promise<DeviceContext | null> {
     const row = await this.storage.db
       .selectFrom('devices')
@@ -348,11 +360,7 @@ export class Gateway implements GatewayHooks {
       .where('id', '=', deviceId)
       .executeTakeFirst();
     if (!row) return null;
-    const groups = await this.storage.db
-      .selectFrom('device_group_members')
-      .select('group_id')
-      .where('device_id', '=', deviceId)
-      .execute();
+    const groups = await this.fleet.groupsOf(this.storage.db, deviceId);
     const attributes = (
       typeof row.attributes === 'string' ? JSON.parse(row.attributes) : row.attributes
     ) as DeviceContext['attributes'];
@@ -361,7 +369,7 @@ export class Gateway implements GatewayHooks {
       model: row.model_id,
       hardwareRevision: row.hardware_revision,
       attributes: attributes ?? {},
-      groups: groups.map((g) => g.group_id),
+      groups,
       status: row.status as DeviceContext['status'],
     };
   }

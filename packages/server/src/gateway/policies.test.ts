@@ -175,3 +175,111 @@ describe('narrowing a policy reaches live sessions', () => {
     expect((await closed) - start).toBeLessThan(1000);
   });
 });
+
+describe('policies attached to groups follow the registry live', () => {
+  let tp: TestPlatform;
+  let peers: PkiPeers;
+  let url: URL;
+  const EU_FLEET = {
+    statements: [{ effect: 'allow', actions: ['publish'], resources: ['fleet/eu/${device.id}'] }],
+  };
+
+  function connect(id: string): Promise<MqttClient> {
+    return mqtt.connectAsync(url.toString(), {
+      ca: readFileSync(peers.rootCa),
+      cert: readFileSync(peers.path(`${id}.pem`)),
+      key: readFileSync(peers.path(`${id}.key`)),
+      clientId: id,
+      protocolVersion: 4,
+      reconnectPeriod: 0,
+    });
+  }
+
+  /** Resolves with the time the connection closed. */
+  const closed = (c: MqttClient) => new Promise<number>((r) => c.once('close', () => r(performance.now())));
+
+  async function ok(method: 'POST' | 'PATCH' | 'DELETE', path: string, body?: unknown): Promise<void> {
+    const r = await tp.call(method, path, body === undefined ? {} : { body });
+    if (r.status >= 300) throw new Error(`${method} ${path}: ${r.status} ${JSON.stringify(r.body)}`);
+  }
+
+  beforeAll(async () => {
+    tp = await startTestPlatform('sqlite');
+    peers = new PkiPeers(tp);
+    url = new URL(tp.platform.listeners.find((l) => l.name === 'mqtt')!.url);
+    for (const id of ['POL-0201', 'POL-0202', 'POL-0203', 'POL-0204']) {
+      await peers.device(id);
+      const res = await peers.enroll(id, id, await peers.token(id));
+      if (res.status !== 200) throw new Error(res.body.toString());
+    }
+    await ok('POST', '/api/v1/policies', { name: 'eu-fleet', document: EU_FLEET });
+  }, 60_000);
+  afterAll(async () => {
+    await tp?.close();
+  });
+
+  it('applies a policy attached to a dynamic group to the devices its query matches, and withdraws it when an attribute moves the device out', async () => {
+    await ok('POST', '/api/v1/device-groups', { id: 'eu', query: 'attributes.region = "eu"' });
+    await ok('POST', '/api/v1/policies/eu-fleet/attachments', { targetKind: 'group', targetId: 'eu' });
+    await ok('PATCH', '/api/v1/devices/POL-0201', { attributes: { region: 'eu' } });
+
+    // Outside the group the default policy refuses the topic: the publish closes the connection.
+    const outsider = await connect('POL-0202');
+    const outsiderClosed = closed(outsider);
+    outsider.publish('fleet/eu/POL-0202', 'x', { qos: 1 });
+    await outsiderClosed;
+
+    const member = await connect('POL-0201');
+    await member.publishAsync('fleet/eu/POL-0201', 'allowed', { qos: 1 });
+    expect(member.connected).toBe(true);
+
+    const start = performance.now();
+    await ok('PATCH', '/api/v1/devices/POL-0201', { attributes: { region: 'us' } });
+    const memberClosed = closed(member);
+    // Re-authorization is asynchronous: publish until the new decision refuses it.
+    for (let i = 0; i < 50 && member.connected; i++) {
+      member.publish('fleet/eu/POL-0201', 'after', { qos: 1 });
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    expect((await memberClosed) - start).toBeLessThan(1000);
+  });
+
+  it('applies a policy attached to a static group to members of its child groups, and withdraws it on removal', async () => {
+    await ok('POST', '/api/v1/device-groups', { id: 'site' });
+    await ok('POST', '/api/v1/device-groups', { id: 'site-a', parentId: 'site' });
+    await ok('POST', '/api/v1/device-groups/site-a/members', { deviceIds: ['POL-0203'] });
+    await ok('POST', '/api/v1/policies/eu-fleet/attachments', { targetKind: 'group', targetId: 'site' });
+
+    const member = await connect('POL-0203');
+    await member.publishAsync('fleet/eu/POL-0203', 'allowed', { qos: 1 });
+    const simulated = await tp.call('POST', '/api/v1/policies/simulate', {
+      body: { device: 'POL-0203', action: 'publish', resource: 'fleet/eu/POL-0203' },
+    });
+    expect(simulated.status).toBe(200);
+    expect(JSON.stringify(simulated.body)).toContain('group site');
+
+    const start = performance.now();
+    await ok('DELETE', '/api/v1/device-groups/site-a/members/POL-0203');
+    const memberClosed = closed(member);
+    for (let i = 0; i < 50 && member.connected; i++) {
+      member.publish('fleet/eu/POL-0203', 'after', { qos: 1 });
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    expect((await memberClosed) - start).toBeLessThan(1000);
+  });
+
+  it('drops the attachments of a deleted group: a new group with the same id does not inherit them', async () => {
+    await ok('POST', '/api/v1/device-groups', { id: 'temp' });
+    await ok('POST', '/api/v1/policies/eu-fleet/attachments', { targetKind: 'group', targetId: 'temp' });
+    await ok('DELETE', '/api/v1/device-groups/temp');
+    const policy = await tp.call('GET', '/api/v1/policies/eu-fleet');
+    expect(JSON.stringify(policy.body)).not.toContain('"temp"');
+
+    await ok('POST', '/api/v1/device-groups', { id: 'temp' });
+    await ok('POST', '/api/v1/device-groups/temp/members', { deviceIds: ['POL-0204'] });
+    const device = await connect('POL-0204');
+    const deviceClosed = closed(device);
+    device.publish('fleet/eu/POL-0204', 'x', { qos: 1 });
+    await deviceClosed;
+  });
+});

@@ -26,8 +26,8 @@ interface Snapshot {
 }
 
 /**
- * Named, versioned policy documents and where they are attached (device models, static groups,
- * devices). Every update is a new version; the built-in `default` policy applies to every device.
+ * Named, versioned policy documents and where they are attached (device models, static and
+ * dynamic groups, devices). Every update is a new version; the built-in `default` policy applies to every device.
  * The gateway reads a snapshot kept in memory (policies are few and read on every connect) and is
  * told when it changes, so that live sessions are re-authorized at once.
  */
@@ -39,6 +39,11 @@ export class PolicyStore {
 
   onChange(listener: () => void): void {
     this.listeners.push(listener);
+  }
+
+  /** Drop the snapshot without telling listeners (attachments went with a deleted target). */
+  forget(): void {
+    this.snapshot = null;
   }
 
   /** Call after a transaction that changed policies or attachments has committed. */
@@ -136,17 +141,6 @@ export class PolicyStore {
     const table = kind === 'model' ? 'device_models' : kind === 'group' ? 'device_groups' : 'devices';
     const target = await db.selectFrom(table).select('id').where('id', '=', targetId).executeTakeFirst();
     if (!target) throw notFound(`${kind} ${targetId}`);
-    if (kind === 'group') {
-      const group = await db
-        .selectFrom('device_groups')
-        .select('query')
-        .where('id', '=', targetId)
-        .executeTakeFirstOrThrow();
-      if (group.query !== null)
-        throw conflict(
-          `group ${targetId} is dynamic; policies attach to static groups, models and devices (dynamic groups are not supported yet)`,
-        );
-    }
     await db
       .insertInto('policy_attachments')
       .values({ name, target_kind: kind, target_id: targetId, attached_at: isoNow(), attached_by: actor })

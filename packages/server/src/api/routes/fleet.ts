@@ -225,11 +225,15 @@ export function fleetRoutes(ctx: ApiContext): FastifyPluginAsync {
           response: { 200: DeviceModel, ...errors },
         },
       },
-      async (request) =>
-        request.mutate(async (tx) => {
+      async (request) => {
+        const model = await request.mutate(async (tx) => {
           const m = await fleet.models.delete(tx, request.params.id);
           return { result: m, target: `model:${m.id}`, details: { name: m.name } };
-        }),
+        });
+        // No device uses a deleted model; only its policy attachments went with it.
+        fleet.changed({ devices: [] });
+        return model;
+      },
     );
 
     app.post(
@@ -407,8 +411,8 @@ export function fleetRoutes(ctx: ApiContext): FastifyPluginAsync {
           response: { 200: Device, ...errors },
         },
       },
-      async (request) =>
-        request.mutate(async (tx) => {
+      async (request) => {
+        const device = await request.mutate(async (tx) => {
           const { device, changed, status } = await fleet.devices.update(tx, request.params.id, request.body);
           const target = `device:${device.id}`;
           if (status) {
@@ -421,7 +425,11 @@ export function fleetRoutes(ctx: ApiContext): FastifyPluginAsync {
             });
           }
           return { result: device, target, details: patchDetails(changed, request.body) };
-        }),
+        });
+        // Its model, attributes or status may change which policies apply and what they allow.
+        fleet.changed({ devices: [device.id] });
+        return device;
+      },
     );
 
     app.delete(
@@ -436,15 +444,18 @@ export function fleetRoutes(ctx: ApiContext): FastifyPluginAsync {
           response: { 200: Device, ...errors },
         },
       },
-      async (request) =>
-        request.mutate(async (tx) => {
+      async (request) => {
+        const device = await request.mutate(async (tx) => {
           const d = await fleet.devices.delete(tx, request.params.id);
           return {
             result: d,
             target: `device:${d.id}`,
             details: { model: d.model, serial: d.serial, status: d.status },
           };
-        }),
+        });
+        fleet.changed({ devices: [device.id] });
+        return device;
+      },
     );
 
     // ------------------------------------------------------------------------------------ groups
@@ -473,6 +484,8 @@ export function fleetRoutes(ctx: ApiContext): FastifyPluginAsync {
             details: { kind: g.kind, parentId: g.parentId, ...(g.query ? { query: g.query } : {}) },
           };
         });
+        // A new dynamic group has members at once.
+        if (group.kind === 'dynamic') fleet.changed({ all: true });
         return reply.code(201).send(group);
       },
     );
@@ -522,15 +535,18 @@ export function fleetRoutes(ctx: ApiContext): FastifyPluginAsync {
           response: { 200: DeviceGroup, ...errors },
         },
       },
-      async (request) =>
-        request.mutate(async (tx) => {
+      async (request) => {
+        const group = await request.mutate(async (tx) => {
           const { group, changed } = await fleet.groups.update(tx, request.params.id, request.body);
           return {
             result: group,
             target: `group:${group.id}`,
             details: patchDetails(changed, { ...request.body, query: group.query }),
           };
-        }),
+        });
+        fleet.changed({ all: true });
+        return group;
+      },
     );
 
     app.delete(
@@ -546,11 +562,14 @@ export function fleetRoutes(ctx: ApiContext): FastifyPluginAsync {
           response: { 200: DeviceGroup, ...errors },
         },
       },
-      async (request) =>
-        request.mutate(async (tx) => {
+      async (request) => {
+        const group = await request.mutate(async (tx) => {
           const g = await fleet.groups.delete(tx, request.params.id);
           return { result: g, target: `group:${g.id}`, details: { kind: g.kind } };
-        }),
+        });
+        fleet.changed({ all: true });
+        return group;
+      },
     );
 
     app.post(
@@ -568,9 +587,9 @@ export function fleetRoutes(ctx: ApiContext): FastifyPluginAsync {
           response: { 200: GroupMembersResult, ...errors },
         },
       },
-      async (request) =>
-        request.mutate(async (tx) => {
-          const ids = request.body.deviceIds;
+      async (request) => {
+        const ids = request.body.deviceIds;
+        const result = await request.mutate(async (tx) => {
           const r = await fleet.groups.addMembers(tx, request.params.id, ids);
           return {
             result: r,
@@ -582,7 +601,10 @@ export function fleetRoutes(ctx: ApiContext): FastifyPluginAsync {
               ...(ids.length > 100 ? { deviceIdsOmitted: ids.length - 100 } : {}),
             },
           };
-        }),
+        });
+        fleet.changed({ devices: ids });
+        return result;
+      },
     );
 
     app.delete(
@@ -597,11 +619,14 @@ export function fleetRoutes(ctx: ApiContext): FastifyPluginAsync {
           response: { 200: GroupMemberRemoved, ...errors },
         },
       },
-      async (request) =>
-        request.mutate(async (tx) => {
+      async (request) => {
+        const result = await request.mutate(async (tx) => {
           const r = await fleet.groups.removeMember(tx, request.params.id, request.params.deviceId);
           return { result: r, target: `group:${r.groupId}`, details: { deviceId: r.deviceId } };
-        }),
+        });
+        fleet.changed({ devices: [result.deviceId] });
+        return result;
+      },
     );
 
     app.get(
