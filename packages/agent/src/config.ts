@@ -1,8 +1,9 @@
 import { resolve } from 'node:path';
 import { Type, type Static } from '@sinclair/typebox';
-import { loadConfig, type LoadedConfig } from '@rampart/shared/config';
+import { describeOrigin, loadConfig, type LoadedConfig } from '@rampart/shared/config';
 import { StringEnum } from '@rampart/shared/schema';
 import { DEVICE_ID_PATTERN } from '@rampart/shared/pki';
+import { AgentError } from './errors.js';
 
 /** Environment variables the agent reads that are not settings (secrets never go in a config file). */
 export const AGENT_SECRET_ENV = ['RAMPART_AGENT_ENROLLMENT_TOKEN'] as const;
@@ -62,10 +63,90 @@ export const AgentConfigSchema = Type.Object(
       },
       { additionalProperties: false, default: {} },
     ),
+    mqtt: Type.Object(
+      {
+        url: Type.Optional(
+          Type.String({
+            pattern: '^mqtts://[^\\s/?#]+/?$',
+            description:
+              "The platform's device gateway, mqtts://host:port (MQTT over TLS). Default: the EST server's host, port 8883.",
+          }),
+        ),
+        keepaliveSeconds: Type.Integer({
+          default: 60,
+          minimum: 5,
+          maximum: 65_535,
+          description:
+            'MQTT keep-alive, in seconds: the agent pings the gateway after this long without traffic; the gateway drops a connection silent for 1.5 times as long.',
+        }),
+        connectTimeoutMs: Type.Integer({
+          default: 30_000,
+          minimum: 1000,
+          description:
+            'Time limit for the TLS handshake and the CONNACK of one connection attempt, in milliseconds.',
+        }),
+        backoff: Type.Object(
+          {
+            initialMs: Type.Integer({
+              default: 1000,
+              minimum: 1,
+              description: 'Reconnection: the first retry waits a random time below this, in milliseconds.',
+            }),
+            maxMs: Type.Integer({
+              default: 120_000,
+              minimum: 1,
+              description:
+                'Reconnection: no retry waits longer than this, in milliseconds (at least initialMs).',
+            }),
+            factor: Type.Number({
+              default: 2,
+              minimum: 1,
+              maximum: 10,
+              description: 'Reconnection: each failed attempt in a row multiplies the longest wait by this.',
+            }),
+            resetAfterMs: Type.Integer({
+              default: 60_000,
+              minimum: 0,
+              description:
+                'Reconnection: a connection that stays up this long starts the backoff afresh, in milliseconds.',
+            }),
+          },
+          { additionalProperties: false, default: {} },
+        ),
+      },
+      { additionalProperties: false, default: {} },
+    ),
+    queue: Type.Object(
+      {
+        maxMessages: Type.Integer({
+          default: 10_000,
+          minimum: 1,
+          maximum: 10_000_000,
+          description:
+            'Offline queue: messages kept while they cannot be delivered; beyond this the oldest are dropped.',
+        }),
+        maxBytes: Type.Integer({
+          default: 16 * 1024 * 1024,
+          minimum: 1024,
+          maximum: 1024 * 1024 * 1024,
+          description:
+            'Offline queue: bytes (topics and payloads) kept while they cannot be delivered; beyond this the oldest are dropped.',
+        }),
+        syncIntervalMs: Type.Integer({
+          default: 200,
+          minimum: 0,
+          maximum: 60_000,
+          description:
+            'Offline queue: new messages reach the disk (fsync) at most this long after they are queued, in milliseconds.',
+        }),
+      },
+      { additionalProperties: false, default: {} },
+    ),
     log: Type.Object(
       {
         level: StringEnum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], {
           default: 'info',
+          description: 'Least severe level logged.',
         }),
       },
       { additionalProperties: false, default: {} },
@@ -81,6 +162,12 @@ export const AGENT_FLAG_NAMES: Record<string, string> = {
   deviceId: '--device-id',
   'est.url': '--est-url',
   'est.caFile': '--ca',
+  'mqtt.url': '--mqtt-url',
+  'mqtt.keepaliveSeconds': '--keepalive',
+  'mqtt.backoff.initialMs': '--backoff-initial-ms',
+  'mqtt.backoff.maxMs': '--backoff-max-ms',
+  'queue.maxMessages': '--queue-max-messages',
+  'queue.maxBytes': '--queue-max-bytes',
 };
 
 export function loadAgentConfig(
@@ -95,6 +182,12 @@ export function loadAgentConfig(
     flagNames: AGENT_FLAG_NAMES,
     ignoreEnv: ['RAMPART_AGENT_CONFIG', ...AGENT_SECRET_ENV],
   });
+  const { backoff } = loaded.config.mqtt;
+  if (backoff.maxMs < backoff.initialMs)
+    throw new AgentError(
+      'CONFIG_INVALID',
+      `invalid configuration:\n  mqtt.backoff.maxMs (${backoff.maxMs}) must be at least mqtt.backoff.initialMs (${backoff.initialMs}), ${describeOrigin(loaded.origins.get('mqtt.backoff.maxMs') ?? loaded.origins.get('mqtt.backoff.initialMs'))}`,
+    );
   loaded.config.dataDir = resolve(loaded.config.dataDir);
   if (loaded.config.est.caFile) loaded.config.est.caFile = resolve(loaded.config.est.caFile);
   return loaded;

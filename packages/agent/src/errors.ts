@@ -21,7 +21,19 @@ export type AgentErrorCode =
   /** The device has no certificate yet. */
   | 'NOT_ENROLLED'
   /** The device certificate has expired: renewal over mutual TLS is impossible, enroll again. */
-  | 'CERT_EXPIRED';
+  | 'CERT_EXPIRED'
+  /** A message cannot be sent as given (topic with wildcards, larger than the offline queue). */
+  | 'MESSAGE_INVALID'
+  /** The gateway connection is not online (or is switching certificates); the request was not sent. */
+  | 'NOT_CONNECTED'
+  /** The connection was stopped. */
+  | 'STOPPED'
+  /** The gateway did not answer a request in time. */
+  | 'TIMEOUT'
+  /** The gateway refused a shadow update (`status` carries its code: 400, 403, 409). */
+  | 'SHADOW_REJECTED'
+  /** The offline queue on disk cannot be used (held by another process, unreadable directory). */
+  | 'QUEUE_UNAVAILABLE';
 
 export class AgentError extends Error {
   /** HTTP status of an EST reply, when the error comes from one. */

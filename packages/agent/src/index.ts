@@ -48,3 +48,57 @@ export {
   type SchedulerTimers,
   type RetryPolicy,
 } from './identity/renewal.js';
+export { DEFAULT_BACKOFF, backoffCeiling, backoffDelay, type BackoffPolicy } from './connection/backoff.js';
+export {
+  DEFAULT_QUEUE_BOUNDS,
+  MemoryQueue,
+  messageBytes,
+  type MessageQueue,
+  type OutboundMessage,
+  type QueuedMessage,
+  type QueueBounds,
+} from './connection/queue.js';
+export { FileQueue, type FileQueueOptions, type QueueRecovery } from './connection/file-queue.js';
+export { identityCredentials, type ConnectionCredentials } from './connection/credentials.js';
+export {
+  describeConnectFailure,
+  type ConnectFailure,
+  type ConnectFailureKind,
+} from './connection/failure.js';
+export {
+  DeviceConnection,
+  type DeviceConnectionOptions,
+  type GatewayLink,
+  type ConnectionState,
+  type ConnectionEvents,
+  type OnlineEvent,
+  type OfflineEvent,
+  type DroppedEvent,
+  type PublishOptions,
+} from './connection/connection.js';
+export { topicMatches } from './connection/topics.js';
+export {
+  ShadowSync,
+  type ShadowSyncOptions,
+  type ShadowSyncEvents,
+  type ShadowSnapshot,
+  type DeltaHandler,
+} from './connection/shadow.js';
+export {
+  CommandDispatcher,
+  type CommandDispatcherOptions,
+  type CommandHandler,
+  type CommandContext,
+} from './connection/commands.js';
+export {
+  AgentDaemon,
+  DEFAULT_GATEWAY_PORT,
+  agentRunning,
+  gatewayUrl,
+  logRenewalEvent,
+  readAgentStatus,
+  statusFile,
+  type AgentDaemonOptions,
+  type AgentStatus,
+} from './daemon.js';
+export { VERSION as AGENT_VERSION } from './version.js';

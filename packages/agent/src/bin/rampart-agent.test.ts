@@ -71,12 +71,40 @@ describe('rampart-agent', () => {
       ['enroll'],
       ['renew'],
       ['run'],
+      ['status'],
       ['config'],
     ]) {
       const r = await agent([...cmd, '--help']);
       expect(r.code, cmd.join(' ')).toBe(0);
       expect(r.stdout, cmd.join(' ')).toContain('Examples:');
     }
+  });
+
+  it('lists the gateway, backoff and queue flags in run --help', async () => {
+    const r = await agent(['run', '--help']);
+    for (const flag of [
+      '--mqtt-url <url>',
+      '--keepalive <seconds>',
+      '--backoff-initial-ms <ms>',
+      '--backoff-max-ms <ms>',
+      '--queue-max-messages <n>',
+      '--queue-max-bytes <n>',
+      '--est-url <url>',
+      '--json',
+    ])
+      expect(r.stdout).toContain(flag);
+    expect(r.stdout).toContain('RAMPART_AGENT_MQTT_URL');
+  });
+
+  it('refuses invalid gateway settings with the key and where the value came from', async () => {
+    let r = await agent(['run', '--mqtt-url', 'mqtt://plain.example:1883']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/mqtt\.url must match .* from flag --mqtt-url/);
+    r = await agent(['run', '--backoff-initial-ms', '5000', '--backoff-max-ms', '1000']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(
+      /mqtt\.backoff\.maxMs \(1000\) must be at least mqtt\.backoff\.initialMs \(5000\), from flag --backoff-max-ms/,
+    );
   });
 
   it('refuses an enrollment token on the command line or missing altogether', async () => {
@@ -156,7 +184,7 @@ describe('rampart-agent', () => {
     expect(r.code).toBe(0);
   });
 
-  it('runs until SIGTERM, logging the planned renewal; exits 1 when not enrolled', async () => {
+  it('runs until SIGTERM, logging the planned renewal and the unreachable gateway; exits 1 when not enrolled', async () => {
     const dataDir = join(dir, 'device-run');
     const flags = ['--est-url', platform.url, '--ca', join(dir, 'ca.pem'), '--device-id', 'dw-0010'];
     expect(
@@ -168,13 +196,15 @@ describe('rampart-agent', () => {
       let seen = '';
       run.child.stderr!.on('data', (d: Buffer) => {
         seen += d.toString();
-        if (seen.includes('renewal planned at')) resolve();
+        // No gateway listens on the EST host's port 8883 here: the agent keeps trying, calmly.
+        if (seen.includes('renewal planned at') && seen.includes('cannot reach the gateway')) resolve();
       });
     });
     run.child.kill('SIGTERM');
     const r = await run.done;
     expect(r.code).toBe(0);
     expect(r.stderr).toMatch(/"msg":"stopped"/);
+    expect(r.stderr).toMatch(/cannot reach the gateway at mqtts:\/\/127\.0\.0\.1:8883.*retrying in/);
 
     const none = await agent(['--data-dir', join(dir, 'never-enrolled'), 'run', '--est-url', platform.url]);
     expect(none.code).toBe(1);

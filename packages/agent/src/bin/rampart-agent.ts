@@ -6,11 +6,12 @@ import { SharedError } from '@rampart/shared/errors';
 import { createLogger } from '@rampart/shared/logging';
 import { trustAnchorFor } from '../anchor.js';
 import { loadAgentConfig, type AgentConfig } from '../config.js';
+import { AgentDaemon, agentRunning, readAgentStatus, type AgentStatus } from '../daemon.js';
 import { AgentError } from '../errors.js';
 import { EstClient, type EnrollmentCredentials } from '../est/client.js';
 import type { CertificateInfo } from '../identity/certificate.js';
 import { enrollDevice, renewDevice } from '../identity/enroll.js';
-import { RenewalScheduler, renewalTime, type RenewalEvent } from '../identity/renewal.js';
+import { renewalTime } from '../identity/renewal.js';
 import { IdentityStore } from '../identity/store.js';
 
 interface Globals {
@@ -25,10 +26,19 @@ interface IdentityFlags {
   deviceId?: string;
 }
 
+interface RunFlags extends IdentityFlags {
+  mqttUrl?: string;
+  keepalive?: string;
+  backoffInitialMs?: string;
+  backoffMaxMs?: string;
+  queueMaxMessages?: string;
+  queueMaxBytes?: string;
+}
+
 /** The one place that names the token variable: secrets are read from a file or the environment, never argv. */
 const TOKEN_ENV = 'RAMPART_AGENT_ENROLLMENT_TOKEN';
 
-function configOf(cmd: Command, flags: IdentityFlags = {}) {
+function configOf(cmd: Command, flags: RunFlags = {}) {
   const o = cmd.optsWithGlobals() as Globals;
   const config = loadAgentConfig({
     file: o.config,
@@ -37,6 +47,12 @@ function configOf(cmd: Command, flags: IdentityFlags = {}) {
       deviceId: flags.deviceId,
       'est.url': flags.estUrl,
       'est.caFile': flags.ca,
+      'mqtt.url': flags.mqttUrl,
+      'mqtt.keepaliveSeconds': flags.keepalive,
+      'mqtt.backoff.initialMs': flags.backoffInitialMs,
+      'mqtt.backoff.maxMs': flags.backoffMaxMs,
+      'queue.maxMessages': flags.queueMaxMessages,
+      'queue.maxBytes': flags.queueMaxBytes,
     },
   }).config;
   return { opts: o, config };
@@ -286,7 +302,7 @@ async function renewAction(o: IdentityFlags, cmd: Command) {
   );
 }
 
-async function runAction(o: IdentityFlags, cmd: Command) {
+async function runAction(o: RunFlags, cmd: Command) {
   const { opts, config } = configOf(cmd, o);
   const log = createLogger({
     name: 'rampart-agent',
@@ -296,59 +312,51 @@ async function runAction(o: IdentityFlags, cmd: Command) {
   const anchor = trustAnchorFor(config);
   const store = new IdentityStore(config.dataDir);
   const est = renewalClient(config, store);
-  log.info(
-    { dataDir: config.dataDir, est: est.baseUrl, trustAnchor: anchor.kind, strength: anchor.strength },
-    'rampart-agent running: keeping the device certificate renewed',
-  );
-  const scheduler = new RenewalScheduler({
-    current: () => store.current()?.info ?? null,
-    renew: () => renewDevice({ anchor, store, est, deviceId: config.deviceId }),
-    onEvent: (e: RenewalEvent) => {
-      switch (e.type) {
-        case 'scheduled':
-          log.info(
-            { serial: e.certificate.serial, notAfter: e.certificate.notAfter, renewAt: e.at },
-            `certificate ${e.certificate.serial} valid until ${e.certificate.notAfter.toISOString()}; renewal planned at ${e.at.toISOString()}`,
-          );
-          break;
-        case 'renewing':
-          log.info({ serial: e.certificate.serial, attempt: e.attempt }, 'renewing the device certificate');
-          break;
-        case 'renewed':
-          log.info(
-            {
-              serial: e.certificate.serial,
-              previousSerial: e.previous.serial,
-              notAfter: e.certificate.notAfter,
-              nextRenewal: e.next,
-            },
-            `certificate renewed: serial ${e.certificate.serial}, valid until ${e.certificate.notAfter.toISOString()}; next renewal at ${e.next.toISOString()}`,
-          );
-          break;
-        case 'failed':
-          log.warn(
-            { attempt: e.attempt, retryAt: e.retryAt, serial: e.certificate?.serial },
-            `renewal failed (attempt ${e.attempt}): ${e.reason}; retrying at ${e.retryAt.toISOString()}`,
-          );
-          break;
-        case 'expired':
-        case 'not-enrolled':
-          log.error(e.reason);
-          break;
-        case 'stopped':
-          log.info('stopped');
-          break;
-      }
-    },
-  });
-  const stop = () => void scheduler.stop();
+  const daemon = AgentDaemon.start({ config, log, anchor, store, est });
+  const stop = (signal: NodeJS.Signals) => {
+    log.info({ signal }, `${signal}: stopping (flushing the offline queue)`);
+    void daemon.stop();
+  };
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);
-  scheduler.start();
-  const outcome = await scheduler.done;
+  const outcome = await daemon.done;
   process.off('SIGINT', stop);
   process.off('SIGTERM', stop);
   if (outcome !== 'stopped') process.exitCode = 1;
+}
+
+function statusText(status: AgentStatus, running: boolean): string {
+  const lines = [
+    `device id:   ${status.deviceId}`,
+    `agent:       ${running ? `running (pid ${status.pid}, version ${status.version})` : `not running (last seen ${status.updatedAt})`}`,
+    `gateway:     ${status.gateway} — ${running ? status.state : 'stopped'} since ${status.since}`,
+    `certificate: ${status.certificate ? `${status.certificate.serial}, valid until ${status.certificate.notAfter}` : '-'}`,
+    `renewal:     ${status.nextRenewal ?? '-'}`,
+    `queue:       ${status.queue.messages} messages, ${status.queue.bytes} bytes; ${status.queue.dropped} dropped since start`,
+  ];
+  if (status.lastFailure)
+    lines.push(
+      `last failure: ${status.lastFailure.message} (${status.lastFailure.kind}, ${status.lastFailure.at})`,
+    );
+  return lines.join('\n') + '\n';
+}
+
+function statusAction(_o: unknown, cmd: Command) {
+  const { opts, config } = configOf(cmd);
+  const status = readAgentStatus(config.dataDir);
+  if (!status) {
+    print(
+      opts.json,
+      null,
+      () =>
+        `rampart-agent has not run with data directory ${config.dataDir}; start it with: rampart-agent run\n`,
+    );
+    process.exitCode = 1;
+    return;
+  }
+  const running = agentRunning(status);
+  print(opts.json, { ...status, running }, () => statusText(status, running));
+  if (!running) process.exitCode = 1;
 }
 
 const program = new Command('rampart-agent')
@@ -438,17 +446,49 @@ program
 program
   .command('run')
   .description(
-    'Keep running and keep the device certificate renewed (at about 2/3 of its lifetime, retrying with backoff); stops on SIGINT/SIGTERM',
+    'Run the agent: stay connected to the gateway (MQTT over mutual TLS, reconnecting with backoff), deliver queued messages, ' +
+      'keep the shadow in step, answer commands (ping built in) and keep the certificate renewed; stops cleanly on SIGINT/SIGTERM',
   )
   .addOption(estUrlOption())
+  .option(
+    '--mqtt-url <url>',
+    "the platform's gateway, mqtts://host:port (default: the EST host, port 8883); or RAMPART_AGENT_MQTT_URL",
+  )
+  .option('--keepalive <seconds>', 'MQTT keep-alive (default 60); or RAMPART_AGENT_MQTT_KEEPALIVE_SECONDS')
+  .option(
+    '--backoff-initial-ms <ms>',
+    'longest wait before the first reconnection attempt (default 1000); or RAMPART_AGENT_MQTT_BACKOFF_INITIAL_MS',
+  )
+  .option(
+    '--backoff-max-ms <ms>',
+    'longest wait between reconnection attempts (default 120000); or RAMPART_AGENT_MQTT_BACKOFF_MAX_MS',
+  )
+  .option(
+    '--queue-max-messages <n>',
+    'messages the offline queue keeps before dropping the oldest (default 10000); or RAMPART_AGENT_QUEUE_MAX_MESSAGES',
+  )
+  .option(
+    '--queue-max-bytes <n>',
+    'bytes the offline queue keeps before dropping the oldest (default 16 MiB); or RAMPART_AGENT_QUEUE_MAX_BYTES',
+  )
   .addHelpText(
     'after',
     examples(
       'rampart-agent run',
-      'RAMPART_AGENT_EST_URL=https://rampart.example:8444 rampart-agent run --json',
+      'rampart-agent run --mqtt-url mqtts://rampart.example:8883 --json',
+      'RAMPART_AGENT_EST_URL=https://rampart.example:8444 rampart-agent run --backoff-max-ms 300000',
+      'rampart-agent run --queue-max-messages 50000 --queue-max-bytes 67108864',
     ),
   )
   .action(runAction);
+
+program
+  .command('status')
+  .description(
+    'Show what the running agent last reported: gateway connection state, certificate, next renewal, offline queue; exit 1 when it is not running',
+  )
+  .addHelpText('after', examples('rampart-agent status', 'rampart-agent status --json | jq .state'))
+  .action(statusAction);
 
 program
   .command('config')
