@@ -33,6 +33,8 @@ export interface CrlDocument {
 export class CrlService {
   private readonly current = new Map<string, CrlDocument>();
   private readonly pending = new Map<string, Promise<CrlDocument>>();
+  private readonly queued = new Map<string, Promise<CrlDocument>>();
+  private buildCount = 0;
   private timer: NodeJS.Timeout | null = null;
 
   constructor(
@@ -81,10 +83,34 @@ export class CrlService {
     return doc;
   }
 
-  /** Sign a new CRL for a CA now. Concurrent callers share one regeneration. */
+  /**
+   * Sign a new CRL for a CA, reflecting every revocation committed before the call. While one is
+   * being built, callers share a single next build (which starts when it ends and so sees what they
+   * committed): a burst of revocations costs two builds, not one per revocation.
+   */
   regenerate(caId: string): Promise<CrlDocument> {
     const running = this.pending.get(caId);
-    if (running) return running.then(() => this.regenerate(caId));
+    if (!running) return this.startBuild(caId);
+    let next = this.queued.get(caId);
+    if (!next) {
+      next = running
+        .catch(() => undefined)
+        .then(() => {
+          this.queued.delete(caId);
+          return this.startBuild(caId);
+        });
+      this.queued.set(caId, next);
+    }
+    return next;
+  }
+
+  /** Builds started so far (for tests and metrics). */
+  get builds(): number {
+    return this.buildCount;
+  }
+
+  private startBuild(caId: string): Promise<CrlDocument> {
+    this.buildCount++;
     const p = this.build(caId).finally(() => this.pending.delete(caId));
     this.pending.set(caId, p);
     return p;

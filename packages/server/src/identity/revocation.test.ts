@@ -204,7 +204,7 @@ describe.each(DIALECTS)('revocation on %s', (dialect) => {
     let peers: PkiPeers;
     beforeAll(async () => {
       ({ tp, peers } = await setup(dialect, { 'ca.crlValidityHours': 6 }));
-      for (const id of ['S-0001', 'S-0002', 'D-0001', 'C-0001', 'O-0001', 'O-0002', 'E-0001'])
+      for (const id of ['S-0001', 'S-0002', 'D-0001', 'C-0001', 'C-0002', 'O-0001', 'O-0002', 'E-0001'])
         await peers.device(id);
     }, 60_000);
     afterAll(async () => {
@@ -379,6 +379,25 @@ describe.each(DIALECTS)('revocation on %s', (dialect) => {
       // There is no CRL for the root or for a CA that does not exist.
       expect((await peers.curl([`${peers.pki}/crl/root-1.crl`])).status).toBe(404);
       expect((await peers.curl([`${peers.pki}/crl/issuing-9.crl`])).status).toBe(404);
+    });
+
+    it('coalesces a burst of CRL regenerations: every caller gets a CRL with what was committed before it asked', async () => {
+      expect((await peers.enroll('c2', 'C-0002', await peers.token('C-0002'))).status).toBe(200);
+      const crl = tp.platform.identity.crl;
+      await crl.regenerate('issuing-1');
+      const before = crl.builds;
+      const serial = peers.serialOf('c2');
+      expect((await revoke(tp, serial, 'keyCompromise')).status).toBe(200);
+      // The revocation started a build in the background; 20 callers follow at once. Without
+      // coalescing each would queue a build of its own (21 in all).
+      const docs = await Promise.all(Array.from({ length: 20 }, () => crl.regenerate('issuing-1')));
+      expect(crl.builds - before).toBeLessThanOrEqual(3);
+      expect(new Set(docs.map((d) => d.number)).size).toBeLessThanOrEqual(2);
+      const last = docs.at(-1)!;
+      const file = scratch('burst') + '.der';
+      writeFileSync(peers.path(file), last.der);
+      const text = peers.openssl('crl', '-inform', 'DER', '-in', file, '-noout', '-text');
+      expect(text).toContain(`Serial Number: ${serial.toUpperCase()}`);
     });
 
     it('re-signs a CRL once half of its validity has passed', async () => {
