@@ -11,6 +11,11 @@ export function printJson(value: unknown): void {
   process.stdout.write(JSON.stringify(value, null, 2) + '\n');
 }
 
+/** One JSON value on one line: for streams of events (`--json` on commands that keep running). */
+export function printJsonLine(value: unknown): void {
+  process.stdout.write(JSON.stringify(value) + '\n');
+}
+
 /** A table for people. Columns are [header, getter]; `null`/`undefined` render as "-". */
 export function printTable<T>(
   rows: readonly T[],

@@ -10,6 +10,7 @@ import { caCommand } from './commands/ca.js';
 import { certCommand } from './commands/cert.js';
 import { enrollmentCommand } from './commands/enrollment.js';
 import { policyCommand } from './commands/policy.js';
+import { simCommand } from './commands/sim.js';
 
 /** `rampart <capability> <verb>`: one command tree for everything the console can do. */
 export function buildProgram(): Command {
@@ -28,6 +29,7 @@ export function buildProgram(): Command {
   program.addCommand(certCommand());
   program.addCommand(enrollmentCommand());
   program.addCommand(policyCommand());
+  program.addCommand(simCommand());
   program.addCommand(auditCommand());
   program.addCommand(configCommand());
 
@@ -47,6 +49,7 @@ Examples:
   $ rampart enrollment token create --device dw-0001
   $ rampart cert revoke 3A:9F:01:77 --reason key-compromise
   $ rampart policy simulate --device dw-0001 --action publish --topic devices/dw-0001/x
+  $ rampart sim --devices 100 --profile normal=8,crashy=1,compromised=1
   $ rampart audit verify --data-dir ./rampart-data
 `,
   );

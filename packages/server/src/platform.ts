@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { createLogger, type Logger } from '@rampart/shared/logging';
 import { TokenService } from './access/tokens.js';
+import type { Role } from '@rampart/shared/access';
 import { buildApi, type Api } from './api/server.js';
 import { PlatformMetrics } from './api/metrics.js';
 import { AuditLog } from './audit/log.js';
@@ -51,6 +52,11 @@ export interface Platform {
   listeners: Listener[];
   /** The first admin token, present only on the start that created it. */
   initialAdminToken: string | null;
+  /**
+   * Create an API token for a component that runs beside the platform in the same process (the
+   * demo fleet), audited as created by `system`. The secret is returned, never written anywhere.
+   */
+  issueServiceToken(input: { name: string; role: Role; ttlMs: number; reason: string }): Promise<string>;
   logger: Logger;
   stop(reason?: string): Promise<void>;
 }
@@ -163,24 +169,22 @@ async function startLocked(
         })),
     );
 
-    let initialAdminToken: string | null = null;
-    if ((await tokens.countActive(storage.db)) === 0) {
-      initialAdminToken = await storage.db.transaction().execute(async (tx) => {
-        const created = await tokens.create(tx, {
-          name: 'initial admin',
-          role: 'admin',
-          expiresAt: null,
-          createdBy: 'system',
-        });
+    /** A token created by the platform itself, audited as `system`. */
+    const systemToken = (name: string, role: Role, expiresAt: string | null, reason: string) =>
+      storage.db.transaction().execute(async (tx) => {
+        const created = await tokens.create(tx, { name, role, expiresAt, createdBy: 'system' });
         await audit.append(tx, {
           actor: 'system',
           action: 'token.create',
           target: `token:${created.record.id}`,
           outcome: 'success',
-          details: { name: 'initial admin', role: 'admin', reason: 'first start' },
+          details: { name, role, reason },
         });
         return created.token;
       });
+    let initialAdminToken: string | null = null;
+    if ((await tokens.countActive(storage.db)) === 0) {
+      initialAdminToken = await systemToken('initial admin', 'admin', null, 'first start');
       writeFileAtomic(files.adminToken, initialAdminToken + '\n', 0o600);
     }
 
@@ -372,7 +376,21 @@ async function startLocked(
       })();
       return stopping;
     };
-    return { config, storage, audit, api, identity, keys, listeners, initialAdminToken, logger, stop };
+    const issueServiceToken: Platform['issueServiceToken'] = (input) =>
+      systemToken(input.name, input.role, new Date(Date.now() + input.ttlMs).toISOString(), input.reason);
+    return {
+      config,
+      storage,
+      audit,
+      api,
+      identity,
+      keys,
+      listeners,
+      initialAdminToken,
+      issueServiceToken,
+      logger,
+      stop,
+    };
   } catch (err) {
     identity?.stop();
     await broker?.close().catch(() => {});

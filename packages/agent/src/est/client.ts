@@ -1,5 +1,5 @@
 import type { KeyObject } from 'node:crypto';
-import { request } from 'node:https';
+import { Agent, request } from 'node:https';
 import type { ClientRequest, IncomingHttpHeaders } from 'node:http';
 import {
   EST_MEDIA,
@@ -31,6 +31,12 @@ export interface EstClientOptions {
   timeoutMs?: number;
   /** Largest reply accepted. Default 1 MiB. */
   maxResponseBytes?: number;
+  /**
+   * Keep up to this many connections open for requests without a client certificate (cacerts,
+   * csrattrs, token enrollment), for a client that enrolls many devices (a simulator). Default 0:
+   * one connection per request. Call `close()` when done.
+   */
+  keepAliveConnections?: number;
 }
 
 type Operation = 'cacerts' | 'csrattrs' | 'simpleenroll' | 'simplereenroll';
@@ -58,6 +64,7 @@ export class EstClient {
   private readonly caFile: string;
   private readonly timeoutMs: number;
   private readonly maxResponseBytes: number;
+  private readonly pool: Agent | null;
 
   constructor(options: EstClientOptions) {
     this.baseUrl = estBaseUrl(options.url);
@@ -65,6 +72,16 @@ export class EstClient {
     this.caFile = options.caFile ?? 'the pinned root CA';
     this.timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
     this.maxResponseBytes = options.maxResponseBytes ?? DEFAULT_MAX_RESPONSE;
+    const pooled = options.keepAliveConnections ?? 0;
+    this.pool =
+      pooled > 0
+        ? new Agent({ keepAlive: true, maxSockets: pooled, ca: this.caPem, minVersion: 'TLSv1.2' })
+        : null;
+  }
+
+  /** Close the kept-alive connections (with `keepAliveConnections`). */
+  close(): void {
+    this.pool?.destroy();
   }
 
   /** `GET cacerts`: the CA certificates (DER), root and issuing CA(s), as the server sends them. */
@@ -151,8 +168,8 @@ export class EstClient {
               }
             : {}),
           minVersion: 'TLSv1.2',
-          // One connection per request: a pooled connection could carry another client certificate.
-          agent: false,
+          // A pooled connection could carry another client certificate: mutual TLS gets its own.
+          agent: init.client || !this.pool ? false : this.pool,
           timeout: this.timeoutMs,
         });
       } catch (err) {
@@ -179,7 +196,11 @@ export class EstClient {
       const deadline = setTimeout(() => fail(this.timeoutError(op)), this.timeoutMs);
       req.on('timeout', () => fail(this.timeoutError(op)));
       let secured = false;
-      req.on('socket', (socket) => socket.once('secureConnect', () => (secured = true)));
+      req.on('socket', (socket) => {
+        // A kept-alive connection finished its handshake for an earlier request.
+        if (req.reusedSocket) secured = true;
+        else socket.once('secureConnect', () => (secured = true));
+      });
       req.on('error', (err) =>
         fail(this.transportError(op, err as NodeJS.ErrnoException, init.deviceId, secured && !!init.client)),
       );

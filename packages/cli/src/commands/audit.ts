@@ -20,7 +20,7 @@ import { loadServer } from '../server.js';
 import { globalsOf, withExamples } from '../command.js';
 import { dataDirOf, withClient, type ApiClient } from '../connection.js';
 import { CliError, EXIT } from '../errors.js';
-import { color, output, printJson, progress, type Progress } from '../output.js';
+import { color, output, printJson, printJsonLine, progress, type Progress } from '../output.js';
 import { openSyslogSink } from '../syslog-sink.js';
 
 interface VerifyOptions {
@@ -196,7 +196,7 @@ export function auditCommand(): Command {
             throw new CliError('--lines must be a whole number up to 10000', EXIT.usage);
           const filter = { action: o.action, actor: o.actor, outcome: o.outcome };
           const print = (e: AuditEntry) => {
-            if (o.json) process.stdout.write(JSON.stringify(e) + '\n');
+            if (o.json) printJsonLine(e);
             else {
               const outcome =
                 e.outcome === 'success'
@@ -341,7 +341,7 @@ export function auditCommand(): Command {
             c.get<{ items: AuditCheckpoint[]; publicKeyPem: string | null }>('/api/v1/audit/checkpoints'),
           );
           if (o.json) {
-            for (const c of body.items) process.stdout.write(JSON.stringify(c) + '\n');
+            for (const c of body.items) printJsonLine(c);
             return;
           }
           for (const c of body.items)

@@ -1,6 +1,7 @@
 import { Command } from 'commander';
 import type { CommandRecord } from '@rampart/shared/command';
 import type { DeviceConnection } from '@rampart/shared/api';
+import { parseDuration } from '@rampart/shared/duration';
 import { globalsOf, withExamples } from '../command.js';
 import { withClient } from '../connection.js';
 import { CliError, EXIT } from '../errors.js';
@@ -10,8 +11,8 @@ import { positiveInt } from './fleet-common.js';
 
 /** `10s`, `2m`, `1h` or plain seconds → seconds (1 s to 1 h). */
 export function timeoutSeconds(text: string): number {
-  const m = /^(\d+)\s*(s|m|h)?$/.exec(text.trim());
-  const seconds = m ? Number(m[1]) * { s: 1, m: 60, h: 3600 }[(m[2] ?? 's') as 's' | 'm' | 'h'] : NaN;
+  const t = text.trim();
+  const seconds = /^\d+$/.test(t) ? Number(t) : (parseDuration(t) ?? NaN) / 1000;
   if (!Number.isInteger(seconds) || seconds < 1 || seconds > 3600)
     throw new CliError(`--timeout must be between 1s and 1h, such as 10s or 2m (got "${text}")`, EXIT.usage);
   return seconds;

@@ -363,3 +363,48 @@ describe('rampart up', () => {
     expect((await verifyOffline(dataDir)).result).toMatchObject({ ok: true, unanchoredEntries: 0 });
   });
 });
+
+describe('rampart up --demo', () => {
+  const dataDir = mkdtempSync(join(tmpdir(), 'rampart-demo-test-'));
+  afterAll(() => rmSync(dataDir, { recursive: true, force: true }));
+
+  it('starts a small simulated fleet that enrolls, connects and answers commands, with an audited short-lived token', async () => {
+    rmSync(dataDir, { recursive: true, force: true });
+    const up = await startUp(dataDir, undefined, [...FREE_PORTS, '--demo', '3']);
+    try {
+      for (let i = 0; i < 100 && !/^demo fleet: 3 simulated devices/m.test(up.stdout()); i++)
+        await new Promise((r) => setTimeout(r, 100));
+      expect(up.stdout()).toMatch(/^demo fleet: 3 simulated devices/m);
+      const env = { RAMPART_DATA_DIR: dataDir };
+      let ping = await runCli(['device', 'command', 'demo-0001', 'ping', '--timeout', '5s', '--json'], {
+        env,
+      });
+      for (let i = 0; i < 20 && ping.code !== 0; i++) {
+        // The devices connect over the first few seconds.
+        await new Promise((r) => setTimeout(r, 250));
+        ping = await runCli(['device', 'command', 'demo-0001', 'ping', '--timeout', '5s', '--json'], { env });
+      }
+      expect(ping.code, ping.stderr).toBe(0);
+      expect(JSON.parse(ping.stdout)).toMatchObject({ status: 'succeeded', result: { pong: true } });
+
+      const list = await runCli(['device', 'list', '--query', 'model = "SIM-1"', '--json'], { env });
+      expect(JSON.parse(list.stdout).items.map((d: { id: string }) => d.id)).toEqual([
+        'demo-0001',
+        'demo-0002',
+        'demo-0003',
+      ]);
+      const tokens = await runCli(['token', 'list', '--json'], { env });
+      const parsed = JSON.parse(tokens.stdout) as
+        | { name: string; role: string; expiresAt: string }[]
+        | { items: { name: string; role: string; expiresAt: string }[] };
+      const demo = (Array.isArray(parsed) ? parsed : parsed.items).find((t) => t.name === 'demo fleet');
+      expect(demo?.role).toBe('operator');
+      expect(Date.parse(demo!.expiresAt) - Date.now()).toBeLessThanOrEqual(15 * 60_000);
+      // Both tokens the platform made for itself are in the audit log: the first admin and the demo's.
+      expect(lastActions(dataDir, 100).filter((a) => a === 'token.create')).toHaveLength(2);
+    } finally {
+      up.child.kill('SIGTERM');
+      expect(await up.exited).toEqual({ code: 0, signal: null });
+    }
+  }, 90_000);
+});

@@ -1,10 +1,16 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { Command } from 'commander';
+import { DEFAULT_MODEL, FleetSimulator, parseProfileMix } from '@rampart/sim/fleet';
 import type { Platform } from '@rampart/server';
 import { loadServer } from '../server.js';
 import { SharedError } from '@rampart/shared/errors';
 import { CliError, EXIT } from '../errors.js';
 import { collect, globalsOf, withExamples } from '../command.js';
 import { color } from '../output.js';
+import { ApiClient } from '../connection.js';
+import { positiveInt } from './fleet-common.js';
+import { ApiProvisioner, statusLine } from './sim.js';
 
 interface UpOptions {
   apiPort?: string;
@@ -17,6 +23,49 @@ interface UpOptions {
   logLevel?: string;
   logFormat?: string;
   set?: string[];
+  demo?: boolean | string;
+}
+
+/** The demo fleet's mix: mostly well-behaved, one of each kind of trouble. */
+export const DEMO_MIX = 'normal=7,chatty=1,crashy=1,compromised=1';
+export const DEMO_DEVICES = 10;
+
+/**
+ * Start a small simulated fleet beside the platform: registered and enrolled through the API and
+ * EST with a short-lived operator token that the platform issues (audited, never written to disk).
+ */
+async function startDemoFleet(platform: Platform, devices: number): Promise<FleetSimulator> {
+  const url = (name: string) => platform.listeners.find((l) => l.name === name)?.url;
+  const api = url('api');
+  const estUrl = url('est');
+  const mqttUrl = url('mqtt');
+  if (!api || !estUrl || !mqttUrl) throw new CliError('the demo fleet needs the api, est and mqtt listeners');
+  const caPem = readFileSync(join(platform.config.dataDir, 'ca.pem'), 'utf8');
+  const token = await platform.issueServiceToken({
+    name: 'demo fleet',
+    role: 'operator',
+    ttlMs: 15 * 60_000,
+    reason: 'rampart up --demo',
+  });
+  const client = new ApiClient({ url: api, token, caPem, source: 'rampart up --demo' });
+  const fleet = new FleetSimulator({
+    count: devices,
+    prefix: 'demo',
+    mix: parseProfileMix(DEMO_MIX),
+    dir: join(platform.config.dataDir, 'demo-fleet'),
+    estUrl,
+    mqttUrl,
+    rootPem: caPem,
+    provisioner: new ApiProvisioner(client),
+    log: platform.logger.child({ component: 'demo-fleet' }),
+  });
+  try {
+    await fleet.provision();
+  } finally {
+    await client.close();
+  }
+  fleet.start();
+  return fleet;
 }
 
 /** Parse `--set a.b=c` pairs into flag values keyed by dotted path. */
@@ -54,6 +103,10 @@ export function upCommand(): Command {
       '--set <key=value>',
       'any setting by its dotted key (repeatable), e.g. --set audit.checkpointIntervalSeconds=30',
       collect,
+    )
+    .option(
+      '--demo [devices]',
+      `also run a small simulated fleet (default ${DEMO_DEVICES} devices: ${DEMO_MIX}), ids demo-0001…`,
     )
     .action(async (_o, command: Command) => {
       const opts = globalsOf<UpOptions>(command);
@@ -111,6 +164,20 @@ export function upCommand(): Command {
       }
       for (const l of platform.listeners) out.write(`listening ${l.name} ${l.url}\n`);
 
+      let demo: FleetSimulator | null = null;
+      if (opts.demo !== undefined && opts.demo !== false) {
+        const n = typeof opts.demo === 'string' ? positiveInt(opts.demo, '--demo', 1000) : DEMO_DEVICES;
+        demo = await startDemoFleet(platform, n);
+        out.write(
+          `demo fleet: ${n} simulated devices (${DEMO_MIX}), ids demo-0001…; try: rampart device list --query 'model = "${DEFAULT_MODEL}"'\n`,
+        );
+        const status = setInterval(
+          () => platform.logger.info({ component: 'demo-fleet' }, statusLine(demo!.stats())),
+          60_000,
+        );
+        status.unref();
+      }
+
       let signals = 0;
       const shutdown = (signal: string) => {
         signals++;
@@ -119,8 +186,8 @@ export function upCommand(): Command {
           process.exit(EXIT.failed);
         }
         platform.logger.info({ signal }, 'shutting down');
-        platform
-          .stop(signal)
+        (demo ? demo.stop() : Promise.resolve())
+          .then(() => platform.stop(signal))
           .then(() => {
             out.write('stopped\n');
             process.exit(EXIT.ok);
