@@ -5,14 +5,15 @@ import { benchApiWrites } from './api-writes.js';
 import { benchAuditVerify } from './audit-verify.js';
 import { benchCa } from './ca.js';
 import { benchFleetQuery } from './fleet-query.js';
+import { benchGateway } from './gateway.js';
 import { benchImport } from './import.js';
 import { stopPostgres, type Dialect } from './lib/databases.js';
 import { summary } from './lib/report.js';
 
-const BENCHES = ['import', 'api-writes', 'fleet-query', 'audit-verify', 'ca'] as const;
+const BENCHES = ['import', 'api-writes', 'fleet-query', 'audit-verify', 'ca', 'gateway'] as const;
 type Bench = (typeof BENCHES)[number];
-/** Benchmarks that measure one database only (the CA's runs on the embedded default, SQLite). */
-const DIALECTS_OF: Partial<Record<Bench, Dialect[]>> = { ca: ['sqlite'] };
+/** Benchmarks that measure one database only (the CA's and the gateway's run on the embedded default, SQLite). */
+const DIALECTS_OF: Partial<Record<Bench, Dialect[]>> = { ca: ['sqlite'], gateway: ['sqlite'] };
 
 const { values } = parseArgs({
   options: {
@@ -29,16 +30,21 @@ if (values.help) {
     .write(`npm run bench -- [--only ${BENCHES.join(',')}] [--dialect sqlite,postgres] [--quick] [--cpu-prof DIR]
 
 Runs Rampart's benchmarks on this machine, each beside its peer (the raw driver, a bare Fastify
-server, openssl), and prints the figures, the ratio to the peer and whether each target is met.
---quick shrinks the data sets (1,000,000 → 100,000; ca: 3,000 → 600 enrollments) for a fast look;
-targets are stated for the full size. ca runs on SQLite only, with the file and the PKCS#11 key store.
---cpu-prof DIR writes a V8 CPU profile of each Rampart server the ca benchmark starts to DIR/<key store>/.
+server, openssl, Mosquitto), and prints the figures, the ratio to the peer and whether each target
+is met. --quick shrinks the data sets (1,000,000 → 100,000; ca: 3,000 → 600 enrollments; gateway:
+2,000 idle devices instead of 10,000 and 50,000, 1,000-device connect storms, 5 s of publishing)
+for a fast look; targets are stated for the full size. ca and gateway run on SQLite only; ca with
+the file and the PKCS#11 key store, gateway beside Mosquitto 2.0 with the same device certificates.
+--cpu-prof DIR writes a V8 CPU profile of each Rampart server the ca benchmark starts to
+DIR/<key store>/, and of the gateway benchmark's server to DIR.
 PostgreSQL: RAMPART_BENCH_DATABASE_URL, otherwise a throwaway server with durable settings.
 
 Examples:
   npm run bench
   npm run bench -- --only fleet-query --dialect postgres
   npm run bench:ca -- --quick
+  npm run bench:gateway -- --quick
+  npm run bench:gateway -- --cpu-prof /tmp/gateway-prof
 `);
   process.exit(0);
 }
@@ -53,6 +59,7 @@ const runners: Record<Bench, (d: Dialect) => Promise<void>> = {
   'fleet-query': (d) => benchFleetQuery(d, big),
   'audit-verify': (d) => benchAuditVerify(d, big),
   ca: () => benchCa({ quick: values.quick!, cpuProfDir: values['cpu-prof'] }),
+  gateway: () => benchGateway({ quick: values.quick!, cpuProfDir: values['cpu-prof'] }),
 };
 
 process.stdout.write(

@@ -137,7 +137,7 @@ export function opensslVerifyOcsp(
   return line.trim();
 }
 
-async function freePort(): Promise<number> {
+export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const s = createServer();
     s.once('error', reject);

@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Agent } from 'undici';
+import { withOpenFileLimit } from '@rampart/sim/load';
 
 export const CLI = fileURLToPath(new URL('../../../cli/dist/bin/rampart.js', import.meta.url));
 export const BENCH_ENV = { RAMPART_KEYSTORE_PASSPHRASE: 'benchmark passphrase, not secret' };
@@ -25,6 +26,8 @@ export interface StartOptions {
   env?: Record<string, string | undefined>;
   /** Node options for the server process, e.g. `--cpu-prof`. */
   nodeArgs?: string[];
+  /** Raise the open-file limit to this (or the hard limit, if lower): one descriptor per connection. */
+  maxOpenFiles?: number;
 }
 
 /** Start `rampart up` as its own process (the load generator gets the other core). */
@@ -49,7 +52,10 @@ export async function startRampart(
   ];
   for (const [k, v] of Object.entries({ 'api.rateLimit.max': '100000000', ...settings }))
     args.push('--set', `${k}=${v}`);
-  const child = spawn(process.execPath, args, {
+  const [command, argv] = options.maxOpenFiles
+    ? withOpenFileLimit(options.maxOpenFiles, [process.execPath, ...args])
+    : [process.execPath, args];
+  const child = spawn(command, argv, {
     // The EST and PKI listeners on free ports too (by environment: it works with every version of `up`).
     env: {
       ...process.env,
