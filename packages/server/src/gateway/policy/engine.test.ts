@@ -200,7 +200,7 @@ describe('reasons', () => {
     }
   });
 
-  it('answers an allow or a deny with a precomputed decision', () => {
+  it('answers an allow or a deny with one decision per statement, made once and kept', () => {
     expect(compiled.decide('publish', 'devices/d1/a')).toBe(compiled.decide('publish', 'devices/d1/b'));
     expect(Object.isFrozen(compiled.decide('publish', 'devices/d1/a'))).toBe(true);
   });

@@ -88,16 +88,32 @@ export interface Explanation {
   quarantine: string[] | null;
 }
 
-interface Entry {
-  readonly statement: DecisionStatement;
-  /** Precomputed, so that an allow or a deny allocates nothing. */
-  readonly decision: Decision;
+/**
+ * A statement stored in a trie for one action. Its decision (with the reason text) is made the
+ * first time it decides something and kept, so that later decisions allocate nothing, while the
+ * statements a session never hits cost no reason strings: most of a device's are never used.
+ */
+class Entry {
+  private made: Decision | null = null;
+
+  constructor(
+    readonly statement: DecisionStatement,
+    private readonly action: PolicyAction,
+    private readonly effect: PolicyEffect,
+  ) {}
+
+  get decision(): Decision {
+    return (this.made ??= statementDecision(this.action, this.effect, this.statement));
+  }
 }
 
 interface ActionTries {
-  readonly allow: TopicTrie<Entry>;
-  readonly deny: TopicTrie<Entry>;
+  allow: TopicTrie<Entry>;
+  deny: TopicTrie<Entry>;
 }
+
+/** Shared by every action and effect no statement names (most deny tries): never inserted into. */
+const NO_ENTRIES = new TopicTrie<Entry>();
 
 const CACHE_KEY_FORMAT = 'policy-key/1';
 
@@ -147,7 +163,7 @@ export class CompiledPolicy {
       }
     }
     const tries = {} as Record<PolicyAction, ActionTries>;
-    for (const action of POLICY_ACTIONS) tries[action] = { allow: new TopicTrie(), deny: new TopicTrie() };
+    for (const action of POLICY_ACTIONS) tries[action] = { allow: NO_ENTRIES, deny: NO_ENTRIES };
     this.tries = tries;
     const expander = new Expander(device);
 
@@ -181,11 +197,9 @@ export class CompiledPolicy {
                 pattern: levels.join('/'),
               });
               for (const action of statement.actions) {
-                const entry: Entry = {
-                  statement: ref,
-                  decision: statementDecision(action, statement.effect, ref),
-                };
-                tries[action][statement.effect].insert(levels, entry);
+                const forAction = tries[action];
+                if (forAction[statement.effect] === NO_ENTRIES) forAction[statement.effect] = new TopicTrie();
+                forAction[statement.effect].insert(levels, new Entry(ref, action, statement.effect));
               }
             }
           }
@@ -476,12 +490,20 @@ function statementDecision(
   const expanded =
     statement.pattern !== statement.resource ? ` (for this device '${statement.pattern}')` : '';
   const outcome = effect === 'allow' ? 'allowed' : 'denied';
-  return Object.freeze({
-    allowed: effect === 'allow',
-    effect,
-    statement,
-    reason: `${outcome} by ${describeStatement(statement)}: resource '${statement.resource}'${expanded} ${verb}`,
-  });
+  // Joined, not concatenated: a session keeps its decisions, and one flat string is a fraction of
+  // the rope a template literal leaves behind.
+  const reason = [
+    outcome,
+    ' by ',
+    describeStatement(statement),
+    `: resource '`,
+    statement.resource,
+    `'`,
+    expanded,
+    ' ',
+    verb,
+  ].join('');
+  return Object.freeze({ allowed: effect === 'allow', effect, statement, reason });
 }
 
 /** E.g. `statement 2 (sid no-firmware) of policy 'factory' v3 on model DW100`. */

@@ -6,9 +6,41 @@ import type { Levels } from './topics.js';
 
 const DOLLAR = 0x24;
 
+/**
+ * A node's children by literal level. Most nodes of a device's policy have exactly one child, and
+ * every session holds its own trie: the first child is kept inline, a Map holds any others.
+ */
+class Children<T> {
+  private more: Map<string, Node<T>> | null = null;
+
+  constructor(
+    private readonly firstLevel: string,
+    private readonly firstNode: Node<T>,
+  ) {}
+
+  get(level: string): Node<T> | undefined {
+    return level === this.firstLevel ? this.firstNode : this.more?.get(level);
+  }
+
+  add(level: string, node: Node<T>): void {
+    (this.more ??= new Map()).set(level, node);
+  }
+
+  /** Calls `fn` with each child in insertion order until it returns something other than undefined. */
+  find<R>(fn: (level: string, node: Node<T>) => R | undefined): R | undefined {
+    const found = fn(this.firstLevel, this.firstNode);
+    if (found !== undefined || !this.more) return found;
+    for (const [level, node] of this.more) {
+      const r = fn(level, node);
+      if (r !== undefined) return r;
+    }
+    return undefined;
+  }
+}
+
 class Node<T> {
   /** Children by literal level. */
-  children: Map<string, Node<T>> | null = null;
+  children: Children<T> | null = null;
   /** The child for `+`. */
   single: Node<T> | null = null;
   /** Patterns ending here. */
@@ -43,7 +75,9 @@ export class TopicTrie<T> {
       const level = pattern[i]!;
       if (level === '#') {
         if (i !== pattern.length - 1) throw new Error(`'#' must be the last level of a pattern`);
-        (node.multi ??= []).push(value);
+        // An array of exactly one to start with: most patterns end at a node of their own.
+        if (node.multi) node.multi.push(value);
+        else node.multi = [value];
         this.patternCount++;
         return;
       }
@@ -51,16 +85,17 @@ export class TopicTrie<T> {
       if (level === '+') {
         next = node.single ??= this.newNode();
       } else {
-        node.children ??= new Map();
-        next = node.children.get(level);
+        next = node.children?.get(level);
         if (!next) {
           next = this.newNode();
-          node.children.set(level, next);
+          if (node.children) node.children.add(level, next);
+          else node.children = new Children(level, next);
         }
       }
       node = next;
     }
-    (node.exact ??= []).push(value);
+    if (node.exact) node.exact.push(value);
+    else node.exact = [value];
     this.patternCount++;
   }
 
@@ -230,13 +265,10 @@ function intersectFrom<T>(node: Node<T>, filter: Levels, i: number, out: T[] | n
     return anyBelow(node, i === 0, out);
   }
   if (f === '+') {
-    if (node.children) {
-      for (const [level, child] of node.children) {
-        if (i === 0 && level.charCodeAt(0) === DOLLAR) continue;
-        const found = intersectFrom(child, filter, i + 1, out);
-        if (found !== undefined) return found;
-      }
-    }
+    const found = node.children?.find((level, child) =>
+      i === 0 && level.charCodeAt(0) === DOLLAR ? undefined : intersectFrom(child, filter, i + 1, out),
+    );
+    if (found !== undefined) return found;
   } else {
     const child = node.children?.get(f);
     if (child) {
@@ -251,13 +283,10 @@ function intersectFrom<T>(node: Node<T>, filter: Levels, i: number, out: T[] | n
 
 /** Every pattern strictly below `node` (in its children's subtrees); at the root, not under `$` levels. */
 function anyBelow<T>(node: Node<T>, atRoot: boolean, out: T[] | null): T | undefined {
-  if (node.children) {
-    for (const [level, child] of node.children) {
-      if (atRoot && level.charCodeAt(0) === DOLLAR) continue;
-      const found = everything(child, out);
-      if (found !== undefined) return found;
-    }
-  }
+  const found = node.children?.find((level, child) =>
+    atRoot && level.charCodeAt(0) === DOLLAR ? undefined : everything(child, out),
+  );
+  if (found !== undefined) return found;
   if (node.single) return everything(node.single, out);
   return undefined;
 }
@@ -271,12 +300,8 @@ function everything<T>(node: Node<T>, out: T[] | null): T | undefined {
     if (!out) return node.multi[0];
     out.push(...node.multi);
   }
-  if (node.children) {
-    for (const child of node.children.values()) {
-      const found = everything(child, out);
-      if (found !== undefined) return found;
-    }
-  }
+  const found = node.children?.find((_level, child) => everything(child, out));
+  if (found !== undefined) return found;
   if (node.single) return everything(node.single, out);
   return undefined;
 }
