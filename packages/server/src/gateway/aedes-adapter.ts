@@ -248,6 +248,7 @@ export class AedesAdapter implements BrokerAdapter {
       this.options.onLimitExceeded?.('packet');
       this.options.hooks.securityEvent('packet.refused', null, socket.remoteAddress ?? null, reason);
     });
+    coalesceReplies(socket);
     broker.handle(socket);
   }
 
@@ -328,4 +329,28 @@ export class AedesAdapter implements BrokerAdapter {
     await new Promise<void>((resolve) => (broker ? broker.close(() => resolve()) : resolve()));
     await Promise.all([closeServer(this.tlsServer), closeServer(this.plainServer)]);
   }
+}
+
+/**
+ * Answers to what one read brought in leave together: the socket is corked when aedes reads a
+ * batch of packets and uncorked once the event loop has run the work they started, so that the
+ * PUBACKs of a burst of QoS 1 publishes go out as one TLS record and one system call instead of one
+ * each. (mqtt-packet corks each packet on its own; corks nest, so those flush here.)
+ */
+function coalesceReplies(conn: Socket): void {
+  let corked = false;
+  const uncork = () => {
+    corked = false;
+    if (!conn.destroyed) conn.uncork();
+  };
+  const read = conn.read.bind(conn);
+  conn.read = (size?: number) => {
+    const chunk = read(size) as Buffer | string | null;
+    if (chunk !== null && !corked && !conn.destroyed) {
+      corked = true;
+      conn.cork();
+      setImmediate(uncork);
+    }
+    return chunk;
+  };
 }
