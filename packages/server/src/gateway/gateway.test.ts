@@ -150,6 +150,19 @@ describe('MQTT over mutual TLS with mosquitto clients', () => {
     expect(r.out).toMatch(/identifier rejected/i);
   });
 
+  it('answers an MQTT 5 client with unacceptable protocol version (the embedded broker speaks 3.1.1)', async () => {
+    const r = await mosquitto('mosquitto_pub', 'GW-0002', 'GW-0002', [
+      '-V',
+      'mqttv5',
+      '-t',
+      'devices/GW-0002/x',
+      '-m',
+      'x',
+    ]);
+    expect(r.code).not.toBe(0);
+    expect(r.out).toMatch(/unacceptable protocol version|unsupported protocol version/i);
+  });
+
   it('refuses a certificate from a foreign CA at the TLS handshake', async () => {
     peers.openssl(
       'req',
