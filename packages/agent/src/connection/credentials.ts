@@ -1,4 +1,4 @@
-import { AgentError } from '../errors.js';
+import { mutualTlsIdentity } from '../identity/current.js';
 import type { IdentityStore } from '../identity/store.js';
 import type { TrustAnchor } from '../trust-anchor/trust-anchor.js';
 
@@ -27,36 +27,12 @@ export async function identityCredentials(
   anchor: TrustAnchor,
   now: () => number = Date.now,
 ): Promise<ConnectionCredentials> {
-  const current = store.current();
-  if (!current)
-    throw new AgentError(
-      'NOT_ENROLLED',
-      `the device has no certificate in ${store.dir} yet; enroll it first: rampart-agent enroll --token-file FILE`,
-    );
-  const deviceId = current.info.deviceId;
-  if (!deviceId)
-    throw new AgentError(
-      'CERT_REFUSED',
-      `${store.certFile} does not name a device (subject ${current.info.subject}); enroll again: rampart-agent enroll`,
-    );
-  if (now() >= current.info.notAfter.getTime())
-    throw new AgentError(
-      'CERT_EXPIRED',
-      `the device certificate (serial ${current.info.serial}) expired at ${current.info.notAfter.toISOString()}; ` +
-        'the gateway refuses it and it cannot be renewed: enroll again with a new one-time token (rampart-agent enroll)',
-    );
-  const caPem = store.rootPem();
-  if (!caPem)
-    throw new AgentError(
-      'NOT_ENROLLED',
-      `${store.rootFile} is missing (it is written at enrollment); enroll again: rampart-agent enroll`,
-    );
-  const key = await anchor.tlsKey();
-  if (!key)
-    throw new AgentError(
-      'TRUST_ANCHOR',
-      `the ${anchor.kind} trust anchor cannot lend its key to the TLS stack, and the gateway needs mutual TLS`,
-    );
+  const {
+    current,
+    deviceId,
+    rootPem: caPem,
+    key,
+  } = await mutualTlsIdentity(store, anchor, now(), 'the gateway');
   return {
     certPem: store.clientCertificatePem(),
     keyPem: key.export({ type: 'pkcs8', format: 'pem' }) as string,

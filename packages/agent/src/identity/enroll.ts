@@ -3,7 +3,7 @@ import type { EnrollmentCredentials, EstClient } from '../est/client.js';
 import type { TrustAnchor } from '../trust-anchor/trust-anchor.js';
 import { parsePinnedRoots, type CertificateInfo } from './certificate.js';
 import { checkDeviceId, createDeviceCsr } from './csr.js';
-import { expiredCertificateMessage } from './renewal.js';
+import { mutualTlsIdentity } from './current.js';
 import type { IdentityStore } from './store.js';
 
 export interface EnrollOptions {
@@ -60,37 +60,12 @@ export interface RenewOptions {
 export async function renewDevice(options: RenewOptions): Promise<CertificateInfo> {
   const { anchor, store, est } = options;
   const now = (options.now ?? Date.now)();
-  const current = store.current();
-  if (!current)
-    throw new AgentError(
-      'NOT_ENROLLED',
-      'the device has no certificate yet; enroll it first: rampart-agent enroll --token-file FILE',
-    );
-  const deviceId = current.info.deviceId;
-  if (!deviceId || current.commonName !== deviceId)
-    throw new AgentError(
-      'CERT_REFUSED',
-      `${store.certFile} does not name a device (subject ${current.info.subject}); enroll again: rampart-agent enroll`,
-    );
+  const { current, deviceId, rootPem, key } = await mutualTlsIdentity(store, anchor, now, 'renewal');
   if (options.deviceId && options.deviceId !== deviceId)
     throw new AgentError(
       'USAGE',
       `the device certificate is for "${deviceId}" but the configuration says device id "${options.deviceId}"; ` +
         'fix deviceId (RAMPART_AGENT_DEVICE_ID), or enroll again as the configured device',
-    );
-  if (now >= current.info.notAfter.getTime())
-    throw new AgentError('CERT_EXPIRED', expiredCertificateMessage(current.info));
-  const rootPem = store.rootPem();
-  if (!rootPem)
-    throw new AgentError(
-      'NOT_ENROLLED',
-      `${store.rootFile} is missing (it is written at enrollment); enroll again: rampart-agent enroll`,
-    );
-  const key = await anchor.tlsKey();
-  if (!key)
-    throw new AgentError(
-      'TRUST_ANCHOR',
-      `the ${anchor.kind} trust anchor cannot lend its key to the TLS stack, and renewal needs mutual TLS`,
     );
   const publicKey = await anchor.ensureKey();
   const keyDer = publicKey.export({ type: 'spki', format: 'der' });

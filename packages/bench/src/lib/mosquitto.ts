@@ -1,9 +1,8 @@
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { chownSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
-import { connect } from 'node:net';
 import { join } from 'node:path';
 import { withOpenFileLimit } from '@rampart/sim/load';
-import { stopChild } from './processes.js';
+import { stopChild, waitForPort } from './processes.js';
 
 export const MOSQUITTO =
   ['/usr/sbin/mosquitto', '/usr/local/sbin/mosquitto'].find((p) => existsSync(p)) ?? 'mosquitto';
@@ -97,28 +96,10 @@ export async function startMosquitto(o: MosquittoOptions): Promise<RunningMosqui
     stderr = (stderr + d.toString()).slice(-4000);
   });
   try {
-    await waitForPort(o.port, child);
+    await waitForPort(o.port, child, 'mosquitto');
   } catch (err) {
     child.kill('SIGKILL');
     throw new Error(`${(err as Error).message}\n${stderr}`, { cause: err });
   }
   return { pid: child.pid!, port: o.port, version, config: text, stop: () => stopChild(child) };
-}
-
-async function waitForPort(port: number, child: ChildProcess, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    if (child.exitCode !== null) throw new Error(`mosquitto exited (${child.exitCode}) before listening`);
-    const ok = await new Promise<boolean>((resolve) => {
-      const c = connect(port, '127.0.0.1');
-      c.once('connect', () => {
-        c.destroy();
-        resolve(true);
-      });
-      c.once('error', () => resolve(false));
-    });
-    if (ok) return;
-    if (Date.now() > deadline) throw new Error(`mosquitto did not listen on port ${port}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
 }

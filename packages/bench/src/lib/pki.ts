@@ -1,8 +1,9 @@
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { generateKeyPairSync, sign, X509Certificate } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { connect, createServer } from 'node:net';
+import { createServer } from 'node:net';
 import { join } from 'node:path';
+import { waitForPort } from './processes.js';
 import { AsnConvert, type OctetString } from '@peculiar/asn1-schema';
 import type { AlgorithmIdentifier } from '@peculiar/asn1-x509';
 import {
@@ -146,24 +147,6 @@ export async function freePort(): Promise<number> {
       s.close(() => resolve(port));
     });
   });
-}
-
-async function waitForPort(port: number, child: ChildProcess, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    if (child.exitCode !== null) throw new Error(`openssl exited (${child.exitCode}) before listening`);
-    const ok = await new Promise<boolean>((resolve) => {
-      const c = connect(port, '127.0.0.1');
-      c.once('connect', () => {
-        c.destroy();
-        resolve(true);
-      });
-      c.once('error', () => resolve(false));
-    });
-    if (ok) return;
-    if (Date.now() > deadline) throw new Error(`openssl did not listen on port ${port}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
 }
 
 /**
@@ -371,7 +354,7 @@ authorityKeyIdentifier = keyid
       stderr = (stderr + d.toString()).slice(-4000);
     });
     try {
-      await waitForPort(port, child);
+      await waitForPort(port, child, 'openssl');
     } catch (err) {
       throw new Error(`${(err as Error).message}\n${stderr}`, { cause: err });
     }
