@@ -11,7 +11,13 @@ import {
   dropAttributeIndex,
   listAttributeIndexes,
 } from './attribute-indexes.js';
-import { compileFleetQuery, compileGroupFilter, groupsOfDevice, validateGroupChange } from './query.js';
+import {
+  compileFleetQuery,
+  compileGroupFilter,
+  groupsOfDevice,
+  groupsOfDevices,
+  validateGroupChange,
+} from './query.js';
 
 const T0 = '2024-01-01T00:00:00.000Z';
 
@@ -355,6 +361,13 @@ describe.each(DIALECTS)('fleet queries on %s', (dialect) => {
     expect(await groupsOfDevice(storage.db, storage.dialect, 'd1')).toEqual(['eu', 'eu-active']);
     expect(await groupsOfDevice(storage.db, storage.dialect, 'd2')).toEqual(['lab', 'low-battery', 'us']);
     expect(await groupsOfDevice(storage.db, storage.dialect, 'nope')).toEqual([]);
+    // All at once, as re-authorization reads them: the same answer per device.
+    const all = await groupsOfDevices(storage.db, storage.dialect, [...ALL, 'nope']);
+    for (const device of ALL)
+      expect(all.get(device) ?? [], device).toEqual(
+        await groupsOfDevice(storage.db, storage.dialect, device),
+      );
+    expect(all.has('nope')).toBe(false);
   });
 
   it('accepts a parsed query', async () => {

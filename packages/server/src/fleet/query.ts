@@ -157,8 +157,10 @@ export async function validateGroupChange(
   return canonical;
 }
 
-/** Dynamic groups evaluated per statement by {@link groupsOfDevice}: well under SQLite's column limit. */
+/** Dynamic groups evaluated per statement by {@link groupsOfDevices}: well under SQLite's column limit. */
 const MEMBERSHIP_CHUNK = 100;
+/** Devices per statement: well under the bind parameter limits of SQLite and PostgreSQL. */
+const DEVICE_CHUNK = 500;
 
 /**
  * Every group device `deviceId` is in, by the same rules as the `group = "G"` condition: the static
@@ -167,20 +169,18 @@ const MEMBERSHIP_CHUNK = 100;
  * queries are checked when they are written.
  */
 export async function groupsOfDevice(db: Executor, dialect: SqlDialect, deviceId: string): Promise<string[]> {
+  return (await groupsOfDevices(db, dialect, [deviceId])).get(deviceId) ?? [];
+}
+
+/** {@link groupsOfDevice} for many devices at once: a few statements per 500 devices. */
+export async function groupsOfDevices(
+  db: Executor,
+  dialect: SqlDialect,
+  deviceIds: readonly string[],
+): Promise<Map<string, string[]>> {
+  const result = new Map<string, string[]>();
   const groups = await loadGroups(db);
-  if (groups.size === 0) return [];
-  const direct = await db
-    .selectFrom('device_group_members')
-    .select('group_id')
-    .where('device_id', '=', deviceId)
-    .execute();
-  const out = new Set<string>();
-  // A group's members are also in every ancestor (a dynamic group may sit under a static one).
-  const withAncestors = (id: string) => {
-    for (let g = groups.get(id); g && !out.has(g.id); g = g.parentId ? groups.get(g.parentId) : undefined)
-      out.add(g.id);
-  };
-  for (const { group_id } of direct) withAncestors(group_id);
+  if (groups.size === 0) return result;
   const dynamic: { id: string; expression: Sql }[] = [];
   for (const g of groups.values()) {
     if (g.query === null) continue;
@@ -190,20 +190,46 @@ export async function groupsOfDevice(db: Executor, dialect: SqlDialect, deviceId
       if (!(err instanceof RampartError)) throw err;
     }
   }
-  for (let i = 0; i < dynamic.length; i += MEMBERSHIP_CHUNK) {
-    const chunk = dynamic.slice(i, i + MEMBERSHIP_CHUNK);
-    const row = await db
-      .selectFrom('devices')
-      .where('devices.id', '=', deviceId)
-      .select(chunk.map((d, j) => sql<number>`case when ${d.expression} then 1 else 0 end`.as(`g${j}`)))
-      .executeTakeFirst();
-    if (!row) return [];
-    const values = row as Record<string, unknown>;
-    chunk.forEach((d, j) => {
-      if (Number(values[`g${j}`]) === 1) withAncestors(d.id);
-    });
+  const sets = new Map<string, Set<string>>();
+  // A group's members are also in every ancestor (a dynamic group may sit under a static one).
+  const add = (deviceId: string, groupId: string) => {
+    let out = sets.get(deviceId);
+    if (!out) sets.set(deviceId, (out = new Set()));
+    for (
+      let g = groups.get(groupId);
+      g && !out.has(g.id);
+      g = g.parentId ? groups.get(g.parentId) : undefined
+    )
+      out.add(g.id);
+  };
+  for (let c = 0; c < deviceIds.length; c += DEVICE_CHUNK) {
+    const ids = deviceIds.slice(c, c + DEVICE_CHUNK);
+    const direct = await db
+      .selectFrom('device_group_members')
+      .select(['device_id', 'group_id'])
+      .where('device_id', 'in', ids)
+      .execute();
+    for (const { device_id, group_id } of direct) add(device_id, group_id);
+    for (let i = 0; i < dynamic.length; i += MEMBERSHIP_CHUNK) {
+      const chunk = dynamic.slice(i, i + MEMBERSHIP_CHUNK);
+      const rows = await db
+        .selectFrom('devices')
+        .where('devices.id', 'in', ids)
+        .select([
+          'devices.id',
+          ...chunk.map((d, j) => sql<number>`case when ${d.expression} then 1 else 0 end`.as(`g${j}`)),
+        ])
+        .execute();
+      for (const row of rows) {
+        const values = row as Record<string, unknown>;
+        chunk.forEach((d, j) => {
+          if (Number(values[`g${j}`]) === 1) add(row.id, d.id);
+        });
+      }
+    }
   }
-  return [...out].sort();
+  for (const [id, out] of sets) result.set(id, [...out].sort());
+  return result;
 }
 
 class Compiler {

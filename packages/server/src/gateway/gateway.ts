@@ -40,6 +40,9 @@ interface LiveSession extends GatewaySession {
  * device disabled, quarantined or deleted. The broker adapter asks through {@link GatewayHooks}
  * and is told to kick through `kick`.
  */
+/** Devices whose contexts are read together when live sessions are re-authorized. */
+const REAUTHORIZE_BATCH = 500;
+
 export class Gateway implements GatewayHooks {
   private readonly bySession = new Map<string, LiveSession>();
   private readonly byDevice = new Map<string, Set<string>>();
@@ -326,26 +329,32 @@ export class Gateway implements GatewayHooks {
    * Recompile the policy of the live sessions of `deviceIds` (all when omitted). A session whose
    * device is gone or disabled, or whose client id is no longer allowed, is closed; every other
    * session simply has its next publish, subscribe or delivery decided by the new policy
-   * (deliveries are checked per message, so narrowed subscriptions stop receiving too).
+   * (deliveries are checked per message, so narrowed subscriptions stop receiving too). Devices
+   * are read 500 at a time, sessions whose policies and device values did not change keep their
+   * compiled policy, and the event loop gets a turn between batches.
    */
   async reauthorize(deviceIds?: readonly string[]): Promise<void> {
-    for (const deviceId of deviceIds ?? [...this.byDevice.keys()]) {
-      const ids = this.byDevice.get(deviceId);
-      if (!ids) continue;
-      const device = await this.deviceContext(deviceId);
-      for (const id of [...ids]) {
-        const s = this.bySession.get(id);
-        if (!s) continue;
-        if (!device || device.status === 'disabled') {
-          this.kickSession(s.id, 'device no longer enabled');
-          continue;
+    const live = (deviceIds ?? [...this.byDevice.keys()]).filter((id) => this.byDevice.has(id));
+    for (let i = 0; i < live.length; i += REAUTHORIZE_BATCH) {
+      const batch = live.slice(i, i + REAUTHORIZE_BATCH);
+      const contexts = await this.deviceContexts(batch);
+      for (const deviceId of batch) {
+        const device = contexts.get(deviceId);
+        const policies = device ? await this.policies.forDevice(device) : [];
+        for (const id of [...(this.byDevice.get(deviceId) ?? [])]) {
+          const s = this.bySession.get(id);
+          if (!s) continue;
+          if (!device || device.status === 'disabled') {
+            this.kickSession(s.id, 'device no longer enabled');
+            continue;
+          }
+          if (s.policy.isCurrent(policies, device)) continue;
+          s.policy = compilePolicies(policies, device);
+          const connect = s.policy.decide('connect', s.clientId);
+          if (!connect.allowed) this.kickSession(s.id, `client id no longer allowed: ${connect.reason}`);
         }
-        const policy = compilePolicies(await this.policies.forDevice(device), device);
-        if (policy.version === s.policy.version) continue;
-        s.policy = policy;
-        const connect = policy.decide('connect', s.clientId);
-        if (!connect.allowed) this.kickSession(s.id, `client id no longer allowed: ${connect.reason}`);
       }
+      if (i + REAUTHORIZE_BATCH < live.length) await new Promise((r) => setImmediate(r));
     }
   }
 
@@ -354,24 +363,41 @@ export class Gateway implements GatewayHooks {
    * groups with their ancestors, and matching dynamic groups), or null.
    */
   async deviceContext(deviceId: string): Promise<DeviceContext | null> {
-    const row = await this.storage.db
+    return (await this.deviceContexts([deviceId])).get(deviceId) ?? null;
+  }
+
+  /** {@link deviceContext} for many devices; devices not in the registry are absent from the map. */
+  async deviceContexts(deviceIds: readonly string[]): Promise<Map<string, DeviceContext>> {
+    const out = new Map<string, DeviceContext>();
+    for (let i = 0; i < deviceIds.length; i += REAUTHORIZE_BATCH)
+      await this.readContexts(deviceIds.slice(i, i + REAUTHORIZE_BATCH), out);
+    return out;
+  }
+
+  private async readContexts(deviceIds: readonly string[], out: Map<string, DeviceContext>): Promise<void> {
+    const rows = await this.storage.db
       .selectFrom('devices')
       .select(['id', 'model_id', 'hardware_revision', 'attributes', 'status'])
-      .where('id', '=', deviceId)
-      .executeTakeFirst();
-    if (!row) return null;
-    const groups = await this.fleet.groupsOf(this.storage.db, deviceId);
-    const attributes = (
-      typeof row.attributes === 'string' ? JSON.parse(row.attributes) : row.attributes
-    ) as DeviceContext['attributes'];
-    return {
-      id: row.id,
-      model: row.model_id,
-      hardwareRevision: row.hardware_revision,
-      attributes: attributes ?? {},
-      groups,
-      status: row.status as DeviceContext['status'],
-    };
+      .where('id', 'in', deviceIds)
+      .execute();
+    if (rows.length === 0) return;
+    const groups = await this.fleet.groupsOfMany(
+      this.storage.db,
+      rows.map((r) => r.id),
+    );
+    for (const row of rows) {
+      const attributes = (
+        typeof row.attributes === 'string' ? JSON.parse(row.attributes) : row.attributes
+      ) as DeviceContext['attributes'];
+      out.set(row.id, {
+        id: row.id,
+        model: row.model_id,
+        hardwareRevision: row.hardware_revision,
+        attributes: attributes ?? {},
+        groups: groups.get(row.id) ?? [],
+        status: row.status as DeviceContext['status'],
+      });
+    }
   }
 
   authorize(session: GatewaySession, action: Exclude<PolicyAction, 'connect'>, resource: string): boolean {
