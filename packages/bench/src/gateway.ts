@@ -18,7 +18,7 @@ import {
   type OpenReport,
   type PublishReport,
 } from '@rampart/sim';
-import { FleetCache, api, registerAndEnroll, serialOf } from './lib/gateway-fleet.js';
+import { BENCH_MODEL, FleetCache, api, registerAndEnroll, serialOf } from './lib/gateway-fleet.js';
 import { startMosquitto, type RunningMosquitto } from './lib/mosquitto.js';
 import { freePort } from './lib/pki.js';
 import { BENCH_ENV, startRampart, type RunningRampart } from './lib/processes.js';
@@ -375,6 +375,76 @@ async function revocationRound(
   return { revokedBefore, latenciesMs, apiMs, p50: s.p50, p99: s.p99, max: s.max, background };
 }
 
+interface PolicyRound {
+  /** From sending the attachment to the probe's socket closing: one pass over every live session. */
+  ms: number;
+  sessions: number;
+}
+
+/**
+ * Narrowing a policy reaches live sessions: with `background` devices connected, a probe device
+ * connects last (so it is re-authorized last), and a policy that denies its client id is attached
+ * to the model every bench device has. Every session's policies change, so each is recompiled;
+ * the figure is the time from sending the attachment to the probe's socket closing. The policy is
+ * detached again after each round.
+ */
+async function policyRounds(
+  rampart: RunningRampart,
+  target: BrokerTarget,
+  ca: string,
+  probe: DeviceIdentity,
+  background: number,
+  rounds: number,
+  tag: string,
+): Promise<PolicyRound[]> {
+  const name = `bench-lockout-${tag}`;
+  const document = { statements: [{ effect: 'deny', actions: ['connect'], resources: [probe.id] }] };
+  const created = await api(rampart, 'POST', '/api/v1/policies', JSON.stringify({ name, document }));
+  if (created.status !== 201) throw new Error(`creating policy ${name}: ${created.status} ${created.text}`);
+  const out: PolicyRound[] = [];
+  try {
+    for (let r = 0; r < rounds; r++) {
+      const engine = new LoadEngine([probe], {
+        ca,
+        keepaliveSeconds: KEEPALIVE_S,
+        sourceAddresses: loopbackAddresses(1, '127.3.0.1'),
+      });
+      const gone = new Promise<boolean>((resolve) => {
+        const timer = setTimeout(() => resolve(false), 30_000);
+        engine.onDrop = () => {
+          clearTimeout(timer);
+          resolve(true);
+        };
+      });
+      const opened = await engine.open({ target, from: 0, count: 1, concurrency: 1 });
+      if (opened.failed)
+        throw new Error(`the policy probe did not connect: ${JSON.stringify(opened.errors)}`);
+      try {
+        const t0 = performance.now();
+        const res = await api(
+          rampart,
+          'POST',
+          `/api/v1/policies/${name}/attachments`,
+          JSON.stringify({ targetKind: 'model', targetId: BENCH_MODEL }),
+        );
+        if (res.status !== 200) throw new Error(`attaching ${name}: ${res.status} ${res.text}`);
+        if (!(await gone)) throw new Error(`the policy probe was still connected 30 s after the attachment`);
+        out.push({ ms: engine.device(0)!.closedAt - t0, sessions: background + 1 });
+      } finally {
+        await engine.closeAll();
+        await api(rampart, 'DELETE', `/api/v1/policies/${name}/attachments/model/${BENCH_MODEL}`);
+      }
+    }
+  } finally {
+    await api(rampart, 'DELETE', `/api/v1/policies/${name}`);
+  }
+  say(
+    `rampart: policy attached to the model of ${fmt(background + 1)} live sessions, every one recompiled: ` +
+      `the last one re-authorized after ${out.map((x) => `${fmt(x.ms, 0)} ms`).join(', ')}`,
+  );
+  return out;
+}
+
 export async function benchGateway(options: { quick: boolean; cpuProfDir?: string }): Promise<void> {
   execFileSync('bash', [join(ROOT, 'scripts', 'ensure-system-deps.sh')], { stdio: 'inherit' });
   const quick = options.quick;
@@ -405,6 +475,7 @@ export async function benchGateway(options: { quick: boolean; cpuProfDir?: strin
   const publishRounds: Record<BrokerName, PublishRound[]> = { rampart: [], mosquitto: [] };
   const idle: Record<BrokerName, IdlePoint[]> = { rampart: [], mosquitto: [] };
   const revocations: RevocationRound[] = [];
+  let policyChanges: PolicyRound[] = [];
   let sizes: number[];
   let fdLimit: number;
   try {
@@ -475,6 +546,7 @@ export async function benchGateway(options: { quick: boolean; cpuProfDir?: strin
     // Devices to revoke: fresh each run (a revoked certificate cannot connect again).
     const revIds = Array.from({ length: ROUNDS * revokePerRound }, (_, k) => `gwr-${tag}-${k}`);
     const revDevices = await registerAndEnroll(rampart, revIds);
+    const [policyProbe] = await registerAndEnroll(rampart, [`gwp-${tag}`]);
 
     gen = await LoadGenerator.start({
       workers: WORKERS,
@@ -533,6 +605,15 @@ export async function benchGateway(options: { quick: boolean; cpuProfDir?: strin
                     connected,
                   ),
                 );
+              policyChanges = await policyRounds(
+                rampartRef,
+                b.target,
+                ca,
+                policyProbe!,
+                connected,
+                ROUNDS,
+                tag,
+              );
             }
           : undefined,
       );
@@ -568,6 +649,7 @@ export async function benchGateway(options: { quick: boolean; cpuProfDir?: strin
     publishRounds,
     idle,
     revocations,
+    policyChanges,
   });
 }
 
@@ -582,6 +664,7 @@ function report(r: {
   publishRounds: Record<BrokerName, PublishRound[]>;
   idle: Record<BrokerName, IdlePoint[]>;
   revocations: RevocationRound[];
+  policyChanges: PolicyRound[];
 }): void {
   const of = `median of ${ROUNDS} rounds`;
   const med = <T>(list: T[], f: (x: T) => number) => median(list.map(f));
@@ -762,6 +845,17 @@ function report(r: {
       notes: 'Mosquitto: n/a (checks revocation only at the next handshake)',
     });
   }
+  if (r.policyChanges.length) {
+    record({
+      bench: 'gateway: policy change to re-authorization',
+      dialect,
+      metric: `a policy attached to the model of ${fmt(r.policyChanges[0]!.sessions)} live sessions (each recompiled) until the last of them is re-authorized, ${of}`,
+      value: median(r.policyChanges.map((x) => x.ms)),
+      unit: 'ms',
+      target: { op: '<=', value: REVOCATION_TARGET_MS, advisory: true },
+      notes: 'Mosquitto: n/a (ACL changes need a reload and do not touch live sessions)',
+    });
+  }
 
   process.stdout.write('\n  Gateway side by side, medians of 3 rounds\n');
   const row = (cells: string[]) => process.stdout.write(`  | ${cells.join(' | ')} |\n`);
@@ -812,6 +906,16 @@ function report(r: {
       'n/a (checks revocation only at the next handshake)',
       '-',
       `≤ ${fmt(REVOCATION_TARGET_MS)} ms: ${p99 <= REVOCATION_TARGET_MS ? 'met' : 'MISSED'}`,
+    ]);
+  }
+  if (r.policyChanges.length) {
+    const ms = median(r.policyChanges.map((x) => x.ms));
+    row([
+      `policy change to re-authorization, ${fmt(r.policyChanges[0]!.sessions)} sessions`,
+      `${fmt(ms, 0)} ms`,
+      'n/a (ACL changes need a reload)',
+      '-',
+      `≤ ${fmt(REVOCATION_TARGET_MS)} ms: ${ms <= REVOCATION_TARGET_MS ? 'met' : 'MISSED'}`,
     ]);
   }
   if (limits.length) {

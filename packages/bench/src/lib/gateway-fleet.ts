@@ -12,7 +12,7 @@ const CONCURRENCY = 16;
 
 export async function api(
   r: RunningRampart,
-  method: 'GET' | 'POST',
+  method: 'GET' | 'POST' | 'DELETE',
   path: string,
   body?: string,
   contentType = 'application/json',
