@@ -198,6 +198,19 @@ describe('policies attached to groups follow the registry live', () => {
   /** Resolves with the time the connection closed. */
   const closed = (c: MqttClient) => new Promise<number>((r) => c.once('close', () => r(performance.now())));
 
+  /**
+   * Re-authorization is asynchronous: publish on `topic` every 20 ms (for at most a second) until
+   * the new decision refuses it and the gateway closes the connection; resolves with that time.
+   */
+  async function publishUntilClosed(c: MqttClient, topic: string): Promise<number> {
+    const at = closed(c);
+    for (let i = 0; i < 50 && c.connected; i++) {
+      c.publish(topic, 'after', { qos: 1 });
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    return at;
+  }
+
   async function ok(method: 'POST' | 'PATCH' | 'DELETE', path: string, body?: unknown): Promise<void> {
     const r = await tp.call(method, path, body === undefined ? {} : { body });
     if (r.status >= 300) throw new Error(`${method} ${path}: ${r.status} ${JSON.stringify(r.body)}`);
@@ -235,13 +248,7 @@ describe('policies attached to groups follow the registry live', () => {
 
     const start = performance.now();
     await ok('PATCH', '/api/v1/devices/POL-0201', { attributes: { region: 'us' } });
-    const memberClosed = closed(member);
-    // Re-authorization is asynchronous: publish until the new decision refuses it.
-    for (let i = 0; i < 50 && member.connected; i++) {
-      member.publish('fleet/eu/POL-0201', 'after', { qos: 1 });
-      await new Promise((r) => setTimeout(r, 20));
-    }
-    expect((await memberClosed) - start).toBeLessThan(1000);
+    expect((await publishUntilClosed(member, 'fleet/eu/POL-0201')) - start).toBeLessThan(1000);
   });
 
   it('applies a policy attached to a static group to members of its child groups, and withdraws it on removal', async () => {
@@ -260,12 +267,7 @@ describe('policies attached to groups follow the registry live', () => {
 
     const start = performance.now();
     await ok('DELETE', '/api/v1/device-groups/site-a/members/POL-0203');
-    const memberClosed = closed(member);
-    for (let i = 0; i < 50 && member.connected; i++) {
-      member.publish('fleet/eu/POL-0203', 'after', { qos: 1 });
-      await new Promise((r) => setTimeout(r, 20));
-    }
-    expect((await memberClosed) - start).toBeLessThan(1000);
+    expect((await publishUntilClosed(member, 'fleet/eu/POL-0203')) - start).toBeLessThan(1000);
   });
 
   it('drops the attachments of a deleted group: a new group with the same id does not inherit them', async () => {
