@@ -13,6 +13,10 @@ have_pg || need+=(postgresql)
 # SoftHSM2: the PKCS#11 token the key store's PKCS#11 backend is tested against.
 have_cmd softhsm2-util || need+=(softhsm2)
 have_cmd mosquitto_pub || need+=(mosquitto-clients)
+# A software TPM 2.0 and tpm2-tools: the agent's TPM trust anchor is tested against them.
+have_cmd swtpm || need+=(swtpm)
+have_cmd tpm2_createprimary || need+=(tpm2-tools)
+ls /usr/lib/*/libtss2-tcti-swtpm.so.0 >/dev/null 2>&1 || need+=(libtss2-tcti-swtpm0)
 # The Mosquitto broker: the peer `npm run bench:gateway` measures the gateway against.
 { have_cmd mosquitto || [ -x /usr/sbin/mosquitto ]; } || need+=(mosquitto)
 

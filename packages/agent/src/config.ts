@@ -16,11 +16,29 @@ export const AgentConfigSchema = Type.Object(
       minLength: 1,
       description: 'Where the agent keeps its key (software trust anchor) and state.',
     }),
-    trustAnchor: StringEnum(['software'], {
+    trustAnchor: StringEnum(['software', 'tpm'], {
       default: 'software',
       description:
-        'Where the device key lives. `software` is a key file (weaker than a TPM or secure element).',
+        'Where the device key lives. `tpm`: created in a TPM 2.0 and never leaving it (through tpm2-tools); `software`: a key file (weaker).',
     }),
+    tpm: Type.Object(
+      {
+        tcti: Type.String({
+          default: 'device:/dev/tpmrm0',
+          minLength: 1,
+          description:
+            'The TSS2 TCTI tpm2-tools talk to the TPM through: `device:/dev/tpmrm0` (the kernel resource manager), or `swtpm:host=H,port=P` for a software TPM.',
+        }),
+        parentHandle: Type.Integer({
+          default: 0x81000001,
+          minimum: 0x81000000,
+          maximum: 0x81ffffff,
+          description:
+            'Persistent handle of the storage primary key the identity key is created under; created when missing.',
+        }),
+      },
+      { additionalProperties: false, default: {} },
+    ),
     deviceId: Type.Optional(
       Type.String({
         pattern: DEVICE_ID_PATTERN.source,

@@ -7,6 +7,7 @@ export {
 } from './config.js';
 export type { TrustAnchor } from './trust-anchor/trust-anchor.js';
 export { SoftwareTrustAnchor } from './trust-anchor/software.js';
+export { TpmTrustAnchor, DEFAULT_PARENT_HANDLE, type TpmTrustAnchorOptions } from './trust-anchor/tpm.js';
 export { trustAnchorFor } from './anchor.js';
 export { AgentError, type AgentErrorCode } from './errors.js';
 export {
