@@ -33,7 +33,9 @@ export type AgentErrorCode =
   /** The gateway refused a shadow update (`status` carries its code: 400, 403, 409). */
   | 'SHADOW_REJECTED'
   /** The offline queue on disk cannot be used (held by another process, unreadable directory). */
-  | 'QUEUE_UNAVAILABLE';
+  | 'QUEUE_UNAVAILABLE'
+  /** The measured-boot event log is damaged: it no longer replays to anything meaningful. */
+  | 'MEASUREMENT_LOG';
 
 export class AgentError extends Error {
   /** HTTP status of an EST reply, when the error comes from one. */

@@ -1,10 +1,13 @@
 #!/usr/bin/env node
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { basename } from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
+import { MEASURED_COMPONENTS, type MeasuredComponent } from '@rampart/shared/attestation';
 import { SharedError } from '@rampart/shared/errors';
 import { createLogger } from '@rampart/shared/logging';
 import { trustAnchorFor } from '../anchor.js';
+import { checkMeasurements, measure, measurementStore } from '../attestation/measurements.js';
 import { loadAgentConfig, type AgentConfig } from '../config.js';
 import { AgentDaemon, agentRunning, readAgentStatus, type AgentStatus } from '../daemon.js';
 import { AgentError } from '../errors.js';
@@ -489,6 +492,93 @@ program
   )
   .addHelpText('after', examples('rampart-agent status', 'rampart-agent status --json | jq .state'))
   .action(statusAction);
+
+function measurementsOf(config: AgentConfig) {
+  return measurementStore(config.dataDir, config.trustAnchor === 'tpm' ? config.tpm.tcti : null);
+}
+
+program
+  .command('measure')
+  .description(
+    "Measured boot: extend the SHA-256 of a file into the component's PCR (TPM) or the software register, and log it",
+  )
+  .argument('<component>', `what is measured: ${MEASURED_COMPONENTS.join(', ')}`)
+  .argument('<file>', 'the image, binary or configuration file to measure')
+  .option('--description <text>', 'what it is, for the event log (default: the file name)')
+  .addHelpText(
+    'after',
+    examples(
+      'rampart-agent measure bootloader /boot/u-boot.bin',
+      'rampart-agent measure os /boot/rootfs.img --description "rootfs 2026.11"',
+      'rampart-agent measure application /opt/app/bin/app',
+      'rampart-agent measure configuration /etc/app/config.yaml --json',
+    ) +
+      '\nCall it from the boot scripts, in boot order; each component has its own PCR (8–11), and the\n' +
+      'event log in <data-dir>/measurements/ lets the platform replay them.\n',
+  )
+  .action(async (component: string, file: string, _o, cmd: Command) => {
+    const { opts, config } = configOf(cmd);
+    if (!(MEASURED_COMPONENTS as readonly string[]).includes(component))
+      throw new AgentError(
+        'USAGE',
+        `component must be one of ${MEASURED_COMPONENTS.join(', ')} (got "${component}")`,
+      );
+    let data: Buffer;
+    try {
+      data = readFileSync(file);
+    } catch (err) {
+      throw new AgentError('USAGE', `cannot read ${file}: ${(err as Error).message}`);
+    }
+    const { register, log } = measurementsOf(config);
+    const event = await measure({
+      register,
+      log,
+      component: component as MeasuredComponent,
+      data,
+      description: cmd.opts<{ description?: string }>().description ?? basename(file),
+    });
+    if (opts.json)
+      process.stdout.write(JSON.stringify({ ...event, register: register.kind }, null, 2) + '\n');
+    else
+      process.stdout.write(
+        `measured ${event.component} (${event.description}) into ${register.kind === 'tpm' ? 'TPM PCR' : 'software register'} ${event.pcr}: sha256 ${event.digest}\n`,
+      );
+  });
+
+program
+  .command('measurements')
+  .description(
+    'Show the measured-boot event log and check that it replays to the registers; exit 1 when it does not',
+  )
+  .addHelpText('after', examples('rampart-agent measurements', 'rampart-agent measurements --json | jq .ok'))
+  .action(async (_o, cmd: Command) => {
+    const { opts, config } = configOf(cmd);
+    const { register, log } = measurementsOf(config);
+    const check = await checkMeasurements(register, log);
+    const { events } = log.read();
+    if (opts.json)
+      process.stdout.write(
+        JSON.stringify({ register: register.kind, ...check, log: events }, null, 2) + '\n',
+      );
+    else {
+      for (const e of events)
+        process.stdout.write(
+          `${String(e.seq).padStart(3)}  PCR ${e.pcr}  ${e.component.padEnd(13)} ${e.digest.slice(0, 16)}…  ${e.description}\n`,
+        );
+      for (const r of check.registers)
+        process.stdout.write(
+          `PCR ${r.pcr}: ${r.replayed === r.actual ? 'matches the log' : `DOES NOT match the log (log replays to ${r.replayed.slice(0, 16)}…, ${register.kind} holds ${r.actual.slice(0, 16)}…)`}\n`,
+        );
+      if (check.tornTail)
+        process.stdout.write('the last line of the event log was cut short (a crash while logging)\n');
+      process.stdout.write(
+        check.ok
+          ? `event log verified: ${check.events} measurements replay to the ${register.kind === 'tpm' ? 'TPM PCRs' : 'software register (weaker: a file)'}\n`
+          : 'the event log does not replay to the registers: it was edited, lost entries, or something was measured without logging\n',
+      );
+    }
+    if (!check.ok) process.exitCode = 1;
+  });
 
 program
   .command('config')

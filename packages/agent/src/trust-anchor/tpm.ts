@@ -1,8 +1,8 @@
-import { execFile } from 'node:child_process';
 import { createPublicKey, type KeyObject } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { AgentError } from '../errors.js';
+import { runTpm2 } from './tpm-tools.js';
 import type { TrustAnchor } from './trust-anchor.js';
 
 export interface TpmTrustAnchorOptions {
@@ -186,37 +186,6 @@ export class TpmTrustAnchor implements TrustAnchor {
   }
 
   private tpm(tool: string, args: string[]): Promise<string> {
-    return new Promise((resolve, reject) => {
-      execFile(
-        tool,
-        ['-Q', ...args],
-        { env: { ...process.env, TPM2TOOLS_TCTI: this.options.tcti }, timeout: this.timeoutMs },
-        (err, stdout, stderr) => {
-          if (!err) return resolve(stdout);
-          const e = err as NodeJS.ErrnoException;
-          reject(
-            e.code === 'ENOENT'
-              ? new AgentError(
-                  'TRUST_ANCHOR',
-                  `${tool} is not installed: the TPM trust anchor needs tpm2-tools (apt-get install tpm2-tools)`,
-                )
-              : new AgentError(
-                  'TRUST_ANCHOR',
-                  `${tool} failed on the TPM at ${this.options.tcti}: ${lastLine(stderr) || e.message}`,
-                ),
-          );
-        },
-      );
-    });
+    return runTpm2(tool, args, this.options.tcti, this.timeoutMs);
   }
-}
-
-function lastLine(text: string): string {
-  return (
-    text
-      .trim()
-      .split('\n')
-      .filter((l) => l.trim())
-      .at(-1) ?? ''
-  );
 }
