@@ -160,22 +160,25 @@ export class TopicTrie<T> {
 }
 
 /**
+ * The values stored at a node that match: without `out`, the first of them (the walk stops there);
+ * with `out`, all of them are added to it and the walk goes on (undefined).
+ */
+function take<T>(values: T[] | null | undefined, out: T[] | null): T | undefined {
+  if (!values) return undefined;
+  if (!out) return values[0];
+  out.push(...values);
+  return undefined;
+}
+
+/**
  * Walk from `node` for the topic's level starting at `start` (past the end: no level left). With
  * `out`, collect every match; without, return the first.
  */
 function matchFrom<T>(node: Node<T>, topic: string, start: number, out: T[] | null): T | undefined {
   const wildcardsApply = start !== 0 || topic.charCodeAt(0) !== DOLLAR;
-  if (node.multi && wildcardsApply) {
-    if (!out) return node.multi[0];
-    out.push(...node.multi);
-  }
-  if (start > topic.length) {
-    if (node.exact) {
-      if (!out) return node.exact[0];
-      out.push(...node.exact);
-    }
-    return undefined;
-  }
+  const multi = wildcardsApply ? take(node.multi, out) : undefined;
+  if (multi !== undefined) return multi;
+  if (start > topic.length) return take(node.exact, out);
   let end = topic.indexOf('/', start);
   if (end < 0) end = topic.length;
   if (node.children) {
@@ -190,46 +193,20 @@ function matchFrom<T>(node: Node<T>, topic: string, start: number, out: T[] | nu
 }
 
 function oneLevel<T>(root: Node<T>, value: string, out: T[] | null): T | undefined {
-  const exact = root.children?.get(value)?.exact;
-  if (exact) {
-    if (!out) return exact[0];
-    out.push(...exact);
-  }
-  const single = root.single?.exact;
-  if (single) {
-    if (!out) return single[0];
-    out.push(...single);
-  }
-  if (root.multi) {
-    if (!out) return root.multi[0];
-    out.push(...root.multi);
-  }
-  return undefined;
+  // Collecting, each `take` returns undefined, so all three run.
+  return (
+    take(root.children?.get(value)?.exact, out) ?? take(root.single?.exact, out) ?? take(root.multi, out)
+  );
 }
 
 function coverFrom<T>(node: Node<T>, filter: Levels, i: number, out: T[] | null): T | undefined {
   const f = filter[i];
   // `#` covers the rest of the filter, even nothing (it matches the parent level), except `$` topics.
-  if (node.multi && !(i === 0 && f !== undefined && isDollarLiteral(f))) {
-    if (!out) return node.multi[0];
-    out.push(...node.multi);
-  }
-  if (f === undefined) {
-    if (node.exact) {
-      if (!out) return node.exact[0];
-      out.push(...node.exact);
-    }
-    return undefined;
-  }
-  if (f === '#') {
-    // Only `#` covers `#`; and at the top `+/#` too, since a topic has at least one level.
-    const plusHash = i === 0 ? node.single?.multi : undefined;
-    if (plusHash) {
-      if (!out) return plusHash[0];
-      out.push(...plusHash);
-    }
-    return undefined;
-  }
+  const multi = i === 0 && f !== undefined && isDollarLiteral(f) ? undefined : take(node.multi, out);
+  if (multi !== undefined) return multi;
+  if (f === undefined) return take(node.exact, out);
+  // Only `#` covers `#`; and at the top `+/#` too, since a topic has at least one level.
+  if (f === '#') return i === 0 ? take(node.single?.multi, out) : undefined;
   if (f !== '+') {
     const child = node.children?.get(f);
     if (child) {
@@ -245,25 +222,11 @@ function coverFrom<T>(node: Node<T>, filter: Levels, i: number, out: T[] | null)
 
 function intersectFrom<T>(node: Node<T>, filter: Levels, i: number, out: T[] | null): T | undefined {
   const f = filter[i];
-  if (node.multi && !(i === 0 && f !== undefined && isDollarLiteral(f))) {
-    if (!out) return node.multi[0];
-    out.push(...node.multi);
-  }
-  if (f === undefined) {
-    if (node.exact) {
-      if (!out) return node.exact[0];
-      out.push(...node.exact);
-    }
-    return undefined;
-  }
-  if (f === '#') {
-    // The filter matches this level (the parent) and anything below: every pattern from here on.
-    if (node.exact) {
-      if (!out) return node.exact[0];
-      out.push(...node.exact);
-    }
-    return anyBelow(node, i === 0, out);
-  }
+  const multi = i === 0 && f !== undefined && isDollarLiteral(f) ? undefined : take(node.multi, out);
+  if (multi !== undefined) return multi;
+  if (f === undefined) return take(node.exact, out);
+  // The filter matches this level (the parent) and anything below: every pattern from here on.
+  if (f === '#') return take(node.exact, out) ?? anyBelow(node, i === 0, out);
   if (f === '+') {
     const found = node.children?.find((level, child) =>
       i === 0 && level.charCodeAt(0) === DOLLAR ? undefined : intersectFrom(child, filter, i + 1, out),
@@ -292,14 +255,8 @@ function anyBelow<T>(node: Node<T>, atRoot: boolean, out: T[] | null): T | undef
 }
 
 function everything<T>(node: Node<T>, out: T[] | null): T | undefined {
-  if (node.exact) {
-    if (!out) return node.exact[0];
-    out.push(...node.exact);
-  }
-  if (node.multi) {
-    if (!out) return node.multi[0];
-    out.push(...node.multi);
-  }
+  const here = take(node.exact, out) ?? take(node.multi, out);
+  if (here !== undefined) return here;
   const found = node.children?.find((_level, child) => everything(child, out));
   if (found !== undefined) return found;
   if (node.single) return everything(node.single, out);
