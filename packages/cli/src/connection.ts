@@ -28,6 +28,13 @@ function readIfExists(path: string): string | null {
   return existsSync(path) ? readFileSync(path, 'utf8') : null;
 }
 
+/** The listeners a running `rampart up` wrote to `<data-dir>/runtime.json`, or null without one. */
+export function runtimeListeners(dataDir: string): { name: string; url: string }[] | null {
+  const runtime = readIfExists(join(dataDir, 'runtime.json'));
+  if (!runtime) return null;
+  return (JSON.parse(runtime) as { listeners?: { name: string; url: string }[] }).listeners ?? [];
+}
+
 /**
  * Find the platform: flags first, then RAMPART_URL / RAMPART_TOKEN / RAMPART_CA, then the files
  * `rampart up` leaves in the data directory (runtime.json, admin-token, ca.pem).
@@ -37,10 +44,9 @@ export function resolveConnection(opts: ConnectionOptions, env = process.env): C
   let url = opts.url ?? env.RAMPART_URL;
   let source = opts.url ? '--url' : env.RAMPART_URL ? 'RAMPART_URL' : '';
   if (!url) {
-    const runtime = readIfExists(join(dataDir, 'runtime.json'));
-    if (runtime) {
-      const parsed = JSON.parse(runtime) as { listeners?: { name: string; url: string }[] };
-      url = parsed.listeners?.find((l) => l.name === 'api')?.url;
+    const listeners = runtimeListeners(dataDir);
+    if (listeners) {
+      url = listeners.find((l) => l.name === 'api')?.url;
       source = join(dataDir, 'runtime.json');
     }
   }

@@ -170,6 +170,8 @@ export interface LocalCheck {
   registers: { pcr: number; replayed: string; actual: string }[];
   events: number;
   tornTail: boolean;
+  /** The events that were replayed. */
+  log: MeasurementEvent[];
 }
 
 /**
@@ -187,7 +189,13 @@ export async function checkMeasurements(register: MeasurementRegister, log: Even
     replayed: replayed.get(pcr) ?? ZERO_DIGEST,
     actual: actual.get(pcr) ?? ZERO_DIGEST,
   }));
-  return { ok: registers.every((r) => r.replayed === r.actual), registers, events: events.length, tornTail };
+  return {
+    ok: registers.every((r) => r.replayed === r.actual),
+    registers,
+    events: events.length,
+    tornTail,
+    log: events,
+  };
 }
 
 /** The register and log the configuration implies: the TPM's PCRs with a TPM anchor, else a file. */

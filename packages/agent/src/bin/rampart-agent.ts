@@ -555,13 +555,10 @@ program
     const { opts, config } = configOf(cmd);
     const { register, log } = measurementsOf(config);
     const check = await checkMeasurements(register, log);
-    const { events } = log.read();
     if (opts.json)
-      process.stdout.write(
-        JSON.stringify({ register: register.kind, ...check, log: events }, null, 2) + '\n',
-      );
+      process.stdout.write(JSON.stringify({ register: register.kind, ...check }, null, 2) + '\n');
     else {
-      for (const e of events)
+      for (const e of check.log)
         process.stdout.write(
           `${String(e.seq).padStart(3)}  PCR ${e.pcr}  ${e.component.padEnd(13)} ${e.digest.slice(0, 16)}…  ${e.description}\n`,
         );

@@ -1,5 +1,6 @@
 import { createPublicKey, type KeyObject } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { writeFileAtomic } from '../identity/files.js';
 import { join } from 'node:path';
 import { AgentError } from '../errors.js';
 import { runTpm2 } from './tpm-tools.js';
@@ -76,9 +77,9 @@ export class TpmTrustAnchor implements TrustAnchor {
             '-r',
             join(scratch, 'key.priv'),
           ]);
-          // Both blobs or neither: the private one last, each written whole.
-          writeFileSync(this.pubFile, readFileSync(join(scratch, 'key.pub')), { mode: 0o600 });
-          writeFileSync(this.privFile, readFileSync(join(scratch, 'key.priv')), { mode: 0o600 });
+          // Each written whole; the private one last, since a key counts as present when both are.
+          writeFileAtomic(this.pubFile, readFileSync(join(scratch, 'key.pub')), 0o600);
+          writeFileAtomic(this.privFile, readFileSync(join(scratch, 'key.priv')), 0o600);
         });
       }
       return this.loadPublic();

@@ -1,4 +1,3 @@
-import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { Command } from 'commander';
 import type { CreatedEnrollmentToken, DeviceList } from '@rampart/shared/api';
@@ -15,7 +14,7 @@ import {
   type Provisioner,
 } from '@rampart/sim/fleet';
 import { globalsOf, withExamples } from '../command.js';
-import { dataDirOf, resolveConnection, ApiClient } from '../connection.js';
+import { dataDirOf, resolveConnection, runtimeListeners, ApiClient } from '../connection.js';
 import { CliError, EXIT } from '../errors.js';
 import { color, printJsonLine, progress } from '../output.js';
 import { positiveInt } from './fleet-common.js';
@@ -70,11 +69,7 @@ export function deviceEndpoints(
   dataDir: string,
   flags: { estUrl?: string; mqttUrl?: string },
 ): { estUrl: string; mqttUrl: string } {
-  let listeners: { name: string; url: string }[] = [];
-  const runtime = join(dataDir, 'runtime.json');
-  if (existsSync(runtime))
-    listeners =
-      (JSON.parse(readFileSync(runtime, 'utf8')) as { listeners?: typeof listeners }).listeners ?? [];
+  const listeners = runtimeListeners(dataDir) ?? [];
   const find = (name: string, flag: string, given?: string): string => {
     const url = given ?? listeners.find((l) => l.name === name)?.url;
     if (!url)

@@ -3,7 +3,7 @@ import { Devices } from './devices.js';
 import { DeviceGroups } from './groups.js';
 import { DeviceImporter } from './import.js';
 import { DeviceModels } from './models.js';
-import { groupsOfDevice, groupsOfDevices } from './query.js';
+import { groupsOfDevices } from './query.js';
 
 export type { StatusChange, StatusChangeHook, DeviceFilter } from './devices.js';
 
@@ -45,12 +45,10 @@ export class FleetRegistry {
     for (const l of this.listeners) l(change);
   }
 
-  /** Every static (with ancestors) and dynamic group the device is in now. */
-  groupsOf(db: Executor, deviceId: string): Promise<string[]> {
-    return groupsOfDevice(db, this.storage.dialect, deviceId);
-  }
-
-  /** {@link groupsOf} for many devices at once (devices in no group are absent from the map). */
+  /**
+   * Every static (with ancestors) and dynamic group each device is in now; devices in no group
+   * are absent from the map.
+   */
   groupsOfMany(db: Executor, deviceIds: readonly string[]): Promise<Map<string, string[]>> {
     return groupsOfDevices(db, this.storage.dialect, deviceIds);
   }
