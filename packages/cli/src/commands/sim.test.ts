@@ -72,10 +72,12 @@ describe('rampart sim', () => {
       ['--devices', '4', '--profile', mix, '--speed', '10', '--duration', '12s', '--every', '2s'],
       env,
       async () => {
-        // Give the fleet a moment to connect, then talk to a device through the API.
+        // Wait until the device has reported its shadow: by then its subscriptions (commands
+        // included) are in place. Connected alone is not enough: commands are not queued, and one
+        // sent between CONNACK and SUBSCRIBE is lost.
         for (let i = 0; i < 50; i++) {
-          const c = await t.call('GET', `/api/v1/devices/${normal}/connection`);
-          if (c.body.connected) break;
+          const sh = await t.call('GET', `/api/v1/devices/${normal}/shadow`);
+          if (sh.status === 200 && sh.body.state.reported.profile === 'normal') break;
           await new Promise((r) => setTimeout(r, 100));
         }
         const ping = await t.call('POST', `/api/v1/devices/${normal}/commands`, {
