@@ -1,12 +1,15 @@
 import { resolve } from 'node:path';
 import { Type, type Static } from '@sinclair/typebox';
-import { describeOrigin, loadConfig, type LoadedConfig } from '@rampart/shared/config';
+import { describeOrigin, envNameFor, loadConfig, type LoadedConfig } from '@rampart/shared/config';
 import { StringEnum } from '@rampart/shared/schema';
 import { DEVICE_ID_PATTERN } from '@rampart/shared/pki';
 import { AgentError } from './errors.js';
 
 /** Environment variables the agent reads that are not settings (secrets never go in a config file). */
 export const AGENT_SECRET_ENV = ['RAMPART_AGENT_ENROLLMENT_TOKEN'] as const;
+
+/** Settings whose values are secret: `rampart-agent config` shows them as this text, never the value. */
+export const REDACTED = '(redacted)';
 
 /** Settings of the device agent: `RAMPART_AGENT_*` environment variables, a config file, or flags. */
 export const AgentConfigSchema = Type.Object(
@@ -16,10 +19,10 @@ export const AgentConfigSchema = Type.Object(
       minLength: 1,
       description: 'Where the agent keeps its key (software trust anchor) and state.',
     }),
-    trustAnchor: StringEnum(['software', 'tpm'], {
+    trustAnchor: StringEnum(['software', 'tpm', 'pkcs11'], {
       default: 'software',
       description:
-        'Where the device key lives. `tpm`: created in a TPM 2.0 and never leaving it (through tpm2-tools); `software`: a key file (weaker).',
+        'Where the device key lives. `tpm`: created in a TPM 2.0 and never leaving it (through tpm2-tools); `pkcs11`: created in a PKCS#11 token (secure element, smart card, HSM) and never leaving it; `software`: a key file (weaker).',
     }),
     tpm: Type.Object(
       {
@@ -35,6 +38,38 @@ export const AgentConfigSchema = Type.Object(
           maximum: 0x81ffffff,
           description:
             'Persistent handle of the storage primary key the identity key is created under; created when missing.',
+        }),
+      },
+      { additionalProperties: false, default: {} },
+    ),
+    pkcs11: Type.Object(
+      {
+        module: Type.Optional(
+          Type.String({
+            minLength: 1,
+            description:
+              "PKCS#11 trust anchor: path of the token's PKCS#11 library, e.g. /usr/lib/softhsm/libsofthsm2.so.",
+          }),
+        ),
+        tokenLabel: Type.Optional(
+          Type.String({
+            minLength: 1,
+            maxLength: 32,
+            description: 'PKCS#11 trust anchor: label of the token that holds the identity key.',
+          }),
+        ),
+        // Any type here, checked in loadAgentConfig: the loader quotes rejected values in its
+        // messages, and a PIN must never be shown.
+        pin: Type.Optional(
+          Type.Unsafe<string>({
+            description:
+              "PKCS#11 trust anchor: the token's user PIN. Never shown by `rampart-agent config`; keep it in the environment or a config file only the agent can read.",
+          }),
+        ),
+        keyLabel: Type.String({
+          default: 'rampart-device',
+          minLength: 1,
+          description: 'PKCS#11 trust anchor: CKA_LABEL of the identity key pair; created when missing.',
         }),
       },
       { additionalProperties: false, default: {} },
@@ -206,7 +241,39 @@ export function loadAgentConfig(
       'CONFIG_INVALID',
       `invalid configuration:\n  mqtt.backoff.maxMs (${backoff.maxMs}) must be at least mqtt.backoff.initialMs (${backoff.initialMs}), ${describeOrigin(loaded.origins.get('mqtt.backoff.maxMs') ?? loaded.origins.get('mqtt.backoff.initialMs'))}`,
     );
+  checkPkcs11(loaded);
   loaded.config.dataDir = resolve(loaded.config.dataDir);
   if (loaded.config.est.caFile) loaded.config.est.caFile = resolve(loaded.config.est.caFile);
   return loaded;
+}
+
+/** The configuration as `rampart-agent config` shows it: secrets (the PKCS#11 PIN) replaced by `(redacted)`. */
+export function redactedConfig(config: AgentConfig): AgentConfig {
+  const copy = structuredClone(config);
+  if (copy.pkcs11.pin !== undefined) copy.pkcs11.pin = REDACTED;
+  return copy;
+}
+
+/**
+ * The PIN is text (a YAML file turns `pin: 1234` into a number, which could also lose leading
+ * zeros: it must be quoted), and `trustAnchor: pkcs11` needs the library, the token and the PIN.
+ * Messages name the setting and where it came from, never the PIN.
+ */
+function checkPkcs11(loaded: LoadedConfig<AgentConfig>): void {
+  const { config, origins } = loaded;
+  const problems: string[] = [];
+  const pin: unknown = config.pkcs11.pin;
+  if (pin !== undefined && (typeof pin !== 'string' || pin === ''))
+    problems.push(
+      `pkcs11.pin must be non-empty text (a PIN of digits in a YAML file needs quotes: pin: "0000"), ${describeOrigin(origins.get('pkcs11.pin') ?? origins.get('pkcs11'))}`,
+    );
+  if (config.trustAnchor === 'pkcs11') {
+    const missing = (['module', 'tokenLabel', 'pin'] as const).filter((k) => config.pkcs11[k] === undefined);
+    for (const k of missing)
+      problems.push(
+        `pkcs11.${k} is required with trustAnchor pkcs11 (${describeOrigin(origins.get('trustAnchor'))}): set it in the config file or ${envNameFor(['pkcs11', k], 'RAMPART_AGENT_')}`,
+      );
+  }
+  if (problems.length)
+    throw new AgentError('CONFIG_INVALID', `invalid configuration:\n  ${problems.join('\n  ')}`);
 }

@@ -35,7 +35,11 @@ export type AgentErrorCode =
   /** The offline queue on disk cannot be used (held by another process, unreadable directory). */
   | 'QUEUE_UNAVAILABLE'
   /** The measured-boot event log is damaged: it no longer replays to anything meaningful. */
-  | 'MEASUREMENT_LOG';
+  | 'MEASUREMENT_LOG'
+  /** The factory's birth identity files (identity/birth/) are missing pieces, malformed or inconsistent. */
+  | 'BIRTH_IDENTITY'
+  /** The verifier appraised the device's evidence and issued no attestation token. */
+  | 'ATTESTATION_REFUSED';
 
 export class AgentError extends Error {
   /** HTTP status of an EST reply, when the error comes from one. */

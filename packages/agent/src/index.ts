@@ -3,11 +3,18 @@ export {
   AgentConfigSchema,
   AGENT_FLAG_NAMES,
   AGENT_SECRET_ENV,
+  REDACTED,
+  redactedConfig,
   type AgentConfig,
 } from './config.js';
 export type { TrustAnchor } from './trust-anchor/trust-anchor.js';
 export { SoftwareTrustAnchor } from './trust-anchor/software.js';
 export { TpmTrustAnchor, DEFAULT_PARENT_HANDLE, type TpmTrustAnchorOptions } from './trust-anchor/tpm.js';
+export {
+  Pkcs11TrustAnchor,
+  DEFAULT_PKCS11_KEY_LABEL,
+  type Pkcs11TrustAnchorOptions,
+} from './trust-anchor/pkcs11.js';
 export { trustAnchorFor } from './anchor.js';
 export { AgentError, type AgentErrorCode } from './errors.js';
 export {
@@ -17,6 +24,8 @@ export {
   type EstClientOptions,
   type EnrollmentCredentials,
   type ClientCertificate,
+  type AttestationOperation,
+  type EstReply,
 } from './est/client.js';
 export { checkDeviceId, createDeviceCsr } from './identity/csr.js';
 export {
@@ -35,6 +44,33 @@ export {
 export { IdentityStore, CERT_FILE_MODE } from './identity/store.js';
 export { writeFileAtomic } from './identity/files.js';
 export { enrollDevice, renewDevice, type EnrollOptions, type RenewOptions } from './identity/enroll.js';
+export {
+  BIRTH_FILES,
+  FACTORY_DEVICE_FORMAT,
+  FactoryDeviceSchema,
+  readBirthIdentity,
+  writeBirthIdentity,
+  type BirthFiles,
+  type BirthIdentity,
+  type BirthIdentityInput,
+  type FactoryDevice,
+} from './provisioning/birth.js';
+export {
+  collectEvidence,
+  type CollectEvidenceOptions,
+  type TpmAttestation,
+  type TpmSignedStatement,
+} from './provisioning/evidence.js';
+export {
+  AttestationClient,
+  attestDevice,
+  attestationRefusal,
+  type AttestOptions,
+  type AttestationNonce,
+  type AttestationReply,
+  type AttestationResult,
+} from './provisioning/client.js';
+export { provisionDevice, type ProvisionOptions, type ProvisionOutcome } from './provisioning/provision.js';
 export {
   RENEWAL_FRACTION,
   RENEWAL_JITTER,

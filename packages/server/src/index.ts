@@ -18,3 +18,4 @@ export { getOrCreateKey, type KeyStore } from './keystore/index.js';
 export { FleetRegistry } from './fleet/registry.js';
 export { IdentityService, type IdentitySettings } from './identity/service.js';
 export { lintPolicy, type Finding } from './gateway/policy/index.js';
+export { issueBirthCertificate, stationSigner } from './provisioning/factory.js';

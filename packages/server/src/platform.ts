@@ -15,6 +15,8 @@ import { IdentityService, type IdentitySettings } from './identity/service.js';
 import { buildEstServer, type EstServer } from './identity/est-server.js';
 import { buildPkiServer, pkiPaths, type PkiServer } from './identity/pki-server.js';
 import { Gateway } from './gateway/gateway.js';
+import { ProvisioningService } from './provisioning/service.js';
+import { TRANSCRIPT_KEY_LABEL } from './provisioning/transcripts.js';
 import { PolicyStore } from './gateway/policies.js';
 import { ShadowService } from './gateway/shadows.js';
 import { CommandService } from './gateway/commands.js';
@@ -34,6 +36,7 @@ export const dataFiles = (dataDir: string) => ({
   caCert: join(dataDir, 'ca.pem'),
   runtime: join(dataDir, 'runtime.json'),
   auditPublicKey: join(dataDir, 'audit-checkpoint.pub.pem'),
+  transcriptPublicKey: join(dataDir, 'transcript-signing.pub.pem'),
   keys: join(dataDir, 'keys'),
 });
 
@@ -211,8 +214,46 @@ async function startLocked(
     const tls = await identity.serverTls(config.dataDir, config.api.publicHostnames);
     writeFileAtomic(files.caCert, tls.rootPem, 0o644);
 
+    // Security events go to the gateway's store once it runs (it starts after the EST listener).
+    let gatewayRef: Gateway | null = null;
+    const shadows = new ShadowService();
+    const transcriptKey = await getOrCreateKey(keys, TRANSCRIPT_KEY_LABEL, 'ec-p256');
+    writeFileAtomic(
+      files.transcriptPublicKey,
+      transcriptKey.publicKey.export({ type: 'spki', format: 'pem' }) as string,
+      0o644,
+    );
+    const provisioning = new ProvisioningService(
+      storage,
+      identity,
+      fleet,
+      shadows,
+      audit,
+      transcriptKey,
+      {
+        nonceTtlSeconds: 300,
+        tokenTtlSeconds: 600,
+        certificateHours: config.ca.deviceCertificateHours,
+      },
+      {
+        securityEvent: (kind, deviceId, source, reason) =>
+          gatewayRef?.stats.event(kind, deviceId, source, reason),
+        quarantined: () => {},
+      },
+      logger.child({ component: 'provisioning' }),
+    );
+    const defaultPolicy = await provisioning.open();
+    if (defaultPolicy)
+      await audit.record({
+        actor: 'system',
+        action: 'enrollment.policy.create',
+        target: `enrollment-policy:${defaultPolicy.name}`,
+        outcome: 'success',
+        details: { kind: defaultPolicy.kind, reason: 'first start' },
+      });
     est = await buildEstServer({
       identity,
+      provisioning,
       tls,
       logger,
       onRequest: (operation, outcome) => metrics.estRequests.inc({ operation, outcome }),
@@ -227,7 +268,6 @@ async function startLocked(
 
     // The MQTT gateway: mTLS with the same server certificate, trusting Rampart's CAs.
     const policies = new PolicyStore(storage);
-    const shadows = new ShadowService();
     const gateway = new Gateway(storage, identity, fleet, policies, shadows, logger, {
       onRefusal: (e) => metrics.gatewayRefusals.inc({ kind: e.kind }),
       onConnect: () => metrics.gatewayConnects.inc(),
@@ -236,6 +276,7 @@ async function startLocked(
         metrics.gatewayBytes.inc({ direction }, bytes);
       },
     });
+    gatewayRef = gateway;
     let gatewayTls = tls;
     broker = new AedesAdapter({
       host: config.gateway.host,
@@ -289,6 +330,7 @@ async function startLocked(
         gateway,
         shadows,
         commands,
+        provisioning,
         metrics,
         logger,
         version: VERSION,

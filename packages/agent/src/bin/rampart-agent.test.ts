@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { provisionAtFactory } from '../test-support/factory.js';
 import { startFakePlatform, type FakePlatform } from '../test-support/platform.js';
 import { TestPki, type TestCa } from '../test-support/pki.js';
 
@@ -69,6 +70,7 @@ describe('rampart-agent', () => {
       ['identity', 'init'],
       ['identity', 'show'],
       ['enroll'],
+      ['provision'],
       ['renew'],
       ['run'],
       ['status'],
@@ -209,5 +211,83 @@ describe('rampart-agent', () => {
     const none = await agent(['--data-dir', join(dir, 'never-enrolled'), 'run', '--est-url', platform.url]);
     expect(none.code).toBe(1);
     expect(none.stderr).toMatch(/no certificate .* enroll it first/);
+  });
+
+  it('provisions a factory-made device: attestation, then enrollment with the token; renewal attests again', async () => {
+    const dataDir = join(dir, 'device-zero-touch');
+    const station = pki.issuingCa('Station 1 CA', root);
+    await provisionAtFactory({ pki, root, station, dataDir, deviceId: 'dw-0700' });
+    const common = ['--data-dir', dataDir];
+    for (const [component, content] of [
+      ['bootloader', 'u-boot'],
+      ['os', 'rootfs'],
+      ['application', 'app'],
+      ['configuration', 'config'],
+    ] as const) {
+      const file = join(dir, `${component}.img`);
+      writeFileSync(file, content);
+      expect((await agent([...common, 'measure', component, file])).code).toBe(0);
+    }
+
+    // Nothing registered on the platform yet: the verifier warns and hands out no token.
+    let r = await agent([...common, '--json', 'provision', '--est-url', platform.url]);
+    expect(r.code).toBe(1);
+    const refused = JSON.parse(r.stdout) as {
+      enrolled: boolean;
+      attestation: { status: string; reasons: string[] };
+      certificate: unknown;
+      problem: string;
+    };
+    expect(refused).toMatchObject({ enrolled: false, certificate: null, attestation: { status: 'warning' } });
+    expect(refused.attestation.reasons).toContain('no reference values are registered for os of model DW100');
+    expect(r.stderr).toMatch(
+      /^error: .*with warnings: .*rampart attestation reference add … for model DW100/,
+    );
+    expect(refused.problem).toBe(r.stderr.replace(/^error: /, '').trim());
+
+    // The operator registers what the device runs.
+    const evidence = platform.verifier.evidence.at(-1) as { eventLog: { component: 'os'; digest: string }[] };
+    for (const e of evidence.eventLog) platform.verifier.references.set(e.component, new Set([e.digest]));
+    r = await agent([...common, 'provision', '--est-url', platform.url]);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(
+      /^provisioned dw-0700\nattestation: {8}affirming \(software trust anchor; result att_[0-9a-f]+\)\ncertificate serial: [0-9a-f]+\n/,
+    );
+    expect(platform.requests.at(-1)!.headers.authorization).toMatch(/^Bearer rpa_/);
+
+    // Renewal needs no flags (server.json), attests again and sends the new token with mutual TLS.
+    r = await agent([...common, '--json', 'renew']);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    const last = platform.requests.slice(-3);
+    expect(last.map((q) => q.path)).toEqual([
+      '/attestation/v1/nonce',
+      '/attestation/v1/evidence',
+      '/.well-known/est/simplereenroll',
+    ]);
+    expect(last[2]!.headers.authorization).toMatch(/^Bearer rpa_/);
+    expect(last[2]!.clientCert).not.toBeNull();
+  });
+
+  it('refuses to provision without a birth identity, or as another device than the factory made', async () => {
+    let r = await agent(['--data-dir', join(dir, 'no-birth'), 'provision', '--est-url', platform.url]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/no birth identity in .*identity\/birth\/ .*rampart-agent enroll/);
+    const dataDir = join(dir, 'device-zero-touch-2');
+    await provisionAtFactory({
+      pki,
+      root,
+      station: pki.issuingCa('Station 2 CA', root),
+      dataDir,
+      deviceId: 'dw-0701',
+    });
+    r = await agent(['--data-dir', dataDir, 'provision', '--est-url', platform.url], {
+      RAMPART_AGENT_DEVICE_ID: 'dw-0799',
+    });
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(
+      /provisioned this device as "dw-0701" .*but the configuration says device id "dw-0799"/,
+    );
   });
 });

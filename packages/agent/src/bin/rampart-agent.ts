@@ -8,7 +8,7 @@ import { SharedError } from '@rampart/shared/errors';
 import { createLogger } from '@rampart/shared/logging';
 import { trustAnchorFor } from '../anchor.js';
 import { checkMeasurements, measure, measurementStore } from '../attestation/measurements.js';
-import { loadAgentConfig, type AgentConfig } from '../config.js';
+import { loadAgentConfig, redactedConfig, type AgentConfig } from '../config.js';
 import { AgentDaemon, agentRunning, readAgentStatus, type AgentStatus } from '../daemon.js';
 import { AgentError } from '../errors.js';
 import { EstClient, type EnrollmentCredentials } from '../est/client.js';
@@ -16,6 +16,10 @@ import type { CertificateInfo } from '../identity/certificate.js';
 import { enrollDevice, renewDevice } from '../identity/enroll.js';
 import { renewalTime } from '../identity/renewal.js';
 import { IdentityStore } from '../identity/store.js';
+import { readBirthIdentity } from '../provisioning/birth.js';
+import type { AttestationResult } from '../provisioning/client.js';
+import { provisionDevice } from '../provisioning/provision.js';
+import type { TrustAnchor } from '../trust-anchor/trust-anchor.js';
 
 interface Globals {
   config?: string;
@@ -59,6 +63,15 @@ function configOf(cmd: Command, flags: RunFlags = {}) {
     },
   }).config;
   return { opts: o, config };
+}
+
+/** Run `fn`, then let the anchor close what it holds open (a PKCS#11 session), whatever happened. */
+async function withAnchor<T>(anchor: TrustAnchor, fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } finally {
+    await anchor.close?.();
+  }
 }
 
 function examples(...lines: string[]): string {
@@ -160,7 +173,7 @@ function readToken(tokenFile: string | undefined): string {
 
 async function keyFingerprint(config: AgentConfig, create: boolean) {
   const anchor = trustAnchorFor(config);
-  const key = create ? await anchor.ensureKey() : await anchor.publicKey();
+  const key = await withAnchor(anchor, () => (create ? anchor.ensureKey() : anchor.publicKey()));
   return {
     anchor,
     key,
@@ -251,7 +264,9 @@ async function enrollAction(
     caFile: config.est.caFile,
     timeoutMs: config.est.timeoutMs,
   });
-  const info = await enrollDevice({ anchor, store, est, rootPem, deviceId, credentials });
+  const info = await withAnchor(anchor, () =>
+    enrollDevice({ anchor, store, est, rootPem, deviceId, credentials }),
+  );
   store.rememberServer(url, deviceId);
   const result = identityResult(config, store, info, anchor.kind, anchor.strength);
   print(
@@ -263,6 +278,71 @@ async function enrollAction(
       `trust anchor:       ${anchor.kind} — ${anchor.strength}\n` +
       `saved in:           ${store.dir}\n`,
   );
+}
+
+function attestationText(result: AttestationResult): string {
+  return (
+    `attestation:        ${result.status} (${result.anchor} trust anchor; result ${result.id})\n` +
+    result.reasons.map((r) => `  - ${r}\n`).join('')
+  );
+}
+
+async function provisionAction(o: IdentityFlags, cmd: Command) {
+  const { opts, config } = configOf(cmd, o);
+  const birth = readBirthIdentity(config.dataDir);
+  if (!birth)
+    throw new AgentError(
+      'BIRTH_IDENTITY',
+      `the device has no birth identity in ${config.dataDir}/identity/birth/ (certificate.pem, device.json and root-ca.pem, ` +
+        'written by the factory station); a device without one enrolls with a one-time token: rampart-agent enroll',
+    );
+  const deviceId = birth.device.deviceId;
+  if (config.deviceId && config.deviceId !== deviceId)
+    throw new AgentError(
+      'USAGE',
+      `the factory provisioned this device as "${deviceId}" (${birth.files.device}), but the configuration says ` +
+        `device id "${config.deviceId}"; remove deviceId (RAMPART_AGENT_DEVICE_ID, --device-id) or fix it`,
+    );
+  const store = new IdentityStore(config.dataDir);
+  const url = config.est.url ?? store.server()?.estUrl ?? requireEstUrl(config);
+  const anchor = trustAnchorFor(config);
+  const est = new EstClient({
+    url,
+    caPem: birth.rootPem,
+    caFile: birth.files.rootCa,
+    timeoutMs: config.est.timeoutMs,
+  });
+  const outcome = await withAnchor(anchor, () => provisionDevice({ anchor, store, est, birth }));
+  const info = outcome.certificate;
+  if (info) store.rememberServer(url, deviceId);
+  const identity = info ? identityResult(config, store, info, anchor.kind, anchor.strength) : null;
+  const result = {
+    deviceId,
+    attestation: outcome.attestation,
+    enrolled: identity !== null,
+    certificate: identity?.certificate ?? null,
+    renewsAround: identity?.renewsAround ?? null,
+    trustAnchor: anchor.kind,
+    strength: anchor.strength,
+    factory: {
+      serial: birth.device.serial,
+      model: birth.device.model,
+      batch: birth.device.batch,
+      station: birth.device.station,
+    },
+    files: identity?.files ?? null,
+    dataDir: config.dataDir,
+    problem: outcome.refusal?.message ?? null,
+  };
+  print(opts.json, result, () =>
+    info
+      ? `provisioned ${deviceId}\n${attestationText(outcome.attestation)}${certificateText(info)}` +
+        `renews around:      ${result.renewsAround} (keep it renewed: rampart-agent run)\n` +
+        `trust anchor:       ${anchor.kind} — ${anchor.strength}\n` +
+        `saved in:           ${store.dir}\n`
+      : `not provisioned: ${deviceId}\n${attestationText(outcome.attestation)}`,
+  );
+  if (outcome.refusal) throw outcome.refusal;
 }
 
 /** The EST client for renewal: it trusts the root pinned at enrollment (identity/root-ca.pem). */
@@ -286,12 +366,9 @@ async function renewAction(o: IdentityFlags, cmd: Command) {
   const store = new IdentityStore(config.dataDir);
   const before = store.current();
   const est = renewalClient(config, store);
-  const info = await renewDevice({
-    anchor,
-    store,
-    est,
-    deviceId: config.deviceId ?? store.server()?.deviceId,
-  });
+  const info = await withAnchor(anchor, () =>
+    renewDevice({ anchor, store, est, deviceId: config.deviceId ?? store.server()?.deviceId }),
+  );
   const result = {
     ...identityResult(config, store, info, anchor.kind, anchor.strength),
     previousSerial: before?.info.serial ?? null,
@@ -322,7 +399,7 @@ async function runAction(o: RunFlags, cmd: Command) {
   };
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);
-  const outcome = await daemon.done;
+  const outcome = await withAnchor(anchor, () => daemon.done);
   process.off('SIGINT', stop);
   process.off('SIGTERM', stop);
   if (outcome !== 'stopped') process.exitCode = 1;
@@ -373,6 +450,7 @@ const program = new Command('rampart-agent')
     examples(
       'rampart-agent identity init --data-dir /var/lib/rampart-agent',
       'rampart-agent enroll --est-url https://rampart.example:8444 --ca ca.pem --device-id dw-0001 --token-file token.txt',
+      'rampart-agent provision --est-url https://rampart.example:8444',
       'rampart-agent run',
       'rampart-agent identity show --json',
     ),
@@ -435,9 +513,31 @@ program
   .action(enrollAction);
 
 program
+  .command('provision')
+  .description(
+    'Zero-touch provisioning: attest the device to the platform with the birth identity the factory left ' +
+      'in <data-dir>/identity/birth/ (measured-boot evidence signed in the trust anchor, over a fresh nonce), ' +
+      'then enroll with the attestation token it hands out',
+  )
+  .addOption(estUrlOption())
+  .addHelpText(
+    'after',
+    examples(
+      'rampart-agent provision --est-url https://rampart.example:8444',
+      'rampart-agent provision --json | jq .attestation.status',
+      'RAMPART_AGENT_TRUST_ANCHOR=tpm rampart-agent provision --data-dir /var/lib/rampart-agent',
+    ) +
+      '\nNo token and no --ca: the device id and the pinned root CA come from the factory files. Exit 1\n' +
+      'when the verifier issues no token (the reasons say what it found), 3 when the platform cannot be\n' +
+      'reached or is not trusted, 4 when it refuses the device.\n',
+  )
+  .action(provisionAction);
+
+program
   .command('renew')
   .description(
-    'Renew the device certificate now (EST simplereenroll over mutual TLS with the current certificate; same key)',
+    'Renew the device certificate now (EST simplereenroll over mutual TLS with the current certificate; same key; ' +
+      'a provisioned device attests first and sends the attestation token)',
   )
   .addOption(estUrlOption())
   .addHelpText(
@@ -583,7 +683,7 @@ program
   .addHelpText('after', examples('RAMPART_AGENT_DATA_DIR=/data rampart-agent config --json'))
   .action((_o, cmd: Command) => {
     const { config } = configOf(cmd);
-    process.stdout.write(JSON.stringify(config, null, 2) + '\n');
+    process.stdout.write(JSON.stringify(redactedConfig(config), null, 2) + '\n');
   });
 
 /** Exit codes as the `rampart` CLI uses them: 1 failed, 2 usage, 3 unreachable, 4 refused. */

@@ -39,13 +39,19 @@ export interface EstClientOptions {
   keepAliveConnections?: number;
 }
 
-type Operation = 'cacerts' | 'csrattrs' | 'simpleenroll' | 'simplereenroll';
+/** The remote-attestation endpoints, on the EST server's origin (same host and port). */
+export type AttestationOperation = 'attestation/v1/nonce' | 'attestation/v1/evidence';
 
-interface Reply {
+type Operation = 'cacerts' | 'csrattrs' | 'simpleenroll' | 'simplereenroll' | AttestationOperation;
+
+/** An HTTP reply as received, for callers that interpret the status themselves. */
+export interface EstReply {
   status: number;
   headers: IncomingHttpHeaders;
   body: Buffer;
 }
+
+type Reply = EstReply;
 
 const DEFAULT_TIMEOUT_MS = 30_000;
 const DEFAULT_MAX_RESPONSE = 1024 * 1024;
@@ -117,11 +123,22 @@ export class EstClient {
     return this.certsOnly('simpleenroll', reply);
   }
 
-  /** `POST simplereenroll`, authenticated by the current certificate over mutual TLS. */
-  async simpleReenroll(csrDer: Uint8Array, client: ClientCertificate, deviceId?: string): Promise<Buffer[]> {
+  /**
+   * `POST simplereenroll`, authenticated by the current certificate over mutual TLS; with `bearer`
+   * (an attestation token, for devices provisioned with a birth identity) also `Authorization: Bearer`.
+   */
+  async simpleReenroll(
+    csrDer: Uint8Array,
+    client: ClientCertificate,
+    deviceId?: string,
+    bearer?: string,
+  ): Promise<Buffer[]> {
     const reply = await this.send('simplereenroll', {
       method: 'POST',
-      headers: csrHeaders(),
+      headers: {
+        ...csrHeaders(),
+        ...(bearer !== undefined ? { authorization: authorizationHeader({ bearer }) } : {}),
+      },
       body: encodeBase64Body(csrDer),
       client,
       deviceId,
@@ -130,8 +147,23 @@ export class EstClient {
     return this.certsOnly('simplereenroll', reply);
   }
 
+  /**
+   * `POST` a JSON document to an attestation endpoint on the EST server's origin, over the same
+   * pinned TLS (no client certificate). Transport failures are AgentErrors as for EST; the reply is
+   * returned whatever its status, for the caller to interpret.
+   */
+  async postJson(op: AttestationOperation, value: unknown): Promise<EstReply> {
+    return this.send(op, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', accept: 'application/json, application/problem+json' },
+      body: JSON.stringify(value),
+    });
+  }
+
   private url(op: Operation): URL {
-    return new URL(`${this.baseUrl}/${op}`);
+    return op.startsWith('attestation/')
+      ? new URL(`/${op}`, new URL(this.baseUrl).origin)
+      : new URL(`${this.baseUrl}/${op}`);
   }
 
   private send(
@@ -145,7 +177,7 @@ export class EstClient {
     },
   ): Promise<Reply> {
     const url = this.url(op);
-    const body = init.body === undefined ? undefined : Buffer.from(init.body, 'ascii');
+    const body = init.body === undefined ? undefined : Buffer.from(init.body, 'utf8');
     return new Promise<Reply>((resolve, reject) => {
       let settled = false;
       const fail = (err: AgentError) => {
@@ -233,7 +265,7 @@ export class EstClient {
   private timeoutError(op: Operation): AgentError {
     return new AgentError(
       'EST_TIMEOUT',
-      `EST ${op} at ${this.url(op).href} got no complete answer within ${this.timeoutMs / 1000} s; ` +
+      `${op.startsWith('attestation/') ? 'the request' : `EST ${op}`} at ${this.url(op).href} got no complete answer within ${this.timeoutMs / 1000} s; ` +
         'check the network and that the platform is running, then try again',
     );
   }
@@ -281,7 +313,11 @@ export class EstClient {
     );
   }
 
-  private statusError(op: Operation, reply: Reply, deviceId?: string): AgentError {
+  private statusError(
+    op: 'cacerts' | 'csrattrs' | 'simpleenroll' | 'simplereenroll',
+    reply: Reply,
+    deviceId?: string,
+  ): AgentError {
     const status = reply.status;
     const text = serverText(reply);
     const said = `the EST server answered ${status}${text ? `: "${text}"` : ''}`;
@@ -457,8 +493,11 @@ function parseContentType(header: string | undefined): { type: string; params: M
   return { type: type.trim().toLowerCase(), params };
 }
 
-/** The server's explanation, when it is text: one line, printable, at most 300 characters. */
-function serverText(reply: Reply): string {
+/**
+ * The server's explanation, when it is text: one line, printable, at most 300 characters. From a
+ * JSON reply (RFC 9457 `application/problem+json`), its `detail` (else `message`, `title`).
+ */
+export function serverText(reply: EstReply): string {
   const type = parseContentType(reply.headers['content-type']).type;
   if (type && !type.startsWith('text/') && !type.endsWith('json')) return '';
   let text = reply.body.toString('utf8');

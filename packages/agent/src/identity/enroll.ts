@@ -1,5 +1,8 @@
+import type { EventLog, MeasurementRegister } from '../attestation/measurements.js';
 import { AgentError } from '../errors.js';
 import type { EnrollmentCredentials, EstClient } from '../est/client.js';
+import { readBirthIdentity } from '../provisioning/birth.js';
+import { attestDevice, attestationRefusal } from '../provisioning/client.js';
 import type { TrustAnchor } from '../trust-anchor/trust-anchor.js';
 import { parsePinnedRoots, type CertificateInfo } from './certificate.js';
 import { checkDeviceId, createDeviceCsr } from './csr.js';
@@ -49,6 +52,8 @@ export interface RenewOptions {
   est: EstClient;
   /** The configured device id, if any: it must be the one the certificate names. */
   deviceId?: string | undefined;
+  /** For a device with a birth identity: another register and log than the data directory's (tests). */
+  measurements?: { register: MeasurementRegister; log: EventLog };
   now?: () => number;
 }
 
@@ -56,6 +61,11 @@ export interface RenewOptions {
  * Renew the device certificate through EST simplereenroll, authenticated by the current
  * certificate over mutual TLS. The key stays the same. Throws NOT_ENROLLED without a certificate
  * and CERT_EXPIRED once it has expired (then only a new enrollment with a new token helps).
+ *
+ * A device with a birth identity (zero-touch provisioning) attests first, with a fresh nonce, and
+ * sends the attestation token along (`Authorization: Bearer`): every renewal carries a current
+ * appraisal of what the device runs. Without a token it throws ATTESTATION_REFUSED and keeps the
+ * current certificate.
  */
 export async function renewDevice(options: RenewOptions): Promise<CertificateInfo> {
   const { anchor, store, est } = options;
@@ -77,7 +87,30 @@ export async function renewDevice(options: RenewOptions): Promise<CertificateInf
     );
   const caCertificates = await est.cacerts();
   const csr = await createDeviceCsr(anchor, deviceId);
-  const issued = await est.simpleReenroll(csr, { certPem: store.clientCertificatePem(), key }, deviceId);
+  const birth = readBirthIdentity(store.dataDir);
+  let bearer: string | undefined;
+  if (birth) {
+    const { result, token } = await attestDevice({
+      anchor,
+      est,
+      dataDir: store.dataDir,
+      measurements: options.measurements,
+      deviceId,
+      birthCertificates: birth.certificates,
+    });
+    if (!token)
+      throw attestationRefusal(result, {
+        model: birth.device.model,
+        again: 'renew again: rampart-agent renew (rampart-agent run retries by itself)',
+      });
+    bearer = token;
+  }
+  const issued = await est.simpleReenroll(
+    csr,
+    { certPem: store.clientCertificatePem(), key },
+    deviceId,
+    bearer,
+  );
   const checked = store.install({
     issued,
     caCertificates,

@@ -31,7 +31,7 @@ export class IdentityStore {
   readonly chainFile: string;
   readonly rootFile: string;
 
-  constructor(dataDir: string) {
+  constructor(readonly dataDir: string) {
     this.dir = join(dataDir, 'identity');
     this.certFile = join(this.dir, 'device.crt');
     this.chainFile = join(this.dir, 'chain.pem');

@@ -1,9 +1,11 @@
 import { createPublicKey, type KeyObject } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { pcrDigest, parseTpmPublic, parseTpmsAttest } from '@rampart/shared/attestation';
 import { writeFileAtomic } from '../identity/files.js';
 import { join } from 'node:path';
 import { AgentError } from '../errors.js';
-import { runTpm2 } from './tpm-tools.js';
+import { certify, loadKey } from './tpm-commands.js';
+import { TpmConnection, runTpm2 } from './tpm-tools.js';
 import type { TrustAnchor } from './trust-anchor.js';
 
 export interface TpmTrustAnchorOptions {
@@ -25,6 +27,20 @@ export const DEFAULT_PARENT_HANDLE = 0x81000001;
 
 const PUBLIC_BLOB = 'tpm-key.pub';
 const PRIVATE_BLOB = 'tpm-key.priv';
+const AK_PUBLIC_BLOB = 'ak.pub';
+const AK_PRIVATE_BLOB = 'ak.priv';
+
+/** A key's wrapped blobs: TPM2B_PUBLIC and TPM2B_PRIVATE, as tpm2_create writes them. */
+interface KeyBlobs {
+  pub: string;
+  priv: string;
+}
+
+/**
+ * Qualifying data longer than a SHA-512 digest is refused before it reaches the TPM, whose own limit
+ * (a TPMT_HA) is 34 to 66 bytes depending on its hash algorithms. attestationQualifyingData gives 32.
+ */
+const MAX_QUALIFYING_DATA = 64;
 
 /**
  * A TPM 2.0 trust anchor through tpm2-tools: the identity key (ECDSA P-256, `fixedtpm|fixedparent`)
@@ -32,6 +48,12 @@ const PRIVATE_BLOB = 'tpm-key.priv';
  * no other TPM can load. Signing loads the key, signs the SHA-256 digest inside the TPM and flushes
  * it again, one command at a time (a TPM has few object slots, and without a resource manager, as
  * with swtpm, nothing else frees them).
+ *
+ * For remote attestation the anchor also keeps an attestation key (AK): an ECDSA P-256 key under
+ * the same parent, `restricted`, so the TPM signs with it only structures it generated itself —
+ * quotes of its PCRs, certifications of its objects —, never data chosen by the caller. The identity
+ * key certifies the AK (TPM2_Certify, both keys loaded at once, bound to the verifier's qualifying
+ * data), and the endorsement key's public half identifies the TPM.
  *
  * Mutual TLS with the TPM key needs a TLS provider that signs in the TPM; until the agent has one,
  * `tlsKey()` is null, so enrollment with a token works and renewal and the gateway connection say
@@ -57,6 +79,14 @@ export class TpmTrustAnchor implements TrustAnchor {
 
   private get privFile(): string {
     return join(this.options.dir, PRIVATE_BLOB);
+  }
+
+  private get identityBlobs(): KeyBlobs {
+    return { pub: this.pubFile, priv: this.privFile };
+  }
+
+  private get akBlobs(): KeyBlobs {
+    return { pub: join(this.options.dir, AK_PUBLIC_BLOB), priv: join(this.options.dir, AK_PRIVATE_BLOB) };
   }
 
   async ensureKey(): Promise<KeyObject> {
@@ -116,6 +146,181 @@ export class TpmTrustAnchor implements TrustAnchor {
     );
   }
 
+  /**
+   * Create the attestation key if there is none yet (a restricted ECDSA P-256 signing key,
+   * `fixedtpm|fixedparent|sensitivedataorigin|userwithauth|restricted|sign`, under the same parent
+   * as the identity key; its blobs are `ak.pub` and `ak.priv` next to the identity key's). Resolves
+   * with its public area as TPM2B_PUBLIC.
+   */
+  async ensureAttestationKey(): Promise<Buffer> {
+    return this.exclusive(async () => {
+      const ak = this.akBlobs;
+      if (!existsSync(ak.pub) || !existsSync(ak.priv)) {
+        mkdirSync(this.options.dir, { recursive: true, mode: 0o700 });
+        await this.ensureParent();
+        await this.withScratch(async (scratch) => {
+          await this.tpm('tpm2_create', [
+            '-C',
+            this.parent,
+            // `:null` names no symmetric algorithm: with `restricted`, tpm2-tools would otherwise add
+            // AES-128-CFB, which the TPM refuses for a signing key.
+            '-G',
+            'ecc256:ecdsa-sha256:null',
+            '-a',
+            'fixedtpm|fixedparent|sensitivedataorigin|userwithauth|restricted|sign',
+            '-u',
+            join(scratch, 'ak.pub'),
+            '-r',
+            join(scratch, 'ak.priv'),
+          ]);
+          writeFileAtomic(ak.pub, readFileSync(join(scratch, 'ak.pub')), 0o600);
+          writeFileAtomic(ak.priv, readFileSync(join(scratch, 'ak.priv')), 0o600);
+        });
+      }
+      return this.readAttestationKey();
+    });
+  }
+
+  /** The attestation key's public area (TPM2B_PUBLIC), or null when there is none yet. */
+  async attestationKeyPublic(): Promise<Buffer | null> {
+    const ak = this.akBlobs;
+    if (!existsSync(ak.pub) || !existsSync(ak.priv)) return null;
+    return this.readAttestationKey();
+  }
+
+  /**
+   * The endorsement key's public area (TPM2B_PUBLIC): ECC P-256 from the TCG default template. It is
+   * derived again from the TPM's endorsement seed each time, so one TPM always gives the same EK.
+   */
+  async endorsementKeyPublic(): Promise<Buffer> {
+    return this.exclusive(() =>
+      this.withScratch(async (scratch) => {
+        const out = join(scratch, 'ek.pub');
+        try {
+          await this.tpm('tpm2_createek', ['-c', join(scratch, 'ek.ctx'), '-G', 'ecc', '-u', out]);
+        } finally {
+          await this.flushTransient();
+        }
+        return readFileSync(out);
+      }),
+    );
+  }
+
+  /**
+   * TPM2_Certify of the attestation key by the identity key (ECDSA, SHA-256), with `qualifyingData`
+   * in the attestation. Resolves with the TPMS_ATTEST and its signature as TPMT_SIGNATURE (what
+   * `tpm2_certify -o` and `-s` write). Sent as raw commands over one connection (see
+   * tpm-commands.ts): tpm2_certify 5.4 cannot pass qualifying data.
+   */
+  async certifyAttestationKey(qualifyingData: Buffer): Promise<{ attest: Buffer; signature: Buffer }> {
+    this.checkQualifyingData(qualifyingData);
+    this.requireKey(this.identityBlobs, 'identity key', 'run: rampart-agent identity init');
+    this.requireKey(this.akBlobs, 'attestation key', 'create it first (ensureAttestationKey)');
+    return this.exclusive(async () => {
+      const tpm = new TpmConnection(this.options.tcti, this.timeoutMs);
+      try {
+        const parent = Number(this.parent);
+        const load = (key: KeyBlobs) =>
+          loadKey(tpm, this.options.tcti, parent, readFileSync(key.pub), readFileSync(key.priv));
+        const ak = await load(this.akBlobs);
+        const identity = await load(this.identityBlobs);
+        return await certify(tpm, this.options.tcti, ak, identity, qualifyingData);
+      } finally {
+        // Behind a resource manager closing the connection flushes both keys; without one (swtpm,
+        // /dev/tpm0) they stay loaded until flushed.
+        await tpm.close();
+        await this.flushTransient();
+      }
+    });
+  }
+
+  /**
+   * TPM2_Quote of SHA-256 PCRs `pcrs` with the attestation key, with `qualifyingData` as extraData.
+   * Resolves with the TPMS_ATTEST, its signature as TPMT_SIGNATURE, and the PCR values tpm2_quote
+   * read next to the quote (TPM2_PCR_Read, `-o` with `-F values`: 32 bytes per PCR, ascending).
+   * Those values are checked against the quote's pcrDigest: a PCR extended between the two is an
+   * error (quote again), never a set of values the quote does not prove.
+   */
+  async quote(
+    pcrs: readonly number[],
+    qualifyingData: Buffer,
+  ): Promise<{ attest: Buffer; signature: Buffer; pcrValues: Map<number, string> }> {
+    this.checkQualifyingData(qualifyingData);
+    const sorted = [...new Set(pcrs)].sort((a, b) => a - b);
+    if (sorted.length === 0 || sorted.some((p) => !Number.isInteger(p) || p < 0 || p > 23))
+      throw new AgentError('TRUST_ANCHOR', `cannot quote PCRs ${pcrs.join(', ') || '(none)'}: PCRs are 0–23`);
+    this.requireKey(this.akBlobs, 'attestation key', 'create it first (ensureAttestationKey)');
+    return this.exclusive(() =>
+      this.withScratch(async (scratch) => {
+        const files = {
+          attest: join(scratch, 'attest'),
+          sig: join(scratch, 'sig'),
+          values: join(scratch, 'pcrs'),
+        };
+        await this.withLoadedKey(
+          scratch,
+          (ctx) =>
+            this.tpm('tpm2_quote', [
+              '-c',
+              ctx,
+              '-l',
+              `sha256:${sorted.join(',')}`,
+              ...(qualifyingData.length ? ['-q', qualifyingData.toString('hex')] : []),
+              '-g',
+              'sha256',
+              '-m',
+              files.attest,
+              '-s',
+              files.sig,
+              '-o',
+              files.values,
+              '-F',
+              'values',
+            ]),
+          this.akBlobs,
+        );
+        const attest = readFileSync(files.attest);
+        const values = readFileSync(files.values);
+        if (values.length !== 32 * sorted.length)
+          throw new AgentError(
+            'TRUST_ANCHOR',
+            `tpm2_quote returned ${values.length} bytes of values for ${sorted.length} SHA-256 PCRs`,
+          );
+        const pcrValues = new Map(
+          sorted.map((pcr, i) => [pcr, values.subarray(32 * i, 32 * (i + 1)).toString('hex')]),
+        );
+        const quoted = parseTpmsAttest(attest).quote?.pcrDigest;
+        if (!quoted?.equals(pcrDigest(pcrValues, sorted)))
+          throw new AgentError('TRUST_ANCHOR', 'a PCR changed while it was being quoted; quote again');
+        return { attest, signature: readFileSync(files.sig), pcrValues };
+      }),
+    );
+  }
+
+  /** The AK's TPM2B_PUBLIC from its blob, checked to be what ensureAttestationKey creates. */
+  private readAttestationKey(): Buffer {
+    const blob = readFileSync(this.akBlobs.pub);
+    if (!isAttestationKey(blob))
+      throw new AgentError(
+        'TRUST_ANCHOR',
+        `the attestation key in ${this.options.dir} is not a restricted ECDSA P-256 signing key fixed to the TPM`,
+      );
+    return blob;
+  }
+
+  private requireKey(key: KeyBlobs, what: string, hint: string): void {
+    if (!existsSync(key.pub) || !existsSync(key.priv))
+      throw new AgentError('TRUST_ANCHOR', `the device has no ${what} in the TPM yet; ${hint}`);
+  }
+
+  private checkQualifyingData(data: Buffer): void {
+    if (data.length > MAX_QUALIFYING_DATA)
+      throw new AgentError(
+        'TRUST_ANCHOR',
+        `qualifying data is ${data.length} bytes; a TPM takes at most ${MAX_QUALIFYING_DATA}`,
+      );
+  }
+
   private async loadPublic(): Promise<KeyObject> {
     if (this.publicKeyObject) return this.publicKeyObject;
     const der = await this.withScratch(async (scratch) => {
@@ -132,10 +337,17 @@ export class TpmTrustAnchor implements TrustAnchor {
     return key;
   }
 
-  /** Load the key under its parent, run `fn` with its context file, and flush it whatever happens. */
-  private async withLoadedKey(scratch: string, fn: (ctx: string) => Promise<unknown>): Promise<void> {
+  /**
+   * Load a key (the identity key unless told otherwise) under its parent, run `fn` with its context
+   * file, and flush it whatever happens.
+   */
+  private async withLoadedKey(
+    scratch: string,
+    fn: (ctx: string) => Promise<unknown>,
+    key: KeyBlobs = this.identityBlobs,
+  ): Promise<void> {
     const ctx = join(scratch, 'key.ctx');
-    await this.tpm('tpm2_load', ['-C', this.parent, '-u', this.pubFile, '-r', this.privFile, '-c', ctx]);
+    await this.tpm('tpm2_load', ['-C', this.parent, '-u', key.pub, '-r', key.priv, '-c', ctx]);
     try {
       await fn(ctx);
     } finally {
@@ -188,5 +400,24 @@ export class TpmTrustAnchor implements TrustAnchor {
 
   private tpm(tool: string, args: string[]): Promise<string> {
     return runTpm2(tool, args, this.options.tcti, this.timeoutMs);
+  }
+}
+
+/**
+ * Whether a TPM2B_PUBLIC is what ensureAttestationKey creates: a restricted P-256 signing key fixed
+ * to its TPM.
+ */
+function isAttestationKey(blob: Buffer): boolean {
+  try {
+    const ak = parseTpmPublic(blob);
+    return (
+      ak.type === 'ecc' &&
+      ak.flags.restricted &&
+      ak.flags.sign &&
+      ak.flags.fixedTPM &&
+      ak.publicKey.asymmetricKeyDetails?.namedCurve === 'prime256v1'
+    );
+  } catch {
+    return false;
   }
 }

@@ -2,8 +2,8 @@ import type { KeyObject } from 'node:crypto';
 
 /**
  * Where the device's identity key lives. The key is created inside the anchor and never leaves it;
- * the agent only asks for signatures. Implementations: a software key file now; TPM 2.0 and PKCS#11
- * secure elements come with provisioning.
+ * the agent only asks for signatures. Implementations: a software key file, a TPM 2.0 (through
+ * tpm2-tools), and a PKCS#11 token (a secure element, a smart card, an HSM).
  */
 export interface TrustAnchor {
   readonly kind: 'software' | 'tpm' | 'pkcs11';
@@ -23,4 +23,9 @@ export interface TrustAnchor {
    * their key cannot leave the chip, and they will present it through a TLS provider instead.
    */
   tlsKey(): Promise<KeyObject | null>;
+  /**
+   * Let go of what the anchor holds open (a PKCS#11 session and login), when it has anything; called
+   * when the agent is done with the anchor. The anchor opens it again if it is used afterwards.
+   */
+  close?(): Promise<void>;
 }

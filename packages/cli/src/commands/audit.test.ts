@@ -106,7 +106,7 @@ describe('rampart audit', () => {
     for (let i = 0; i < 4; i++) await t.tokenFor('auditor');
     total = start + 11;
     expect(await head()).toBe(total);
-    expect(total).toBeGreaterThanOrEqual(13); // the tampering tests below pick entries up to 12
+    expect(total).toBeGreaterThanOrEqual(14); // the tampering tests below pick entries up to 13
   });
   afterAll(async () => {
     await t?.close();
@@ -164,13 +164,14 @@ describe('rampart audit', () => {
     });
 
     it('exits 1 naming the entry whose row was deleted', async () => {
-      const original = row(11);
-      onDb((db) => db.prepare('delete from audit_entries where seq = 11').run());
+      // An entry after the first checkpoint, so that the gap itself is the first thing found.
+      const original = row(13);
+      onDb((db) => db.prepare('delete from audit_entries where seq = 13').run());
       try {
         const r = await verify();
         expect(r.code).toBe(1);
-        expect(r.stdout).toContain('first bad entry is 11');
-        expect(r.stdout).toContain('entry 11 is missing: the entry after 10 is 12');
+        expect(r.stdout).toContain('first bad entry is 13');
+        expect(r.stdout).toContain('entry 13 is missing: the entry after 12 is 14');
       } finally {
         restore(original);
       }

@@ -6,6 +6,7 @@ import type {
   CertificateSummary,
   RevokeResult,
 } from '@rampart/shared/api';
+import { CERTIFICATE_PROFILES } from '@rampart/shared/api';
 import {
   PkiFormatError,
   REVOCATION_REASON_NAMES,
@@ -129,7 +130,7 @@ export function certCommand(): Command {
             'only valid certificates that expire within this time: 7d, 12h, 2w or a number of days',
           ).argParser(expiringWithinDays),
         )
-        .addOption(new Option('--profile <profile>', 'only this kind').choices(['device', 'server', 'ocsp']))
+        .addOption(new Option('--profile <profile>', 'only this kind').choices([...CERTIFICATE_PROFILES]))
         .addOption(
           new Option(
             '--limit <n>',

@@ -1,3 +1,4 @@
+import type { ProvisioningService } from '../provisioning/service.js';
 import type { Logger } from '@rampart/shared/logging';
 import type { Permission } from '@rampart/shared/access';
 import type { AuthFailure, Principal, TokenService } from '../access/tokens.js';
@@ -28,6 +29,8 @@ export interface ApiContext {
   gateway?: Gateway;
   shadows?: ShadowService;
   commands?: CommandService;
+  /** Absent in API tests that build the API without provisioning. */
+  provisioning?: ProvisioningService;
   metrics: PlatformMetrics;
   logger: Logger;
   version: string;

@@ -20,6 +20,7 @@ import { shadowRoutes } from './routes/shadows.js';
 import { commandRoutes } from './routes/commands.js';
 import { connectionRoutes } from './routes/connections.js';
 import { fleetRoutes } from './routes/fleet.js';
+import { provisioningRoutes } from './routes/provisioning.js';
 import type { Tx } from '../storage/index.js';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -275,6 +276,7 @@ export async function buildApi(ctx: ApiContext, options: BuildApiOptions = {}): 
   await app.register(shadowRoutes(ctx), { prefix: '/api/v1' });
   await app.register(commandRoutes(ctx), { prefix: '/api/v1' });
   await app.register(connectionRoutes(ctx), { prefix: '/api/v1' });
+  await app.register(provisioningRoutes(ctx), { prefix: '/api/v1' });
   return app;
 }
 

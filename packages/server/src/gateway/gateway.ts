@@ -77,10 +77,10 @@ export class Gateway implements GatewayHooks {
       for (const r of list)
         this.kickWhere(this.bySerial.get(r.serial), `certificate ${r.serial} revoked (${r.reason})`);
     });
-    // Disabling, quarantining or deleting a device ends its sessions once the change is committed;
+    // Disabling, quarantining, decommissioning or deleting a device ends its sessions once the change is committed;
     // a quarantined device reconnects under the quarantine policy.
     fleet.devices.onStatusChange(async (_db, change) => {
-      if (change.to === 'disabled' || change.to === 'quarantined')
+      if (change.to === 'disabled' || change.to === 'quarantined' || change.to === 'decommissioned')
         whenCommitted(
           async () => {
             const row = await this.storage.db

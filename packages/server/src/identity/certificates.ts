@@ -6,7 +6,11 @@ import type { CertificatesTable } from '../storage/schema.js';
 import { isoNow } from '../time.js';
 
 /** Every certificate Rampart issued, with its lineage (`renewedFrom`) and revocation state. */
-export type CertificateProfile = 'device' | 'server' | 'ocsp';
+/**
+ * `station-ca`: a factory station's birth-certificate CA; `claim`: a batch's shared claim
+ * certificate; `birth`: a birth certificate issued at batch import for a station's request.
+ */
+export type CertificateProfile = 'device' | 'server' | 'ocsp' | 'station-ca' | 'claim' | 'birth';
 
 export interface CertificateRecord {
   serial: string;

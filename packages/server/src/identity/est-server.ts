@@ -1,3 +1,4 @@
+import { X509Certificate } from 'node:crypto';
 import type { TLSSocket } from 'node:tls';
 import Fastify, {
   LogController,
@@ -20,6 +21,9 @@ import type { EnrollmentCredentials, EstOperation } from './enrollment/policy.js
 import { EnrollmentRefusal } from './enrollment/policy.js';
 import type { IdentityService, ServerTls } from './service.js';
 import { printable } from '../text.js';
+import type { ProvisioningService } from '../provisioning/service.js';
+import { AttestationRefusal } from '../provisioning/attestation.js';
+import { presentedChainOf } from '../provisioning/enrollment.js';
 
 /**
  * EST (RFC 7030, with the RFC 8951 clarifications) on its own HTTPS listener. The listener asks
@@ -31,6 +35,8 @@ export type EstServer = FastifyInstance;
 
 export interface EstServerOptions {
   identity: IdentityService;
+  /** The attestation verifier's endpoints (`/attestation/v1/…`) are served when given. */
+  provisioning?: ProvisioningService;
   tls: ServerTls;
   logger: Logger;
   bodyLimit?: number;
@@ -73,7 +79,15 @@ class RefusalLimiter {
   }
 }
 
-function credentialsOf(request: FastifyRequest): EnrollmentCredentials {
+function credentialsOf(request: FastifyRequest, identity: IdentityService): EnrollmentCredentials {
+  // An operational certificate is one an issuing CA signed; birth and claim certificates are not.
+  const isRampartDevice = (cert: X509Certificate) =>
+    identity.authorities
+      .served('issuing')
+      .some(
+        (ca) =>
+          cert.checkIssued(new X509Certificate(ca.der)) && cert.verify(new X509Certificate(ca.der).publicKey),
+      );
   const out: EnrollmentCredentials = {};
   const auth = request.headers.authorization;
   if (auth) {
@@ -83,14 +97,21 @@ function credentialsOf(request: FastifyRequest): EnrollmentCredentials {
       const colon = decoded.indexOf(':');
       if (colon > 0) out.basic = { username: decoded.slice(0, colon), password: decoded.slice(colon + 1) };
     } else if (scheme?.toLowerCase() === 'bearer' && value) {
-      out.bearer = value;
+      if (value.startsWith('rpa_')) out.attestationToken = value;
+      else out.bearer = value;
     }
   }
+  const attestation = request.headers['rampart-attestation'];
+  if (typeof attestation === 'string' && attestation.startsWith('rpa_')) out.attestationToken = attestation;
   const socket = request.raw.socket as TLSSocket;
   if (typeof socket.getPeerX509Certificate === 'function') {
     const peer = socket.getPeerX509Certificate();
-    if (peer && socket.authorized) out.clientCertificate = peer;
-    else if (peer) out.clientCertificateError = String(socket.authorizationError ?? 'not trusted');
+    const operational = peer && socket.authorized && isRampartDevice(peer);
+    if (operational) out.clientCertificate = peer;
+    else if (peer && !socket.authorized)
+      out.clientCertificateError = String(socket.authorizationError ?? 'not trusted');
+    // Birth and claim certificates are checked by their policies, not by TLS: keep what was sent.
+    if (peer && !operational) out.presentedChain = presentedChainOf(socket.getPeerCertificate(true));
   }
   return out;
 }
@@ -167,7 +188,7 @@ export async function buildEstServer(options: EstServerOptions): Promise<EstServ
 
   const enroll = (operation: EstOperation) => async (request: FastifyRequest, reply: FastifyReply) => {
     const remoteAddress = request.ip;
-    const credentials = credentialsOf(request);
+    const credentials = credentialsOf(request, identity);
     const blocked = limiter.blocked(remoteAddress);
     if (blocked) {
       options.onRequest?.(operation, 'rate-limited');
@@ -257,6 +278,56 @@ export async function buildEstServer(options: EstServerOptions): Promise<EstServ
       return refuse(reply, status, err.message);
     }
   };
+
+  // Remote attestation (RATS background check): a nonce, then evidence over it. JSON in, JSON out,
+  // errors as RFC 9457 problems. Refusals are audited, logged and raised as security events.
+  const provisioning = options.provisioning;
+  if (provisioning) {
+    const problem = (reply: FastifyReply, status: number, detail: string) =>
+      reply
+        .code(status)
+        .type('application/problem+json')
+        .send({
+          type: 'about:blank',
+          title: status === 400 ? 'Bad evidence' : 'Attestation refused',
+          status,
+          detail,
+        });
+    app.post('/attestation/v1/nonce', async (_request, reply) =>
+      reply.type('application/json').send(provisioning.attestation.issueNonce()),
+    );
+    app.post('/attestation/v1/evidence', async (request, reply) => {
+      const remoteAddress = request.ip;
+      if (mediaType(request) !== 'application/json')
+        return problem(reply, 415, 'evidence must be sent as application/json');
+      let body: unknown;
+      try {
+        body = JSON.parse(((request.body as Buffer | undefined) ?? Buffer.alloc(0)).toString('utf8'));
+      } catch {
+        return problem(reply, 400, 'the body is not JSON');
+      }
+      try {
+        const out = await provisioning.attestation.submit(body, remoteAddress);
+        return reply.type('application/json').send(out);
+      } catch (err) {
+        if (!(err instanceof AttestationRefusal)) throw err;
+        const device = err.deviceId === undefined ? null : printable(err.deviceId);
+        request.log.warn(
+          {
+            event: 'attestation.refused',
+            status: err.status,
+            reason: err.message,
+            device,
+            sourceAddress: remoteAddress,
+          },
+          'attestation refused',
+        );
+        await identity.auditAttestationRefusal(err.message, device, remoteAddress, err.status);
+        provisioning.attestation.securityEvent('attestation.refused', device, remoteAddress, err.message);
+        return problem(reply, err.status, err.message);
+      }
+    });
+  }
 
   app.post(`${EST_PATH}/simpleenroll`, enroll('simpleenroll'));
   app.post(`${EST_PATH}/simplereenroll`, enroll('simplereenroll'));

@@ -169,6 +169,101 @@ export class CertificateIssuer {
     });
   }
 
+  /**
+   * A factory station's CA (pathLen 0) under the active manufacturing CA: the station signs birth
+   * certificates with it offline, and its manifests with the same key.
+   */
+  async issueStationCa(
+    db: Executor,
+    publicKey: KeyObject,
+    station: string,
+    validityDays: number,
+  ): Promise<IssuedCertificate> {
+    const ca = this.authorities.active('manufacturing');
+    const now = Date.now();
+    return this.sign(db, ca, {
+      profile: 'station-ca',
+      deviceId: null,
+      ...named([
+        ['O', this.organization],
+        ['CN', `Factory station ${station}`],
+      ]),
+      spki: spkiDerOf(publicKey),
+      keyAlgorithm: keyAlgorithmOf(publicKey),
+      notBefore: new Date(now - 5 * 60_000),
+      notAfter: new Date(Math.min(now + validityDays * 86400_000, Date.parse(ca.notAfter))),
+      renews: null,
+      policy: null,
+      extensions: [
+        extensions.basicConstraints(true, 0),
+        extensions.keyUsage(KeyUsageFlags.keyCertSign | KeyUsageFlags.digitalSignature),
+      ],
+    });
+  }
+
+  /**
+   * A birth certificate (IDevID) from the active manufacturing CA, for a factory station's request
+   * that it signs at import: CN = device id, serialNumber = the device's serial, SAN URI.
+   */
+  async issueBirth(
+    db: Executor,
+    input: { spki: Buffer; deviceId: string; serial: string; validityDays: number },
+  ): Promise<IssuedCertificate> {
+    const ca = this.authorities.active('manufacturing');
+    const now = Date.now();
+    return this.sign(db, ca, {
+      profile: 'birth',
+      deviceId: input.deviceId,
+      ...named([
+        ['O', this.organization],
+        ['serialNumber', input.serial],
+        ['CN', input.deviceId],
+      ]),
+      spki: input.spki,
+      keyAlgorithm: 'ec-prime256v1',
+      notBefore: new Date(now - 5 * 60_000),
+      notAfter: new Date(Math.min(now + input.validityDays * 86400_000, Date.parse(ca.notAfter))),
+      renews: null,
+      policy: null,
+      extensions: [
+        extensions.basicConstraints(false),
+        extensions.keyUsage(KeyUsageFlags.digitalSignature),
+        extensions.extKeyUsage('1.3.6.1.5.5.7.3.2'),
+        sanUriExtensionDer(deviceUri(input.deviceId)),
+      ],
+    });
+  }
+
+  /** A claim certificate, shared by the devices of one batch, from the active manufacturing CA. */
+  async issueClaim(
+    db: Executor,
+    publicKey: KeyObject,
+    name: string,
+    validityDays: number,
+  ): Promise<IssuedCertificate> {
+    const ca = this.authorities.active('manufacturing');
+    const now = Date.now();
+    return this.sign(db, ca, {
+      profile: 'claim',
+      deviceId: null,
+      ...named([
+        ['O', this.organization],
+        ['CN', `Claim ${name}`],
+      ]),
+      spki: spkiDerOf(publicKey),
+      keyAlgorithm: keyAlgorithmOf(publicKey),
+      notBefore: new Date(now - 5 * 60_000),
+      notAfter: new Date(Math.min(now + validityDays * 86400_000, Date.parse(ca.notAfter))),
+      renews: null,
+      policy: name,
+      extensions: [
+        extensions.basicConstraints(false),
+        extensions.keyUsage(KeyUsageFlags.digitalSignature),
+        extensions.extKeyUsage('1.3.6.1.5.5.7.3.2'),
+      ],
+    });
+  }
+
   private readonly caExtensionCache = new Map<string, Buffer[]>();
 
   /** AKI, CRL distribution point and AIA: the same for every certificate a CA issues in a profile. */

@@ -18,7 +18,12 @@ import { CrlService } from './crl.js';
 import { checkCsr } from './csr-policy.js';
 import { CertificateIssuer, type IssuedCertificate, type PkiUrls } from './issuer.js';
 import { OcspResponder, type OcspSigner } from './ocsp.js';
-import { EnrollmentRefusal, type EnrollmentContext, type EnrollmentPolicy } from './enrollment/policy.js';
+import {
+  EnrollmentRefusal,
+  type EnrollmentContext,
+  type EnrollmentPolicy,
+  type IssuanceGate,
+} from './enrollment/policy.js';
 import { EnrollmentTokens } from './enrollment/tokens.js';
 import { OneTimeTokenPolicy } from './enrollment/token-policy.js';
 import { CurrentCertificatePolicy } from './enrollment/reenroll-policy.js';
@@ -96,9 +101,25 @@ export class IdentityService {
       ),
     );
     // Disabling a device revokes its certificates in the same transaction.
+    // Decommissioning revokes them too, and drops the device's enrollment secrets (history stays).
     fleet.devices.onStatusChange(async (db, change) => {
-      if (change.to !== 'disabled') return;
-      const revoked = await this.registry.revokeForDevice(db, change.deviceId, 'privilegeWithdrawn');
+      if (change.to === 'decommissioned') {
+        await db.deleteFrom('enrollment_tokens').where('device_id', '=', change.deviceId).execute();
+        await db
+          .updateTable('devices')
+          .set({ decommissioned_at: change.at })
+          .where('id', '=', change.deviceId)
+          .execute();
+      } else if (change.from === 'decommissioned') {
+        await db
+          .updateTable('devices')
+          .set({ decommissioned_at: null })
+          .where('id', '=', change.deviceId)
+          .execute();
+      }
+      if (change.to !== 'disabled' && change.to !== 'decommissioned') return;
+      const reason = change.to === 'disabled' ? 'privilegeWithdrawn' : 'cessationOfOperation';
+      const revoked = await this.registry.revokeForDevice(db, change.deviceId, reason);
       if (revoked.length) {
         await this.audit.append(db, {
           actor: 'system',
@@ -106,8 +127,8 @@ export class IdentityService {
           target: `device:${change.deviceId}`,
           outcome: 'success',
           details: {
-            reason: 'privilegeWithdrawn',
-            cause: 'device disabled',
+            reason,
+            cause: `device ${change.to}`,
             serials: revoked.map((r) => r.serial),
           },
         });
@@ -129,6 +150,13 @@ export class IdentityService {
         );
       }
     });
+  }
+
+  private gate: IssuanceGate | null = null;
+
+  /** The check every issuance passes after its policy (attestation gating, transcripts). */
+  setIssuanceGate(gate: IssuanceGate): void {
+    this.gate = gate;
   }
 
   /** Add an enrollment policy; it is asked after the ones registered before it. */
@@ -429,14 +457,20 @@ export class IdentityService {
   ): Promise<{ out: IssuedCertificate; superseded: RevocationResult['revoked'] }> {
     let superseded: RevocationResult['revoked'] = [];
     const decision = await policy.decide(tx, ctx);
+    const gated = this.gate ? await this.gate.check(tx, ctx, decision) : null;
     const out = await this.issuer.issueDevice(tx, {
       csr: ctx.csr,
       deviceId: decision.deviceId,
-      validityHours: decision.validityHours,
+      validityHours: gated?.validityHours ?? decision.validityHours,
       renews: decision.renews,
       policy: decision.policy,
     });
     await decision.commit(tx, out.record.serial);
+    await gated?.commit?.(tx);
+    await this.gate?.issued(tx, ctx, decision, gated?.attestation ?? null, {
+      serial: out.record.serial,
+      pem: out.record.certificatePem,
+    });
     if (decision.renews && decision.supersede) {
       const old = await this.registry.get(tx, decision.renews);
       if (old.status === 'good') {
@@ -464,6 +498,7 @@ export class IdentityService {
         notAfter: out.record.notAfter,
         ...(decision.renews ? { renews: decision.renews } : {}),
         ...(superseded.length ? { superseded: decision.renews } : {}),
+        ...(gated?.attestation ? { attestation: gated.attestation.id } : {}),
         remoteAddress: ctx.remoteAddress,
       },
     });
@@ -485,6 +520,22 @@ export class IdentityService {
       target: claimed ? `device:${claimed}` : '',
       outcome: err.status === 400 ? 'failure' : 'denied',
       details: { operation, status: err.status, reason: err.message, remoteAddress, ...details },
+    });
+  }
+
+  /** Record refused attestation evidence in the audit log. */
+  async auditAttestationRefusal(
+    reason: string,
+    deviceId: string | null,
+    remoteAddress: string,
+    status: number,
+  ): Promise<void> {
+    await this.audit.record({
+      actor: deviceId ? `device:${deviceId}` : `anonymous:${remoteAddress}`,
+      action: 'attestation.verify',
+      target: deviceId ? `device:${deviceId}` : '',
+      outcome: status === 400 ? 'failure' : 'denied',
+      details: { status, reason, remoteAddress },
     });
   }
 

@@ -78,6 +78,7 @@ export interface DevicesTable {
   created_at: string;
   updated_at: string;
   status_changed_at: string;
+  decommissioned_at: ColumnType<string | null, string | null | undefined, string | null>;
 }
 
 export interface DeviceGroupsTable {
@@ -233,6 +234,124 @@ export interface SecurityEventsTable {
   reason: string;
 }
 
+export interface StationsTable {
+  name: string;
+  public_key: string;
+  key_id: string;
+  ca_serial: string | null;
+  description: string;
+  status: string;
+  registered_at: string;
+  registered_by: string;
+  revoked_at: string | null;
+}
+
+export interface ManufacturerCasTable {
+  name: string;
+  subject: string;
+  fingerprint: string;
+  certificate: string;
+  not_after: string;
+  registered_at: string;
+  registered_by: string;
+}
+
+export interface BatchesTable {
+  id: string;
+  station: string;
+  manifest_digest: string;
+  device_count: number;
+  created_at: string;
+  closed_at: string;
+  imported_at: string;
+  imported_by: string;
+  manifest: string;
+}
+
+export interface ManifestDevicesTable {
+  device_id: string;
+  batch_id: string;
+  serial: string;
+  model: string;
+  hardware_revision: string | null;
+  trust_anchor: string;
+  key_fingerprint: string;
+  birth_certificate: string | null;
+  birth_fingerprint: string | null;
+  birth_serial: string | null;
+  ek: string | null;
+  ak: string | null;
+  provisioned_at: string;
+}
+
+export interface EnrollmentPoliciesTable {
+  name: string;
+  kind: string;
+  version: number;
+  enabled: number;
+  config: string;
+  placement: string;
+  description: string;
+  created_at: string;
+  updated_at: string;
+}
+
+export interface ClaimUsesTable {
+  policy: string;
+  device_id: string;
+  certificate_serial: string;
+  used_at: string;
+}
+
+export interface ModelProvisioningTable {
+  model: string;
+  attestation: string;
+  accept_warning: number;
+  admit_software: number;
+  certificate_hours: number;
+  updated_at: string;
+}
+
+export interface ReferenceValuesTable {
+  id: Generated<number>;
+  model: string;
+  component: string;
+  digest: string;
+  description: string;
+  source: string;
+  created_at: string;
+}
+
+export interface AttestationNoncesTable {
+  nonce_hash: string;
+  expires_at: string;
+}
+
+export interface AttestationResultsTable {
+  id: string;
+  device_id: string;
+  status: string;
+  anchor: string;
+  reasons: string;
+  measurements: string;
+  evidence_digest: string;
+  key_fingerprint: string;
+  birth_fingerprint: string | null;
+  token_hash: string | null;
+  token_expires_at: string | null;
+  token_used_at: string | null;
+  created_at: string;
+}
+
+export interface ProvisioningTranscriptsTable {
+  id: string;
+  device_id: string;
+  certificate_serial: string | null;
+  decision: string;
+  created_at: string;
+  document: string;
+}
+
 export interface Database {
   platform_settings: PlatformSettingsTable;
   api_tokens: ApiTokensTable;
@@ -256,4 +375,15 @@ export interface Database {
   device_commands: DeviceCommandsTable;
   device_connection_stats: DeviceConnectionStatsTable;
   security_events: SecurityEventsTable;
+  stations: StationsTable;
+  manufacturer_cas: ManufacturerCasTable;
+  batches: BatchesTable;
+  manifest_devices: ManifestDevicesTable;
+  enrollment_policies: EnrollmentPoliciesTable;
+  claim_uses: ClaimUsesTable;
+  model_provisioning: ModelProvisioningTable;
+  reference_values: ReferenceValuesTable;
+  attestation_nonces: AttestationNoncesTable;
+  attestation_results: AttestationResultsTable;
+  provisioning_transcripts: ProvisioningTranscriptsTable;
 }

@@ -20,6 +20,8 @@ export const PERMISSIONS = {
   'enrollment:manage': 'Create, list and revoke one-time enrollment tokens.',
   'ca:manage': 'Roll over CAs; export, remove and import the root key.',
   'policy:write': 'Create, update, delete, attach and detach gateway policies.',
+  'provisioning:manage':
+    'Register and revoke factory stations and manufacturing CAs, import batch manifests, manage enrollment policies, reference values and per-model attestation settings.',
 } as const;
 export type Permission = keyof typeof PERMISSIONS;
 
@@ -43,6 +45,7 @@ export const ROLE_PERMISSIONS: Record<Role, readonly Permission[]> = {
     'certificate:revoke',
     'enrollment:manage',
     'policy:write',
+    'provisioning:manage',
   ],
   'release-manager': ['device:read', 'metrics:read', 'certificate:read'],
   auditor: ['device:read', 'audit:read', 'metrics:read', 'certificate:read'],

@@ -13,7 +13,11 @@ export const ATTRIBUTE_NAME_PATTERN = '^[A-Za-z_][A-Za-z0-9_-]{0,63}$';
  * - `disabled`: switched off by an operator; it may not connect;
  * - `quarantined`: isolated because it is suspected of being compromised; it reaches nothing but remediation.
  */
-export const DEVICE_STATUSES = ['pending', 'active', 'disabled', 'quarantined'] as const;
+/**
+ * `decommissioned`: taken out of service — certificates revoked, secrets dropped, history kept; an
+ * operator sets it back to `pending` to let the device be provisioned again.
+ */
+export const DEVICE_STATUSES = ['pending', 'active', 'disabled', 'quarantined', 'decommissioned'] as const;
 export type DeviceStatus = (typeof DEVICE_STATUSES)[number];
 
 export const GROUP_KINDS = ['static', 'dynamic'] as const;

@@ -4,6 +4,12 @@ import { REVOCATION_REASON_NAMES } from '../pki/reasons.js';
 
 export const CA_KINDS = ['root', 'issuing', 'manufacturing'] as const;
 
+/**
+ * `station-ca`: a factory station's birth-certificate CA; `claim`: a batch's shared claim
+ * certificate; `birth`: a birth certificate (IDevID) issued at batch import.
+ */
+export const CERTIFICATE_PROFILES = ['device', 'server', 'ocsp', 'station-ca', 'claim', 'birth'] as const;
+
 export const CertificateAuthority = Type.Object(
   {
     id: Type.String({ description: 'e.g. `issuing-2`: kind and generation.' }),
@@ -57,7 +63,7 @@ export const CertificateSummary = Type.Object(
   {
     serial: Type.String({ description: 'Lowercase hex, as `openssl x509 -serial` prints it (case aside).' }),
     issuerId: Type.String(),
-    profile: StringEnum(['device', 'server', 'ocsp']),
+    profile: StringEnum(CERTIFICATE_PROFILES),
     deviceId: Type.Union([Type.String(), Type.Null()]),
     subject: Type.String(),
     notBefore: Type.String(),
@@ -85,7 +91,7 @@ export const CertificateListQuery = Type.Object(
   {
     device: Type.Optional(Type.String({ description: 'Only certificates of this device.' })),
     issuer: Type.Optional(Type.String({ description: 'Only certificates of this CA, e.g. `issuing-1`.' })),
-    profile: Type.Optional(StringEnum(['device', 'server', 'ocsp'])),
+    profile: Type.Optional(StringEnum(CERTIFICATE_PROFILES)),
     state: Type.Optional(StringEnum(['valid', 'revoked', 'expired'])),
     expiringWithinDays: Type.Optional(
       Type.Number({

@@ -5,3 +5,4 @@ export * from './system.js';
 export * from './identity.js';
 export * from './policy.js';
 export * from './gateway.js';
+export * from './provisioning.js';

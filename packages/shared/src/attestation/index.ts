@@ -70,3 +70,6 @@ export function replayEventLog(events: readonly MeasurementEvent[]): Map<number,
   });
   return registers;
 }
+
+// TPM 2.0 structures: quotes, certifications, public areas, signatures.
+export * from './tpm.js';

@@ -239,12 +239,12 @@ describe('parseFleetQuery: type checks', () => {
   it.each([
     [
       'status = "on"',
-      'status must be one of pending, active, disabled, quarantined (got "on" at column 10)',
+      'status must be one of pending, active, disabled, quarantined, decommissioned (got "on" at column 10)',
       10,
     ],
     [
       'status in ("active", "Active")',
-      'status must be one of pending, active, disabled, quarantined (got "Active" at column 22)',
+      'status must be one of pending, active, disabled, quarantined, decommissioned (got "Active" at column 22)',
       22,
     ],
     ['status = 1', 'status compares with quoted text values (got 1 at column 10)', 10],

@@ -32,12 +32,23 @@ export function buildName(parts: ReadonlyArray<readonly [keyof typeof BUILD_OIDS
         new RelativeDistinguishedName([
           new AttributeTypeAndValue({
             type: BUILD_OIDS[k],
-            // C is a PrintableString by definition; the others are UTF8String as RFC 5280 recommends.
-            value: new AttributeValue(k === 'C' ? { printableString: v } : { utf8String: v }),
+            // C and serialNumber are PrintableStrings by definition (serialNumber falls back to UTF8String
+            // for characters PrintableString lacks); the others are UTF8String as RFC 5280 recommends.
+            value: new AttributeValue(
+              k === 'C' || (k === 'serialNumber' && /^[A-Za-z0-9 '()+,\-./:=?]*$/.test(v))
+                ? { printableString: v }
+                : { utf8String: v },
+            ),
           }),
         ]),
     ),
   );
 }
 
-const BUILD_OIDS = { CN: OID.commonName, O: OID.organizationName, OU: '2.5.4.11', C: '2.5.4.6' } as const;
+const BUILD_OIDS = {
+  CN: OID.commonName,
+  O: OID.organizationName,
+  OU: '2.5.4.11',
+  C: '2.5.4.6',
+  serialNumber: '2.5.4.5',
+} as const;

@@ -21,6 +21,13 @@ export interface EnrollmentCredentials {
   bearer?: string;
   /** The TLS client certificate, when the client presented one that chains to a Rampart CA. */
   clientCertificate?: X509Certificate;
+  /**
+   * The client certificate as presented, verified or not, with the intermediates the client sent:
+   * birth and claim certificates are checked by their policies against the issuers Rampart knows.
+   */
+  presentedChain?: X509Certificate[];
+  /** A one-time attestation token (`rpa_…`), from `Authorization: Bearer` or `Rampart-Attestation`. */
+  attestationToken?: string;
   /** Why a presented client certificate was not accepted by TLS (e.g. `CERT_HAS_EXPIRED`), when it was not. */
   clientCertificateError?: string;
 }
@@ -45,6 +52,49 @@ export interface EnrollmentDecision {
   credential: Record<string, string>;
   /** Writes that belong to the decision (token used, device activated); run in the issuing transaction. */
   commit(tx: Executor, issuedSerial: string): Promise<void>;
+  /** The kind and version of the deciding policy, for the provisioning transcript. */
+  policyKind?: string;
+  policyVersion?: number;
+  /** The device model, when the policy knows it before the device is registered. */
+  model?: string;
+  /** Zero-touch: the device comes from the factory (the attestation defaults are stricter). */
+  zeroTouch?: boolean;
+  /** The attestation result the policy already redeemed, if it decided on one. */
+  attestation?: AttestationEvidenceRef | null;
+  /** Where the device was made, if known. */
+  trace?: { batch: string; station: string } | null;
+}
+
+export interface AttestationEvidenceRef {
+  id: string;
+  status: 'affirming' | 'warning' | 'contraindicated';
+  anchor: 'tpm' | 'pkcs11' | 'software';
+  reasons: string[];
+  evidenceDigest: string;
+}
+
+/**
+ * A check every issuance passes after its policy decided (the attestation gate): it may refuse,
+ * change the validity, and add writes and transcript facts.
+ */
+export interface IssuanceGate {
+  check(
+    tx: Executor,
+    ctx: EnrollmentContext,
+    decision: EnrollmentDecision,
+  ): Promise<{
+    validityHours?: number;
+    attestation: AttestationEvidenceRef | null;
+    commit?(tx: Executor): Promise<void>;
+  }>;
+  /** After the certificate is recorded, in the same transaction (the transcript). */
+  issued(
+    tx: Executor,
+    ctx: EnrollmentContext,
+    decision: EnrollmentDecision,
+    attestation: AttestationEvidenceRef | null,
+    certificate: { serial: string; pem: string },
+  ): Promise<void>;
 }
 
 export class EnrollmentRefusal extends Error {

@@ -6,6 +6,7 @@ import * as m0003 from './0003_policies.js';
 import * as m0004 from './0004_shadows.js';
 import * as m0005 from './0005_commands.js';
 import * as m0006 from './0006_gateway_stats.js';
+import * as m0007 from './0007_provisioning.js';
 
 interface DialectMigration {
   up(db: Kysely<unknown>, dialect: SqlDialect): Promise<void>;
@@ -20,6 +21,7 @@ const MIGRATIONS: Record<string, DialectMigration> = {
   '0004_shadows': m0004,
   '0005_commands': m0005,
   '0006_gateway_stats': m0006,
+  '0007_provisioning': m0007,
 };
 
 export class RampartMigrations implements MigrationProvider {

@@ -1,0 +1,141 @@
+import { X509Certificate, type KeyObject } from 'node:crypto';
+import { deviceIdFromSan } from '../identity/x509.js';
+import type { IdentityService } from '../identity/service.js';
+import type { Executor } from '../storage/index.js';
+import { certificateFingerprint, type Stations } from './stations.js';
+
+/**
+ * Checks a birth certificate (IDevID): it must be valid now, not a CA, and issued by a registered
+ * manufacturing CA — a station's CA (the station still active), one of Rampart's manufacturing CAs,
+ * or an external manufacturer CA an operator registered. The issuer is looked up among the ones
+ * Rampart knows, never taken from what the device sent, so a chain the device makes up does not help.
+ */
+export interface BirthIssuer {
+  kind: 'station' | 'rampart' | 'manufacturer';
+  name: string;
+  certificate: X509Certificate;
+  /** Why certificates of this issuer are no longer accepted, if they are not. */
+  revoked: string | null;
+}
+
+export interface CheckedBirthCertificate {
+  certificate: X509Certificate;
+  fingerprint: string;
+  serial: string;
+  publicKey: KeyObject;
+  /** The device id the certificate names (SAN URI or CN), if any. */
+  deviceId: string | null;
+  issuer: { kind: BirthIssuer['kind']; name: string };
+}
+
+export class BirthRefusal extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'BirthRefusal';
+  }
+}
+
+export class BirthCertificates {
+  private issuers: BirthIssuer[] | null = null;
+  private loadedAt = -1;
+  private hierarchy = 0;
+
+  constructor(
+    private readonly identity: IdentityService,
+    private readonly stations: Stations,
+  ) {
+    identity.onHierarchyChange(() => this.hierarchy++);
+  }
+
+  private async load(db: Executor): Promise<BirthIssuer[]> {
+    const stamp = this.stations.generation * 1_000_003 + this.hierarchy;
+    if (this.issuers && this.loadedAt === stamp) return this.issuers;
+    const out: BirthIssuer[] = [];
+    const stations = await db
+      .selectFrom('stations')
+      .innerJoin('certificates', 'certificates.serial', 'stations.ca_serial')
+      .select([
+        'stations.name',
+        'stations.status as stationStatus',
+        'certificates.certificate',
+        'certificates.status',
+      ])
+      .execute();
+    for (const s of stations)
+      out.push({
+        kind: 'station',
+        name: s.name,
+        certificate: new X509Certificate(s.certificate),
+        revoked:
+          s.stationStatus !== 'active'
+            ? `station ${s.name} was revoked`
+            : s.status !== 'good'
+              ? `the CA certificate of station ${s.name} was revoked`
+              : null,
+      });
+    for (const ca of this.identity.authorities.served('manufacturing'))
+      out.push({
+        kind: 'rampart',
+        name: ca.id,
+        certificate: new X509Certificate(ca.certificatePem),
+        revoked: null,
+      });
+    for (const m of await db.selectFrom('manufacturer_cas').selectAll().execute())
+      out.push({
+        kind: 'manufacturer',
+        name: m.name,
+        certificate: new X509Certificate(m.certificate),
+        revoked: null,
+      });
+    this.issuers = out;
+    this.loadedAt = stamp;
+    return out;
+  }
+
+  /**
+   * Check `leaf` (PEM or parsed) at `now`, reading through `db` (the caller's transaction, if it is
+   * in one); throws BirthRefusal saying what is wrong.
+   */
+  async check(
+    db: Executor,
+    leaf: X509Certificate | string,
+    now = Date.now(),
+  ): Promise<CheckedBirthCertificate> {
+    let cert: X509Certificate;
+    try {
+      cert = typeof leaf === 'string' ? new X509Certificate(leaf) : leaf;
+    } catch {
+      throw new BirthRefusal('the birth certificate is not an X.509 certificate');
+    }
+    if (cert.ca) throw new BirthRefusal('the birth certificate is a CA certificate');
+    const issuer = (await this.load(db)).find(
+      (i) => cert.checkIssued(i.certificate) && cert.verify(i.certificate.publicKey),
+    );
+    if (!issuer)
+      throw new BirthRefusal(
+        `the birth certificate's issuer (${cert.issuer.replace(/\n/g, ', ')}) is not a registered manufacturing CA or station`,
+      );
+    if (issuer.revoked)
+      throw new BirthRefusal(`the birth certificate's issuer is not trusted: ${issuer.revoked}`);
+    const notBefore = Date.parse(cert.validFrom);
+    const notAfter = Date.parse(cert.validTo);
+    if (now < notBefore)
+      throw new BirthRefusal(
+        `the birth certificate is not valid before ${new Date(notBefore).toISOString()}`,
+      );
+    if (now > notAfter)
+      throw new BirthRefusal(`the birth certificate expired on ${new Date(notAfter).toISOString()}`);
+    const issuerNotAfter = Date.parse(issuer.certificate.validTo);
+    if (now > issuerNotAfter)
+      throw new BirthRefusal(`the issuer of the birth certificate (${issuer.name}) expired`);
+    const cn = /(?:^|\n)CN=([^\n]+)/.exec(cert.subject)?.[1] ?? null;
+    return {
+      certificate: cert,
+      fingerprint: certificateFingerprint(cert),
+      serial: cert.serialNumber.toLowerCase(),
+      publicKey: cert.publicKey,
+      deviceId: deviceIdFromSan(cert) ?? cn,
+      issuer: { kind: issuer.kind, name: issuer.name },
+    };
+  }
+}

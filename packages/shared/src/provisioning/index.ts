@@ -1,0 +1,3 @@
+export * from './signed.js';
+export * from './formats.js';
+export * from './verify.js';
