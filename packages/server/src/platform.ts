@@ -238,7 +238,6 @@ async function startLocked(
       {
         securityEvent: (kind, deviceId, source, reason) =>
           gatewayRef?.stats.event(kind, deviceId, source, reason),
-        quarantined: () => {},
       },
       logger.child({ component: 'provisioning' }),
     );

@@ -91,27 +91,11 @@ export class TpmTrustAnchor implements TrustAnchor {
 
   async ensureKey(): Promise<KeyObject> {
     return this.exclusive(async () => {
-      if (!existsSync(this.pubFile) || !existsSync(this.privFile)) {
-        mkdirSync(this.options.dir, { recursive: true, mode: 0o700 });
-        await this.ensureParent();
-        await this.withScratch(async (scratch) => {
-          await this.tpm('tpm2_create', [
-            '-C',
-            this.parent,
-            '-G',
-            'ecc256:ecdsa-sha256',
-            '-a',
-            'fixedtpm|fixedparent|sensitivedataorigin|userwithauth|sign',
-            '-u',
-            join(scratch, 'key.pub'),
-            '-r',
-            join(scratch, 'key.priv'),
-          ]);
-          // Each written whole; the private one last, since a key counts as present when both are.
-          writeFileAtomic(this.pubFile, readFileSync(join(scratch, 'key.pub')), 0o600);
-          writeFileAtomic(this.privFile, readFileSync(join(scratch, 'key.priv')), 0o600);
-        });
-      }
+      await this.createKey(
+        this.identityBlobs,
+        'ecc256:ecdsa-sha256',
+        'fixedtpm|fixedparent|sensitivedataorigin|userwithauth|sign',
+      );
       return this.loadPublic();
     });
   }
@@ -154,29 +138,13 @@ export class TpmTrustAnchor implements TrustAnchor {
    */
   async ensureAttestationKey(): Promise<Buffer> {
     return this.exclusive(async () => {
-      const ak = this.akBlobs;
-      if (!existsSync(ak.pub) || !existsSync(ak.priv)) {
-        mkdirSync(this.options.dir, { recursive: true, mode: 0o700 });
-        await this.ensureParent();
-        await this.withScratch(async (scratch) => {
-          await this.tpm('tpm2_create', [
-            '-C',
-            this.parent,
-            // `:null` names no symmetric algorithm: with `restricted`, tpm2-tools would otherwise add
-            // AES-128-CFB, which the TPM refuses for a signing key.
-            '-G',
-            'ecc256:ecdsa-sha256:null',
-            '-a',
-            'fixedtpm|fixedparent|sensitivedataorigin|userwithauth|restricted|sign',
-            '-u',
-            join(scratch, 'ak.pub'),
-            '-r',
-            join(scratch, 'ak.priv'),
-          ]);
-          writeFileAtomic(ak.pub, readFileSync(join(scratch, 'ak.pub')), 0o600);
-          writeFileAtomic(ak.priv, readFileSync(join(scratch, 'ak.priv')), 0o600);
-        });
-      }
+      await this.createKey(
+        this.akBlobs,
+        // `:null` names no symmetric algorithm: with `restricted`, tpm2-tools would otherwise add
+        // AES-128-CFB, which the TPM refuses for a signing key.
+        'ecc256:ecdsa-sha256:null',
+        'fixedtpm|fixedparent|sensitivedataorigin|userwithauth|restricted|sign',
+      );
       return this.readAttestationKey();
     });
   }
@@ -319,6 +287,34 @@ export class TpmTrustAnchor implements TrustAnchor {
         'TRUST_ANCHOR',
         `qualifying data is ${data.length} bytes; a TPM takes at most ${MAX_QUALIFYING_DATA}`,
       );
+  }
+
+  /**
+   * Create a key under the parent unless its blobs exist: the TPM-wrapped blobs are each written
+   * whole, the private one last, since a key counts as present when both are.
+   */
+  private async createKey(blobs: KeyBlobs, scheme: string, attributes: string): Promise<void> {
+    if (existsSync(blobs.pub) && existsSync(blobs.priv)) return;
+    mkdirSync(this.options.dir, { recursive: true, mode: 0o700 });
+    await this.ensureParent();
+    await this.withScratch(async (scratch) => {
+      const pub = join(scratch, 'key.pub');
+      const priv = join(scratch, 'key.priv');
+      await this.tpm('tpm2_create', [
+        '-C',
+        this.parent,
+        '-G',
+        scheme,
+        '-a',
+        attributes,
+        '-u',
+        pub,
+        '-r',
+        priv,
+      ]);
+      writeFileAtomic(blobs.pub, readFileSync(pub), 0o600);
+      writeFileAtomic(blobs.priv, readFileSync(priv), 0o600);
+    });
   }
 
   private async loadPublic(): Promise<KeyObject> {

@@ -7,10 +7,10 @@ import { isoNow } from '../time.js';
 
 /** Every certificate Rampart issued, with its lineage (`renewedFrom`) and revocation state. */
 /**
- * `station-ca`: a factory station's birth-certificate CA; `claim`: a batch's shared claim
- * certificate; `birth`: a birth certificate issued at batch import for a station's request.
+ * `station-ca`: a factory station's birth-certificate CA; `birth`: a birth certificate issued at
+ * batch import for a station's request.
  */
-export type CertificateProfile = 'device' | 'server' | 'ocsp' | 'station-ca' | 'claim' | 'birth';
+export type CertificateProfile = 'device' | 'server' | 'ocsp' | 'station-ca' | 'birth';
 
 export interface CertificateRecord {
   serial: string;

@@ -21,6 +21,7 @@ import type { EnrollmentCredentials, EstOperation } from './enrollment/policy.js
 import { EnrollmentRefusal } from './enrollment/policy.js';
 import type { IdentityService, ServerTls } from './service.js';
 import { printable } from '../text.js';
+import { issuedBy } from './x509.js';
 import type { ProvisioningService } from '../provisioning/service.js';
 import { AttestationRefusal } from '../provisioning/attestation.js';
 import { presentedChainOf } from '../provisioning/enrollment.js';
@@ -79,15 +80,12 @@ class RefusalLimiter {
   }
 }
 
-function credentialsOf(request: FastifyRequest, identity: IdentityService): EnrollmentCredentials {
-  // An operational certificate is one an issuing CA signed; birth and claim certificates are not.
-  const isRampartDevice = (cert: X509Certificate) =>
-    identity.authorities
-      .served('issuing')
-      .some(
-        (ca) =>
-          cert.checkIssued(new X509Certificate(ca.der)) && cert.verify(new X509Certificate(ca.der).publicKey),
-      );
+function credentialsOf(
+  request: FastifyRequest,
+  issuingCas: readonly X509Certificate[],
+): EnrollmentCredentials {
+  // An operational certificate is one an issuing CA signed; birth certificates are not.
+  const isRampartDevice = (cert: X509Certificate) => issuingCas.some((ca) => issuedBy(cert, ca));
   const out: EnrollmentCredentials = {};
   const auth = request.headers.authorization;
   if (auth) {
@@ -184,11 +182,15 @@ export async function buildEstServer(options: EstServerOptions): Promise<EstServ
       .send(encodeBase64Body(attrs));
   });
 
+  // Parsed once, and again after a rollover (below), not on every request.
+  const parseIssuing = () => identity.authorities.served('issuing').map((ca) => new X509Certificate(ca.der));
+  let issuingCas = parseIssuing();
+
   const limiter = new RefusalLimiter(options.refusalsPerMinute ?? 0);
 
   const enroll = (operation: EstOperation) => async (request: FastifyRequest, reply: FastifyReply) => {
     const remoteAddress = request.ip;
-    const credentials = credentialsOf(request, identity);
+    const credentials = credentialsOf(request, issuingCas);
     const blocked = limiter.blocked(remoteAddress);
     if (blocked) {
       options.onRequest?.(operation, 'rate-limited');
@@ -342,7 +344,10 @@ export async function buildEstServer(options: EstServerOptions): Promise<EstServ
       ca: identity.trustedCaPems(),
       minVersion: 'TLSv1.2',
     });
-  identity.onHierarchyChange(reload);
+  identity.onHierarchyChange(() => {
+    issuingCas = parseIssuing();
+    reload();
+  });
   identity.onServerTlsChange((next) => {
     current = next;
     reload();

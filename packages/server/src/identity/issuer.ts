@@ -1,4 +1,4 @@
-import type { KeyObject } from 'node:crypto';
+import { createPublicKey, type KeyObject } from 'node:crypto';
 import { isIP } from 'node:net';
 import type { Name } from '@peculiar/asn1-x509';
 import { buildName, deviceUri, nameToString, type ParsedCsr } from '@rampart/shared/pki';
@@ -32,6 +32,15 @@ export interface PkiUrls {
 export interface IssuedCertificate {
   record: CertificateRecord;
   der: Buffer;
+}
+
+/** From five minutes ago (clock skew) for `days`, never past the issuing CA's own expiry. */
+function validityOf(ca: CaRecord, days: number): { notBefore: Date; notAfter: Date } {
+  const now = Date.now();
+  return {
+    notBefore: new Date(now - 5 * 60_000),
+    notAfter: new Date(Math.min(now + days * 86400_000, Date.parse(ca.notAfter))),
+  };
 }
 
 function keyAlgorithmOf(key: KeyObject): string {
@@ -116,7 +125,6 @@ export class CertificateIssuer {
     validityDays: number,
   ): Promise<IssuedCertificate> {
     const ca = this.authorities.active('issuing');
-    const now = Date.now();
     return this.sign(db, ca, {
       profile: 'server',
       deviceId: null,
@@ -126,8 +134,7 @@ export class CertificateIssuer {
       ]),
       spki: spkiDerOf(publicKey),
       keyAlgorithm: keyAlgorithmOf(publicKey),
-      notBefore: new Date(now - 5 * 60_000),
-      notAfter: new Date(Math.min(now + validityDays * 86400_000, Date.parse(ca.notAfter))),
+      ...validityOf(ca, validityDays),
       renews: null,
       policy: null,
       extensions: [
@@ -146,7 +153,6 @@ export class CertificateIssuer {
     publicKey: KeyObject,
     validityDays: number,
   ): Promise<IssuedCertificate> {
-    const now = Date.now();
     return this.sign(db, ca, {
       profile: 'ocsp',
       deviceId: null,
@@ -156,8 +162,7 @@ export class CertificateIssuer {
       ]),
       spki: spkiDerOf(publicKey),
       keyAlgorithm: keyAlgorithmOf(publicKey),
-      notBefore: new Date(now - 5 * 60_000),
-      notAfter: new Date(Math.min(now + validityDays * 86400_000, Date.parse(ca.notAfter))),
+      ...validityOf(ca, validityDays),
       renews: null,
       policy: null,
       extensions: [
@@ -180,7 +185,6 @@ export class CertificateIssuer {
     validityDays: number,
   ): Promise<IssuedCertificate> {
     const ca = this.authorities.active('manufacturing');
-    const now = Date.now();
     return this.sign(db, ca, {
       profile: 'station-ca',
       deviceId: null,
@@ -190,8 +194,7 @@ export class CertificateIssuer {
       ]),
       spki: spkiDerOf(publicKey),
       keyAlgorithm: keyAlgorithmOf(publicKey),
-      notBefore: new Date(now - 5 * 60_000),
-      notAfter: new Date(Math.min(now + validityDays * 86400_000, Date.parse(ca.notAfter))),
+      ...validityOf(ca, validityDays),
       renews: null,
       policy: null,
       extensions: [
@@ -210,7 +213,6 @@ export class CertificateIssuer {
     input: { spki: Buffer; deviceId: string; serial: string; validityDays: number },
   ): Promise<IssuedCertificate> {
     const ca = this.authorities.active('manufacturing');
-    const now = Date.now();
     return this.sign(db, ca, {
       profile: 'birth',
       deviceId: input.deviceId,
@@ -220,9 +222,8 @@ export class CertificateIssuer {
         ['CN', input.deviceId],
       ]),
       spki: input.spki,
-      keyAlgorithm: 'ec-prime256v1',
-      notBefore: new Date(now - 5 * 60_000),
-      notAfter: new Date(Math.min(now + input.validityDays * 86400_000, Date.parse(ca.notAfter))),
+      keyAlgorithm: keyAlgorithmOf(createPublicKey({ key: input.spki, format: 'der', type: 'spki' })),
+      ...validityOf(ca, input.validityDays),
       renews: null,
       policy: null,
       extensions: [
@@ -230,36 +231,6 @@ export class CertificateIssuer {
         extensions.keyUsage(KeyUsageFlags.digitalSignature),
         extensions.extKeyUsage('1.3.6.1.5.5.7.3.2'),
         sanUriExtensionDer(deviceUri(input.deviceId)),
-      ],
-    });
-  }
-
-  /** A claim certificate, shared by the devices of one batch, from the active manufacturing CA. */
-  async issueClaim(
-    db: Executor,
-    publicKey: KeyObject,
-    name: string,
-    validityDays: number,
-  ): Promise<IssuedCertificate> {
-    const ca = this.authorities.active('manufacturing');
-    const now = Date.now();
-    return this.sign(db, ca, {
-      profile: 'claim',
-      deviceId: null,
-      ...named([
-        ['O', this.organization],
-        ['CN', `Claim ${name}`],
-      ]),
-      spki: spkiDerOf(publicKey),
-      keyAlgorithm: keyAlgorithmOf(publicKey),
-      notBefore: new Date(now - 5 * 60_000),
-      notAfter: new Date(Math.min(now + validityDays * 86400_000, Date.parse(ca.notAfter))),
-      renews: null,
-      policy: name,
-      extensions: [
-        extensions.basicConstraints(false),
-        extensions.keyUsage(KeyUsageFlags.digitalSignature),
-        extensions.extKeyUsage('1.3.6.1.5.5.7.3.2'),
       ],
     });
   }

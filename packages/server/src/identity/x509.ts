@@ -65,6 +65,11 @@ export function keyIdentifierOf(spkiDer: Uint8Array): Buffer {
 }
 
 /** SHA-256 of the DER SubjectPublicKeyInfo, hex: the key fingerprint recorded with every certificate. */
+/** Whether `issuer` issued `cert`: names chain and its key verifies the signature. */
+export function issuedBy(cert: X509Certificate, issuer: X509Certificate): boolean {
+  return cert.checkIssued(issuer) && cert.verify(issuer.publicKey);
+}
+
 export function keyFingerprintOf(spkiDer: Uint8Array): string {
   return createHash('sha256').update(spkiDer).digest('hex');
 }

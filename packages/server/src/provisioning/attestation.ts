@@ -1,11 +1,4 @@
-import {
-  createHash,
-  createHmac,
-  createPublicKey,
-  randomBytes,
-  timingSafeEqual,
-  type KeyObject,
-} from 'node:crypto';
+import { createHmac, createPublicKey, randomBytes, timingSafeEqual, type KeyObject } from 'node:crypto';
 import type { MeasuredComponent } from '@rampart/shared/attestation';
 import {
   appraiseEvidence,
@@ -29,6 +22,7 @@ import type { AuditLog } from '../audit/log.js';
 import { RampartError } from '../errors.js';
 import type { FleetRegistry } from '../fleet/registry.js';
 import { isUniqueViolation } from '../fleet/devices.js';
+import { sha256Hex } from '../fleet/import.js';
 import { keyFingerprintOf } from '../identity/x509.js';
 import type { Executor, Storage } from '../storage/index.js';
 import type { AttestationResultsTable, ReferenceValuesTable } from '../storage/schema.js';
@@ -72,10 +66,6 @@ export interface SubmittedResult {
 
 const TOKEN_PREFIX = 'rpa_';
 
-function sha256(data: string | Buffer): string {
-  return createHash('sha256').update(data).digest('hex');
-}
-
 export function toResultView(r: AttestationResultsTable): AttestationResultView {
   return {
     id: r.id,
@@ -117,7 +107,6 @@ export class AttestationService {
     readonly settings: AttestationSettings,
     private readonly events: {
       securityEvent(kind: string, deviceId: string | null, source: string | null, reason: string): void;
-      quarantined(deviceId: string): void;
     },
     private readonly logger?: Logger,
   ) {}
@@ -134,11 +123,15 @@ export class AttestationService {
     const expires = Buffer.alloc(8);
     expires.writeBigUInt64BE(BigInt(Math.floor(now / 1000) + this.settings.nonceTtlSeconds));
     const body = Buffer.concat([random, expires]);
-    const mac = createHmac('sha256', this.nonceKey).update(body).digest().subarray(0, 16);
+    const mac = this.nonceMac(body);
     return {
       nonce: Buffer.concat([body, mac]).toString('base64url'),
       expiresAt: new Date(Number(expires.readBigUInt64BE()) * 1000).toISOString(),
     };
+  }
+
+  private nonceMac(body: Buffer): Buffer {
+    return createHmac('sha256', this.nonceKey).update(body).digest().subarray(0, 16);
   }
 
   /** The nonce's expiry (ms), or a reason it is not one of ours or no longer fresh. */
@@ -147,7 +140,7 @@ export class AttestationService {
     if (raw.length !== 40 || raw.toString('base64url') !== nonce)
       return 'the nonce is not one this verifier issued';
     const body = raw.subarray(0, 24);
-    const mac = createHmac('sha256', this.nonceKey).update(body).digest().subarray(0, 16);
+    const mac = this.nonceMac(body);
     if (!timingSafeEqual(mac, raw.subarray(24)))
       return 'the nonce is not one this verifier issued (or the verifier restarted since)';
     const expires = Number(body.readBigUInt64BE(16)) * 1000;
@@ -300,7 +293,6 @@ export class AttestationService {
     let model: string;
     let expectedAk: Buffer | null = null;
     let birthFingerprint: string | null = null;
-    const manifest = await this.batches.byDevice(db, claimed);
     if (evidence.birthCertificates) {
       let checked;
       try {
@@ -348,7 +340,7 @@ export class AttestationService {
         throw new AttestationRefusal(400, 'evidence field key is not a SubjectPublicKeyInfo', claimed);
       }
       // A device the factory recorded proves its key with the birth certificate, not by saying so.
-      if (manifest)
+      if (await this.batches.byDevice(db, claimed))
         throw new AttestationRefusal(
           403,
           `device ${claimed} was made at the factory; its evidence must carry its birth certificate`,
@@ -382,7 +374,7 @@ export class AttestationService {
       evidence_digest: evidenceDigest(evidence),
       key_fingerprint: keyFingerprintOf(deviceKey.export({ type: 'spki', format: 'der' })),
       birth_fingerprint: birthFingerprint,
-      token_hash: token ? sha256(token) : null,
+      token_hash: token ? sha256Hex(token) : null,
       token_expires_at: token ? new Date(now + this.settings.tokenTtlSeconds * 1000).toISOString() : null,
       token_used_at: null,
       created_at: createdAt,
@@ -435,10 +427,7 @@ export class AttestationService {
         { event: 'attestation.contraindicated', device: claimed, reasons: appraisal.reasons, quarantined },
         'attestation contraindicated',
       );
-      if (quarantined) {
-        this.fleet.changed({ devices: [claimed] });
-        this.events.quarantined(claimed);
-      }
+      if (quarantined) this.fleet.changed({ devices: [claimed] });
     }
     return { result: toResultView(row), token };
   }
@@ -455,7 +444,7 @@ export class AttestationService {
     try {
       await db
         .insertInto('attestation_nonces')
-        .values({ nonce_hash: sha256(nonce), expires_at: new Date(expiresMs).toISOString() })
+        .values({ nonce_hash: sha256Hex(nonce), expires_at: new Date(expiresMs).toISOString() })
         .execute();
     } catch (err) {
       if (isUniqueViolation(err))
@@ -476,7 +465,7 @@ export class AttestationService {
     const row = await db
       .selectFrom('attestation_results')
       .selectAll()
-      .where('token_hash', '=', sha256(token))
+      .where('token_hash', '=', sha256Hex(token))
       .executeTakeFirst();
     if (!row) return 'the attestation token is not known';
     if (row.token_used_at) return 'the attestation token was already used; attest again';

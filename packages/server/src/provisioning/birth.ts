@@ -1,5 +1,5 @@
 import { X509Certificate, type KeyObject } from 'node:crypto';
-import { deviceIdFromSan } from '../identity/x509.js';
+import { deviceIdFromSan, issuedBy } from '../identity/x509.js';
 import type { IdentityService } from '../identity/service.js';
 import type { Executor } from '../storage/index.js';
 import { certificateFingerprint, type Stations } from './stations.js';
@@ -37,7 +37,8 @@ export class BirthRefusal extends Error {
 
 export class BirthCertificates {
   private issuers: BirthIssuer[] | null = null;
-  private loadedAt = -1;
+  /** The station and hierarchy generations the issuers were loaded at. */
+  private loadedAt = { stations: -1, hierarchy: -1 };
   private hierarchy = 0;
 
   constructor(
@@ -48,8 +49,13 @@ export class BirthCertificates {
   }
 
   private async load(db: Executor): Promise<BirthIssuer[]> {
-    const stamp = this.stations.generation * 1_000_003 + this.hierarchy;
-    if (this.issuers && this.loadedAt === stamp) return this.issuers;
+    const stamp = { stations: this.stations.generation, hierarchy: this.hierarchy };
+    if (
+      this.issuers &&
+      this.loadedAt.stations === stamp.stations &&
+      this.loadedAt.hierarchy === stamp.hierarchy
+    )
+      return this.issuers;
     const out: BirthIssuer[] = [];
     const stations = await db
       .selectFrom('stations')
@@ -108,9 +114,7 @@ export class BirthCertificates {
       throw new BirthRefusal('the birth certificate is not an X.509 certificate');
     }
     if (cert.ca) throw new BirthRefusal('the birth certificate is a CA certificate');
-    const issuer = (await this.load(db)).find(
-      (i) => cert.checkIssued(i.certificate) && cert.verify(i.certificate.publicKey),
-    );
+    const issuer = (await this.load(db)).find((i) => issuedBy(cert, i.certificate));
     if (!issuer)
       throw new BirthRefusal(
         `the birth certificate's issuer (${cert.issuer.replace(/\n/g, ', ')}) is not a registered manufacturing CA or station`,

@@ -60,6 +60,9 @@ export class ZeroTouchPolicy implements EnrollmentPolicy {
   async decide(db: Executor, ctx: EnrollmentContext): Promise<EnrollmentDecision> {
     const claimed = ctx.csr.commonName ?? undefined;
     let result: AttestationResultsTable | null = null;
+    // With a token, the device is the one its attestation found in a manifest (the birth
+    // certificate stored there is checked again below: the station may have been revoked since).
+    let record: ManifestRecord | null = null;
     let birthPem: string;
     if (ctx.credentials.attestationToken) {
       const r = await this.attestation.redeemable(db, ctx.credentials.attestationToken);
@@ -71,7 +74,7 @@ export class ZeroTouchPolicy implements EnrollmentPolicy {
           'this attestation token was not earned with a birth certificate; a device without one enrolls with an enrollment token',
           r.device_id,
         );
-      const record = await this.batches.byBirthFingerprint(db, r.birth_fingerprint);
+      record = await this.batches.byBirthFingerprint(db, r.birth_fingerprint);
       if (!record?.birthCertificate)
         throw new EnrollmentRefusal(
           403,
@@ -89,7 +92,7 @@ export class ZeroTouchPolicy implements EnrollmentPolicy {
       if (err instanceof BirthRefusal) throw new EnrollmentRefusal(403, err.message, claimed);
       throw err;
     }
-    const record: ManifestRecord | null = await this.batches.byBirthFingerprint(db, checked.fingerprint);
+    record ??= await this.batches.byBirthFingerprint(db, checked.fingerprint);
     if (!record)
       throw new EnrollmentRefusal(
         403,

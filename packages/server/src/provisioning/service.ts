@@ -40,7 +40,6 @@ export class ProvisioningService {
     settings: AttestationSettings,
     events: {
       securityEvent(kind: string, deviceId: string | null, source: string | null, reason: string): void;
-      quarantined(deviceId: string): void;
     },
     logger?: Logger,
   ) {

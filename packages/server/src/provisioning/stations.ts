@@ -1,4 +1,4 @@
-import { createHash, createPublicKey, X509Certificate, type KeyObject } from 'node:crypto';
+import { createPublicKey, X509Certificate, type KeyObject } from 'node:crypto';
 import { keyIdOf } from '@rampart/shared/provisioning';
 import { RampartError } from '../errors.js';
 import type { Executor } from '../storage/index.js';
@@ -6,6 +6,7 @@ import { isoNow } from '../time.js';
 import type { IdentityService } from '../identity/service.js';
 import type { StationsTable, ManufacturerCasTable } from '../storage/schema.js';
 import { isUniqueViolation } from '../fleet/devices.js';
+import { sha256Hex } from '../fleet/import.js';
 
 /**
  * Factory stations and the manufacturing CAs that birth certificates chain to.
@@ -70,7 +71,7 @@ function toManufacturer(r: ManufacturerCasTable): ManufacturerCa {
 }
 
 export function certificateFingerprint(cert: X509Certificate): string {
-  return createHash('sha256').update(cert.raw).digest('hex');
+  return sha256Hex(cert.raw);
 }
 
 export class Stations {

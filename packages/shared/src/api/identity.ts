@@ -5,10 +5,10 @@ import { REVOCATION_REASON_NAMES } from '../pki/reasons.js';
 export const CA_KINDS = ['root', 'issuing', 'manufacturing'] as const;
 
 /**
- * `station-ca`: a factory station's birth-certificate CA; `claim`: a batch's shared claim
- * certificate; `birth`: a birth certificate (IDevID) issued at batch import.
+ * `station-ca`: a factory station's birth-certificate CA; `birth`: a birth certificate (IDevID)
+ * issued at batch import.
  */
-export const CERTIFICATE_PROFILES = ['device', 'server', 'ocsp', 'station-ca', 'claim', 'birth'] as const;
+export const CERTIFICATE_PROFILES = ['device', 'server', 'ocsp', 'station-ca', 'birth'] as const;
 
 export const CertificateAuthority = Type.Object(
   {
