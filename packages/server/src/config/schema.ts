@@ -97,7 +97,7 @@ export const ServerConfigSchema = Type.Object(
           default: 300,
           minimum: 0,
           description:
-            'Refused enrollment requests allowed per source address and minute; beyond it the address gets 429 until the minute is over (0 = no limit).',
+            'Refused enrollment and attestation requests allowed per source address and minute; beyond it the address gets 429 on simpleenroll, simplereenroll and the attestation endpoints until the minute is over (0 = no limit).',
         }),
       },
       { additionalProperties: false, default: {} },

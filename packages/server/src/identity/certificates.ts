@@ -1,5 +1,6 @@
 import { sql } from 'kysely';
 import { REVOCATION_REASONS, normalizeSerial, type RevocationReason } from '@rampart/shared/pki';
+import type { CERTIFICATE_PROFILES } from '@rampart/shared/api';
 import { RampartError, notFound } from '../errors.js';
 import type { Executor } from '../storage/index.js';
 import type { CertificatesTable } from '../storage/schema.js';
@@ -8,9 +9,9 @@ import { isoNow } from '../time.js';
 /** Every certificate Rampart issued, with its lineage (`renewedFrom`) and revocation state. */
 /**
  * `station-ca`: a factory station's birth-certificate CA; `birth`: a birth certificate issued at
- * batch import for a station's request.
+ * batch import for a station's request; `claim` the shared certificate of a claim enrollment policy.
  */
-export type CertificateProfile = 'device' | 'server' | 'ocsp' | 'station-ca' | 'birth';
+export type CertificateProfile = (typeof CERTIFICATE_PROFILES)[number];
 
 export interface CertificateRecord {
   serial: string;

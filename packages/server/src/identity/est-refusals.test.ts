@@ -646,4 +646,51 @@ describe('refusal limit per source address', () => {
     expect(entries.at(-1)!.details).toMatchObject({ status: 429, rateLimited: true });
     expect(await deviceCertificateCount(t)).toBe(0);
   });
+
+  it('counts refused attestation evidence too, and then refuses nonces and evidence from that address', async () => {
+    const base = p.est.replace(/\/\.well-known\/est$/, '');
+    const attest = (path: string, body: string) =>
+      p.curl(['-H', 'Content-Type: application/json', '--data-binary', body, `${base}${path}`]);
+    // The address is still over its limit from the refused enrollments above.
+    const nonce = await attest('/attestation/v1/nonce', '{}');
+    expect(nonce.status).toBe(429);
+    expect(JSON.parse(nonce.body.toString())).toMatchObject({ status: 429 });
+    expect(nonce.headers).toMatch(/retry-after: \d+/i);
+    expect((await attest('/attestation/v1/evidence', '{}')).status).toBe(429);
+  });
+});
+
+describe('refusal limit on the attestation endpoints', () => {
+  let t: TestPlatform;
+  let p: PkiPeers;
+
+  beforeAll(async () => {
+    t = await startTestPlatform('sqlite', { 'est.refusalsPerMinute': 3 });
+    p = new PkiPeers(t);
+  }, 60_000);
+  afterAll(async () => {
+    await t?.close();
+  });
+
+  it('answers 429 after refused evidence reaches the limit, audited once', async () => {
+    const base = p.est.replace(/\/\.well-known\/est$/, '');
+    const seq = await auditHead(t);
+    const statuses: number[] = [];
+    for (let i = 0; i < 5; i++) {
+      const r = await p.curl([
+        '-H',
+        'Content-Type: application/json',
+        '--data-binary',
+        i % 2 ? 'not json' : '{"format":"rampart-evidence/1"}',
+        `${base}/attestation/v1/evidence`,
+      ]);
+      statuses.push(r.status);
+    }
+    expect(statuses).toEqual([400, 400, 400, 429, 429]);
+    const nonce = await p.curl(['-X', 'POST', `${base}/attestation/v1/nonce`]);
+    expect(nonce.status).toBe(429);
+    // The two refused evidence documents, and one entry for the address being limited.
+    const entries = await auditEntriesAfter(t, 'attestation.verify', seq, 3);
+    expect(entries.map((e) => e.details.status)).toEqual([400, 400, 429]);
+  });
 });

@@ -295,17 +295,41 @@ export async function buildEstServer(options: EstServerOptions): Promise<EstServ
           status,
           detail,
         });
-    app.post('/attestation/v1/nonce', async (_request, reply) =>
-      reply.type('application/json').send(provisioning.attestation.issueNonce()),
-    );
+    // An address with too many refusals in a minute (enrollment or attestation) gets 429 on both
+    // attestation endpoints too, so that refused evidence cannot keep the verifier busy.
+    const blockedFor = async (request: FastifyRequest, reply: FastifyReply): Promise<boolean> => {
+      const blocked = limiter.blocked(request.ip);
+      if (!blocked) return false;
+      if (blocked.first) {
+        const reason = `more than ${limiter.limit} refused requests in a minute from ${request.ip}`;
+        request.log.warn(
+          { event: 'attestation.rate-limited', sourceAddress: request.ip },
+          'too many refused requests from one address',
+        );
+        await identity.auditAttestationRefusal(reason, null, request.ip, 429);
+      }
+      reply.header('retry-after', String(blocked.retryAfterSeconds));
+      problem(
+        reply,
+        429,
+        `too many refused requests from ${request.ip}; retry in ${blocked.retryAfterSeconds} s`,
+      );
+      return true;
+    };
+    app.post('/attestation/v1/nonce', async (request, reply) => {
+      if (await blockedFor(request, reply)) return reply;
+      return reply.type('application/json').send(provisioning.attestation.issueNonce());
+    });
     app.post('/attestation/v1/evidence', async (request, reply) => {
       const remoteAddress = request.ip;
+      if (await blockedFor(request, reply)) return reply;
       if (mediaType(request) !== 'application/json')
         return problem(reply, 415, 'evidence must be sent as application/json');
       let body: unknown;
       try {
         body = JSON.parse(((request.body as Buffer | undefined) ?? Buffer.alloc(0)).toString('utf8'));
       } catch {
+        limiter.count(remoteAddress);
         return problem(reply, 400, 'the body is not JSON');
       }
       try {
@@ -313,6 +337,7 @@ export async function buildEstServer(options: EstServerOptions): Promise<EstServ
         return reply.type('application/json').send(out);
       } catch (err) {
         if (!(err instanceof AttestationRefusal)) throw err;
+        limiter.count(remoteAddress);
         const device = err.deviceId === undefined ? null : printable(err.deviceId);
         request.log.warn(
           {

@@ -1,7 +1,7 @@
 import { createPublicKey, type KeyObject } from 'node:crypto';
 import { isIP } from 'node:net';
 import type { Name } from '@peculiar/asn1-x509';
-import { buildName, deviceUri, nameToString, type ParsedCsr } from '@rampart/shared/pki';
+import { buildName, claimUri, deviceUri, nameToString, type ParsedCsr } from '@rampart/shared/pki';
 import type { Executor } from '../storage/index.js';
 import { isoNow } from '../time.js';
 import type { CaRecord, CertificateAuthorities } from './authorities.js';
@@ -231,6 +231,37 @@ export class CertificateIssuer {
         extensions.keyUsage(KeyUsageFlags.digitalSignature),
         extensions.extKeyUsage('1.3.6.1.5.5.7.3.2'),
         sanUriExtensionDer(deviceUri(input.deviceId)),
+      ],
+    });
+  }
+
+  /**
+   * A claim certificate for a `claim` enrollment policy, from the active manufacturing CA: shared by
+   * the devices of one batch, it authenticates their first enrollment (TLS client certificate) and
+   * nothing else. SAN URI `urn:rampart:claim:<policy>`, clientAuth; recorded with the policy's name.
+   */
+  async issueClaim(
+    db: Executor,
+    input: { spki: Buffer; policy: string; batch: string; validityDays: number },
+  ): Promise<IssuedCertificate> {
+    const ca = this.authorities.active('manufacturing');
+    return this.sign(db, ca, {
+      profile: 'claim',
+      deviceId: null,
+      ...named([
+        ['O', this.organization],
+        ['CN', `Claim ${input.policy} (batch ${input.batch})`],
+      ]),
+      spki: input.spki,
+      keyAlgorithm: keyAlgorithmOf(createPublicKey({ key: input.spki, format: 'der', type: 'spki' })),
+      ...validityOf(ca, input.validityDays),
+      renews: null,
+      policy: input.policy,
+      extensions: [
+        extensions.basicConstraints(false),
+        extensions.keyUsage(KeyUsageFlags.digitalSignature),
+        extensions.extKeyUsage('1.3.6.1.5.5.7.3.2'),
+        sanUriExtensionDer(claimUri(input.policy)),
       ],
     });
   }

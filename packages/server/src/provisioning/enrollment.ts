@@ -18,6 +18,9 @@ import type { Batches, ManifestRecord } from './batches.js';
 import { BirthRefusal, type BirthCertificates, type CheckedBirthCertificate } from './birth.js';
 import type { EnrollmentPolicies } from './policies.js';
 import type { Transcripts } from './transcripts.js';
+import { claimPolicyOf, placeAndActivate, refuseUnlessEnrollable, type ClaimPolicy } from './claim.js';
+import type { IndividualPolicy } from './individual.js';
+import { certificateFingerprint } from './stations.js';
 
 /**
  * Zero-touch enrollment: a factory-made device, known by its birth certificate and found in an
@@ -71,7 +74,7 @@ export class ZeroTouchPolicy implements EnrollmentPolicy {
       if (!r.birth_fingerprint)
         throw new EnrollmentRefusal(
           403,
-          'this attestation token was not earned with a birth certificate; a device without one enrolls with an enrollment token',
+          'this attestation token was not earned with a birth certificate, and no individual enrollment policy knows the key; a device without a birth certificate enrolls with an enrollment token or an individual policy',
           r.device_id,
         );
       record = await this.batches.byBirthFingerprint(db, r.birth_fingerprint);
@@ -128,29 +131,7 @@ export class ZeroTouchPolicy implements EnrollmentPolicy {
         `no enabled group enrollment policy accepts birth certificates from ${checked.issuer.kind} ${checked.issuer.name} for model ${record.model}; create one: rampart enrollment policy create`,
         deviceId,
       );
-    const existing = await db
-      .selectFrom('devices')
-      .select('status')
-      .where('id', '=', deviceId)
-      .executeTakeFirst();
-    if (existing?.status === 'disabled')
-      throw new EnrollmentRefusal(
-        403,
-        `device ${deviceId} is disabled; enable it before it can get a certificate`,
-        deviceId,
-      );
-    if (existing?.status === 'decommissioned')
-      throw new EnrollmentRefusal(
-        403,
-        `device ${deviceId} was decommissioned; to provision it again: rampart device reprovision ${deviceId}`,
-        deviceId,
-      );
-    if (existing?.status === 'quarantined')
-      throw new EnrollmentRefusal(
-        403,
-        `device ${deviceId} is quarantined; release it after investigation first`,
-        deviceId,
-      );
+    const status = await refuseUnlessEnrollable(db, deviceId);
     const batch = await this.batches.batch(db, record.batch);
     const attestation: AttestationEvidenceRef | null = result
       ? {
@@ -180,16 +161,51 @@ export class ZeroTouchPolicy implements EnrollmentPolicy {
       commit: async (tx) => {
         if (resultId && !(await this.attestation.redeem(tx, resultId)))
           throw new EnrollmentRefusal(401, 'the attestation token was already used; attest again', deviceId);
-        const placed = await this.policies.place(
-          tx,
-          deviceId,
-          { model: record.model, hardwareRevision: record.hardwareRevision, serial: record.serial },
-          policy.placement,
-        );
-        const status = placed.created ? 'pending' : existing?.status;
-        if (status === 'pending') await this.fleet.devices.setDeviceStatus(tx, deviceId, 'active');
+        await placeAndActivate(tx, this.policies, this.fleet, deviceId, policy, record, status);
       },
     };
+  }
+}
+
+/**
+ * The provisioning capability's one entry into the EST server's policy list. Requests that carry a
+ * certificate the TLS layer did not recognise as a Rampart device certificate, or an attestation
+ * token, are routed: a claim certificate (by its SAN) to its claim policy; a key or certificate an
+ * individual policy knows to that policy; everything else to zero-touch (birth certificate).
+ */
+export class ProvisioningEnrollment implements EnrollmentPolicy {
+  readonly name = 'provisioning';
+
+  constructor(
+    private readonly zeroTouch: ZeroTouchPolicy,
+    private readonly claim: ClaimPolicy,
+    private readonly individual: IndividualPolicy,
+    private readonly attestation: AttestationService,
+  ) {}
+
+  handles(ctx: EnrollmentContext): boolean {
+    return this.zeroTouch.handles(ctx);
+  }
+
+  async decide(db: Executor, ctx: EnrollmentContext): Promise<EnrollmentDecision> {
+    const leaf = ctx.credentials.presentedChain?.[0];
+    if (leaf && claimPolicyOf(leaf) !== null) return this.claim.decide(db, ctx, leaf);
+    let keyFingerprint: string | null = null;
+    let certFingerprint: string | null = null;
+    if (leaf) {
+      keyFingerprint = keyFingerprintOf(leaf.publicKey.export({ type: 'spki', format: 'der' }));
+      certFingerprint = certificateFingerprint(leaf);
+    } else if (ctx.credentials.attestationToken) {
+      // A token earned without a birth certificate: the evidence was signed by the device key.
+      const r = await this.attestation.redeemable(db, ctx.credentials.attestationToken);
+      if (typeof r !== 'string' && !r.birth_fingerprint) keyFingerprint = r.key_fingerprint;
+    }
+    const match = await this.individual.match(db, {
+      keyFingerprint,
+      certificateFingerprint: certFingerprint,
+    });
+    if (match) return this.individual.decide(db, ctx, match);
+    return this.zeroTouch.decide(db, ctx);
   }
 }
 

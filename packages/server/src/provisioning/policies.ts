@@ -25,6 +25,34 @@ import type {
  */
 export const DEFAULT_GROUP_POLICY = 'factory';
 
+type PolicyConfig = NonNullable<EnrollmentPolicyBody['config']>;
+
+/** Which config members each kind takes, and which it needs. */
+const CONFIG_MEMBERS: Record<
+  EnrollmentPolicyKind,
+  { allowed: (keyof PolicyConfig)[]; required: (keyof PolicyConfig)[] }
+> = {
+  group: { allowed: ['issuers', 'models'], required: [] },
+  claim: { allowed: ['batch', 'allowlist', 'ratePerMinute'], required: ['batch'] },
+  individual: { allowed: ['deviceId', 'keyFingerprint', 'certificateFingerprint'], required: ['deviceId'] },
+};
+
+function checkConfig(kind: EnrollmentPolicyKind, config: PolicyConfig): void {
+  const { allowed, required } = CONFIG_MEMBERS[kind];
+  const invalid = (field: string, message: string) =>
+    new RampartError('VALIDATION', `config.${field} ${message}`, [{ field: `config.${field}`, message }]);
+  for (const key of Object.keys(config) as (keyof PolicyConfig)[])
+    if (!allowed.includes(key))
+      throw invalid(key, `does not apply to ${kind} policies (they take ${allowed.join(', ')})`);
+  for (const key of required)
+    if (config[key] === undefined) throw invalid(key, `is required for ${kind} policies`);
+  if (kind === 'individual' && !config.keyFingerprint === !config.certificateFingerprint)
+    throw invalid(
+      'keyFingerprint',
+      'or config.certificateFingerprint (exactly one) names how the device is known',
+    );
+}
+
 function toView(r: EnrollmentPoliciesTable): EnrollmentPolicyView {
   return {
     name: r.name,
@@ -96,6 +124,7 @@ export class EnrollmentPolicies {
   }
 
   async create(db: Executor, body: EnrollmentPolicyBody): Promise<EnrollmentPolicyView> {
+    checkConfig(body.kind, body.config ?? {});
     await this.checkPlacement(db, body.placement ?? {});
     const now = isoNow();
     const row: EnrollmentPoliciesTable = {
@@ -125,6 +154,7 @@ export class EnrollmentPolicies {
     patch: Partial<Pick<EnrollmentPolicyBody, 'config' | 'placement' | 'description' | 'enabled'>>,
   ): Promise<EnrollmentPolicyView> {
     const current = await this.get(db, name);
+    if (patch.config) checkConfig(current.kind, patch.config);
     if (patch.placement) await this.checkPlacement(db, patch.placement);
     const next = {
       version: current.version + 1,

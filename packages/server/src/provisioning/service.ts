@@ -11,7 +11,9 @@ import type { Storage } from '../storage/index.js';
 import { AttestationService, type AttestationSettings } from './attestation.js';
 import { Batches } from './batches.js';
 import { BirthCertificates } from './birth.js';
-import { AttestationGate, ZeroTouchPolicy } from './enrollment.js';
+import { ClaimPolicy } from './claim.js';
+import { AttestationGate, ProvisioningEnrollment, ZeroTouchPolicy } from './enrollment.js';
+import { IndividualPolicy } from './individual.js';
 import { EnrollmentPolicies } from './policies.js';
 import { Stations } from './stations.js';
 import { Transcripts } from './transcripts.js';
@@ -29,6 +31,8 @@ export class ProvisioningService {
   readonly policies: EnrollmentPolicies;
   readonly attestation: AttestationService;
   readonly transcripts: Transcripts;
+  readonly claims: ClaimPolicy;
+  readonly individual: IndividualPolicy;
 
   constructor(
     private readonly storage: Storage,
@@ -58,8 +62,16 @@ export class ProvisioningService {
       logger,
     );
     this.transcripts = new Transcripts(transcriptKey);
+    const hours = () => this.attestation.settings.certificateHours;
+    this.claims = new ClaimPolicy(identity, this.batches, this.policies, fleet, hours);
+    this.individual = new IndividualPolicy(this.batches, this.policies, fleet, hours);
     identity.addPolicy(
-      new ZeroTouchPolicy(this.birth, this.batches, this.policies, this.attestation, fleet),
+      new ProvisioningEnrollment(
+        new ZeroTouchPolicy(this.birth, this.batches, this.policies, this.attestation, fleet),
+        this.claims,
+        this.individual,
+        this.attestation,
+      ),
       true,
     );
     identity.setIssuanceGate(new AttestationGate(this.attestation, this.transcripts));

@@ -8,7 +8,7 @@ export const CA_KINDS = ['root', 'issuing', 'manufacturing'] as const;
  * `station-ca`: a factory station's birth-certificate CA; `birth`: a birth certificate (IDevID)
  * issued at batch import.
  */
-export const CERTIFICATE_PROFILES = ['device', 'server', 'ocsp', 'station-ca', 'birth'] as const;
+export const CERTIFICATE_PROFILES = ['device', 'server', 'ocsp', 'station-ca', 'birth', 'claim'] as const;
 
 export const CertificateAuthority = Type.Object(
   {

@@ -105,13 +105,39 @@ export const EnrollmentPolicyBody = Type.Object(
           ),
           models: Type.Optional(Type.Array(Type.String({ pattern: ID }))),
           batch: Type.Optional(
-            Type.String({ maxLength: 128, description: 'claim: the batch the claim certificate serves.' }),
+            Type.String({
+              maxLength: 128,
+              description: 'claim (required): the batch whose devices share the claim certificate.',
+            }),
           ),
-          allow: Type.Optional(Type.Array(Type.String({ pattern: ID }), { maxItems: 100_000 })),
-          ratePerMinute: Type.Optional(Type.Integer({ minimum: 1, maximum: 100_000 })),
-          deviceId: Type.Optional(Type.String({ pattern: ID, description: 'individual: the device.' })),
-          keyFingerprint: Type.Optional(Type.String({ pattern: '^[0-9a-f]{64}$' })),
-          certificateFingerprint: Type.Optional(Type.String({ pattern: '^[0-9a-f]{64}$' })),
+          allowlist: Type.Optional(
+            Type.Array(Type.String({ pattern: ID }), {
+              maxItems: 100_000,
+              description: 'claim: the device ids that may enroll, each once. Empty or absent: none.',
+            }),
+          ),
+          ratePerMinute: Type.Optional(
+            Type.Integer({
+              minimum: 1,
+              maximum: 100_000,
+              description: 'claim: enrollments admitted per minute (default 60).',
+            }),
+          ),
+          deviceId: Type.Optional(
+            Type.String({ pattern: ID, description: 'individual (required): the device.' }),
+          ),
+          keyFingerprint: Type.Optional(
+            Type.String({
+              pattern: '^[0-9a-f]{64}$',
+              description: 'individual: SHA-256 (hex) of the device key (SPKI DER).',
+            }),
+          ),
+          certificateFingerprint: Type.Optional(
+            Type.String({
+              pattern: '^[0-9a-f]{64}$',
+              description: 'individual: SHA-256 (hex) of a certificate the device holds (DER).',
+            }),
+          ),
         },
         { additionalProperties: false },
       ),

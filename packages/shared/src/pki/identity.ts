@@ -15,3 +15,13 @@ export function deviceIdFromUri(uri: string): string | null {
   const id = uri.slice(DEVICE_URI_PREFIX.length);
   return DEVICE_ID_PATTERN.test(id) ? id : null;
 }
+
+/**
+ * A claim certificate names its enrollment policy in the SAN URI `urn:rampart:claim:<policy>`; it is
+ * shared by the devices of a batch and identifies none of them.
+ */
+export const CLAIM_URI_PREFIX = 'urn:rampart:claim:';
+
+export function claimUri(policy: string): string {
+  return CLAIM_URI_PREFIX + policy;
+}

@@ -339,6 +339,56 @@ export function provisioningRoutes(ctx: ApiContext): FastifyPluginAsync {
       },
     );
 
+    app.post(
+      '/enrollment-policies/:name/claim-certificate',
+      {
+        config: { permission: 'provisioning:manage', audit: 'enrollment.claim-certificate.issue' },
+        schema: {
+          tags: TAGS,
+          summary: 'Issue the claim certificate of a claim policy',
+          description:
+            'For the key of `csr` when given; otherwise for a new P-256 key, returned once in `privateKey` and never stored. Devices present it as TLS client certificate on EST simpleenroll.',
+          params: NameParam,
+          body: Type.Object(
+            {
+              csr: Type.Optional(Type.String({ maxLength: 16_384, description: 'PEM PKCS#10 request.' })),
+              validityDays: Type.Optional(Type.Integer({ minimum: 1, maximum: 3650 })),
+            },
+            { additionalProperties: false },
+          ),
+          response: {
+            201: Type.Object({
+              certificate: Type.String(),
+              chain: Type.Array(Type.String()),
+              privateKey: Type.Optional(Type.String()),
+              serial: Type.String(),
+              fingerprint: Type.String(),
+              notAfter: Type.String(),
+            }),
+            ...errors,
+          },
+        },
+      },
+      async (request, reply) => {
+        const out = await request.mutate(async (tx) => {
+          const issued = await p().claims.issue(tx, request.params.name, {
+            ...(request.body.csr ? { csrPem: request.body.csr } : {}),
+            ...(request.body.validityDays ? { validityDays: request.body.validityDays } : {}),
+          });
+          return {
+            result: issued,
+            target: `enrollment-policy:${request.params.name}`,
+            details: {
+              serial: issued.serial,
+              notAfter: issued.notAfter,
+              keyGenerated: issued.privateKey !== undefined,
+            },
+          };
+        });
+        return reply.code(201).send(out);
+      },
+    );
+
     // -- attestation settings and reference values ----------------------------------------------
     app.get(
       '/device-models/:id/attestation',
