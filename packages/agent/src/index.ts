@@ -72,6 +72,14 @@ export {
 } from './provisioning/client.js';
 export { provisionDevice, type ProvisionOptions, type ProvisionOutcome } from './provisioning/provision.js';
 export {
+  EventLog,
+  SoftwareRegister,
+  TpmPcrs,
+  measure,
+  measurementStore,
+  type MeasurementRegister,
+} from './attestation/measurements.js';
+export {
   RENEWAL_FRACTION,
   RENEWAL_JITTER,
   renewalSafetyMargin,

@@ -11,6 +11,10 @@ import { certCommand } from './commands/cert.js';
 import { enrollmentCommand } from './commands/enrollment.js';
 import { policyCommand } from './commands/policy.js';
 import { simCommand } from './commands/sim.js';
+import { factoryCommand } from './commands/factory.js';
+import { batchCommand, manufacturerCommand, stationCommand } from './commands/manufacturing.js';
+import { attestationCommand } from './commands/attestation.js';
+import { transcriptCommand } from './commands/transcript.js';
 
 /** `rampart <capability> <verb>`: one command tree for everything the console can do. */
 export function buildProgram(): Command {
@@ -28,6 +32,12 @@ export function buildProgram(): Command {
   program.addCommand(caCommand());
   program.addCommand(certCommand());
   program.addCommand(enrollmentCommand());
+  program.addCommand(factoryCommand());
+  program.addCommand(stationCommand());
+  program.addCommand(manufacturerCommand());
+  program.addCommand(batchCommand());
+  program.addCommand(attestationCommand());
+  program.addCommand(transcriptCommand());
   program.addCommand(policyCommand());
   program.addCommand(simCommand());
   program.addCommand(auditCommand());
@@ -47,6 +57,12 @@ Examples:
   $ rampart token create --role operator --expires 30d
   $ rampart device list --query 'model = "DW100" and attributes.region = "eu"'
   $ rampart enrollment token create --device dw-0001
+  $ rampart factory provision --station-dir /srv/station --batch 2026-11-a --device-dir /mnt/dut --id dw-0001 --serial SN-1 --model DW100
+  $ rampart station register line-1 --public-key station.pub.pem --out line-1.station.json
+  $ rampart manufacturer add acme-modules --certificate acme-idevid-ca.pem
+  $ rampart batch import b-2026-11-a.manifest.json
+  $ rampart attestation settings DW100 --require --no-admit-software
+  $ rampart transcript verify gw-0001.transcript.json --key transcript-signing.pub.pem
   $ rampart cert revoke 3A:9F:01:77 --reason key-compromise
   $ rampart policy simulate --device dw-0001 --action publish --topic devices/dw-0001/x
   $ rampart sim --devices 100 --profile normal=8,crashy=1,compromised=1

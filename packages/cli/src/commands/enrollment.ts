@@ -4,6 +4,7 @@ import { globalsOf, withExamples } from '../command.js';
 import { withClient } from '../connection.js';
 import { color, output, printTable, shortTime } from '../output.js';
 import { positiveInt } from './fleet-common.js';
+import { enrollmentPolicyCommand } from './enrollment-policy.js';
 
 const TOKEN_ENV = 'RAMPART_AGENT_ENROLLMENT_TOKEN';
 const EST_PLACEHOLDER = 'https://<rampart-host>:8444/.well-known/est';
@@ -36,7 +37,7 @@ function stateText(state: string): string {
 
 export function enrollmentCommand(): Command {
   const enrollment = new Command('enrollment').description(
-    'Device enrollment: one-time tokens a device presents to EST to get its first certificate',
+    'Device enrollment: policies that decide who may enroll, and one-time tokens for devices without a birth certificate',
   );
   const token = new Command('token').description('One-time enrollment tokens: create, list, revoke');
   enrollment.addCommand(token);
@@ -126,5 +127,6 @@ export function enrollmentCommand(): Command {
       ['rampart enrollment token revoke 3k9x0a7m2q1z'],
     ),
   );
+  enrollment.addCommand(enrollmentPolicyCommand());
   return enrollment;
 }

@@ -16,6 +16,7 @@ import type { Problem } from '@rampart/shared/problem';
 import { globalsOf, withExamples } from '../command.js';
 import { shadowCommand } from './shadow.js';
 import { deviceCommandCommands } from './device-command.js';
+import { deviceProvisioningCommands } from './device-provisioning.js';
 import { withClient } from '../connection.js';
 import { CliError, EXIT } from '../errors.js';
 import { color, output, printJson, printTable, progress, type OutputOptions } from '../output.js';
@@ -371,10 +372,11 @@ When rows are invalid, each problem is listed (row numbers count data rows from 
 /** `rampart device`: the device registry. */
 export function deviceCommand(): Command {
   const device = new Command('device').description(
-    'Devices: register, list by fleet query, update, import in bulk, index attributes',
+    'Devices: register, list by fleet query, update, import in bulk, index attributes, trace and decommission',
   );
   deviceCommands(device);
   device.addCommand(shadowCommand());
   for (const c of deviceCommandCommands()) device.addCommand(c);
+  for (const c of deviceProvisioningCommands()) device.addCommand(c);
   return device;
 }

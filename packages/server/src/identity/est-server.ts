@@ -25,6 +25,7 @@ import { issuedBy } from './x509.js';
 import type { ProvisioningService } from '../provisioning/service.js';
 import { AttestationRefusal } from '../provisioning/attestation.js';
 import { presentedChainOf } from '../provisioning/enrollment.js';
+import { RampartError, STATUS_OF } from '../errors.js';
 
 /**
  * EST (RFC 7030, with the RFC 8951 clarifications) on its own HTTPS listener. The listener asks
@@ -251,7 +252,15 @@ export async function buildEstServer(options: EstServerOptions): Promise<EstServ
         .type(EST_MEDIA.certsOnly)
         .header('content-transfer-encoding', 'base64')
         .send(encodeBase64Body(encodeCertsOnly([issued.der])));
-    } catch (err) {
+    } catch (caught) {
+      // A policy that cannot go on for a reason the operator can fix (a device model that is not
+      // registered, say) is a refusal with that reason, not an internal error.
+      const err =
+        caught instanceof RampartError && STATUS_OF[caught.code] < 500
+          ? Object.assign(new EnrollmentRefusal(403, caught.message), {
+              httpStatus: STATUS_OF[caught.code],
+            })
+          : caught;
       if (!(err instanceof EnrollmentRefusal)) {
         options.onRequest?.(operation, 'error');
         throw err;

@@ -260,6 +260,58 @@ describe('individual enrollment', () => {
   });
 });
 
+describe('a policy that cannot place the device', () => {
+  it('refuses with the reason (409), not an internal error, when the placement model is gone', async () => {
+    await tp.call('POST', '/api/v1/device-models', { body: { id: 'gone-1' } });
+    const cert = peers.openssl(
+      'req',
+      '-x509',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:P-256',
+      '-nodes',
+      '-keyout',
+      'orphan.key',
+      '-out',
+      'orphan.crt',
+      '-days',
+      '30',
+      '-subj',
+      '/CN=orphan-1',
+    );
+    expect(cert).toBe('');
+    const der = new X509Certificate(readFileSync(peers.path('orphan.crt'))).raw;
+    expect(
+      (
+        await createPolicy({
+          name: 'orphan',
+          kind: 'individual',
+          config: {
+            deviceId: 'orphan-1',
+            certificateFingerprint: createHash('sha256').update(der).digest('hex'),
+          },
+          placement: { model: 'gone-1' },
+        })
+      ).status,
+    ).toBe(201);
+    expect((await tp.call('DELETE', '/api/v1/device-models/gone-1')).status).toBe(200);
+    const r = await peers.curl([
+      '--cert',
+      peers.path('orphan.crt'),
+      '--key',
+      peers.path('orphan.key'),
+      '-H',
+      'Content-Type: application/pkcs10',
+      '--data-binary',
+      `@${peers.csr('orphan-1', 'orphan-1')}`,
+      `${peers.est}/simpleenroll`,
+    ]);
+    expect(r.status).toBe(409);
+    expect(r.body.toString()).toMatch(/device model gone-1 is not registered/);
+  });
+});
+
 describe('policy configuration', () => {
   it('refuses a config that does not fit the kind, naming the field, and stores nothing', async () => {
     const cases: [Record<string, unknown>, RegExp][] = [

@@ -346,6 +346,23 @@ describe('zero-touch provisioning with attestation', () => {
     ]);
   });
 
+  it('answers 404 for the history of a device or model it never heard of, and shows one policy', async () => {
+    for (const path of [
+      '/api/v1/devices/nobody/attestation',
+      '/api/v1/devices/nobody/transcripts',
+      '/api/v1/devices/nobody/trace',
+      '/api/v1/device-models/no-such-model/attestation',
+      '/api/v1/enrollment-policies/no-such-policy',
+    ])
+      expect((await tp.call('GET', path)).status, path).toBe(404);
+    // A device in a manifest that never attested has an empty history, not a 404.
+    expect((await tp.call('GET', '/api/v1/devices/gw-5/transcripts')).body).toEqual([]);
+    expect((await tp.call('GET', '/api/v1/enrollment-policies/factory')).body).toMatchObject({
+      name: 'factory',
+      kind: 'group',
+    });
+  });
+
   it('decommissions: certificates revoked, enrollment refused until re-provisioned', async () => {
     const d = devices['gw-1']!;
     const off = await tp.call('PATCH', '/api/v1/devices/gw-1', { body: { status: 'decommissioned' } });

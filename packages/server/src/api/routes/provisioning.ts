@@ -41,6 +41,22 @@ export function provisioningRoutes(ctx: ApiContext): FastifyPluginAsync {
       if (!ctx.provisioning) throw new RampartError('INTERNAL', 'provisioning is not running');
       return ctx.provisioning;
     };
+    /** A device's history, or 404 when Rampart has never heard of the device. */
+    const knownOrNotFound = async <T>(deviceId: string, items: T[]): Promise<T[]> => {
+      if (items.length) return items;
+      const db = ctx.storage.db;
+      const registered = await db
+        .selectFrom('devices')
+        .select('id')
+        .where('id', '=', deviceId)
+        .executeTakeFirst();
+      if (!registered && !(await p().batches.byDevice(db, deviceId)))
+        throw new RampartError(
+          'NOT_FOUND',
+          `device ${deviceId} is neither registered nor in any imported manifest`,
+        );
+      return items;
+    };
 
     // -- stations -------------------------------------------------------------------------------
     app.post(
@@ -295,6 +311,20 @@ export function provisioningRoutes(ctx: ApiContext): FastifyPluginAsync {
       async () => p().policies.list(ctx.storage.db),
     );
 
+    app.get(
+      '/enrollment-policies/:name',
+      {
+        config: { permission: 'device:read' },
+        schema: {
+          tags: TAGS,
+          summary: 'One enrollment policy',
+          params: NameParam,
+          response: { 200: EnrollmentPolicyView, ...errors },
+        },
+      },
+      async (request) => p().policies.get(ctx.storage.db, request.params.name),
+    );
+
     app.patch(
       '/enrollment-policies/:name',
       {
@@ -401,7 +431,16 @@ export function provisioningRoutes(ctx: ApiContext): FastifyPluginAsync {
           response: { 200: ModelAttestationView, ...errors },
         },
       },
-      async (request) => p().attestation.modelSettings(ctx.storage.db, request.params.id, true),
+      async (request) => {
+        const db = ctx.storage.db;
+        const model = await db
+          .selectFrom('device_models')
+          .select('id')
+          .where('id', '=', request.params.id)
+          .executeTakeFirst();
+        if (!model) throw new RampartError('NOT_FOUND', `device model ${request.params.id} does not exist`);
+        return p().attestation.modelSettings(db, request.params.id, true);
+      },
     );
 
     app.put(
@@ -514,7 +553,8 @@ export function provisioningRoutes(ctx: ApiContext): FastifyPluginAsync {
           response: { 200: Type.Array(AttestationResultView), ...errors },
         },
       },
-      async (request) => p().attestation.results(ctx.storage.db, request.params.id),
+      async (request) =>
+        knownOrNotFound(request.params.id, await p().attestation.results(ctx.storage.db, request.params.id)),
     );
 
     app.get(
@@ -528,7 +568,8 @@ export function provisioningRoutes(ctx: ApiContext): FastifyPluginAsync {
           response: { 200: Type.Array(ProvisioningTranscript), ...errors },
         },
       },
-      async (request) => p().transcripts.list(ctx.storage.db, request.params.id),
+      async (request) =>
+        knownOrNotFound(request.params.id, await p().transcripts.list(ctx.storage.db, request.params.id)),
     );
 
     app.get(
