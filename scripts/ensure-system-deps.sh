@@ -17,6 +17,16 @@ have_cmd mosquitto_pub || need+=(mosquitto-clients)
 have_cmd swtpm || need+=(swtpm)
 have_cmd tpm2_createprimary || need+=(tpm2-tools)
 ls /usr/lib/*/libtss2-tcti-swtpm.so.0 >/dev/null 2>&1 || need+=(libtss2-tcti-swtpm0)
+# OpenSSL's TPM 2.0 provider and PKCS#11 engine: the agent's TLS tunnel (openssl s_client) signs
+# handshakes with them, for mutual TLS with keys that never leave the TPM or the token.
+ls /usr/lib/*/ossl-modules/tpm2.so >/dev/null 2>&1 || need+=(tpm2-openssl)
+ls /usr/lib/*/engines-3/pkcs11.so >/dev/null 2>&1 || need+=(libengine-pkcs11-openssl)
+# tpm2-abrmd on a private session bus: the resource manager in front of swtpm in the agent's TLS
+# tests (a device has the kernel's, /dev/tpmrm0).
+have_cmd tpm2-abrmd || [ -x /usr/sbin/tpm2-abrmd ] || need+=(tpm2-abrmd)
+ls /usr/lib/*/libtss2-tcti-tabrmd.so.0 >/dev/null 2>&1 || need+=(libtss2-tcti-tabrmd0)
+have_cmd dbus-daemon || need+=(dbus-daemon)
+[ -f /usr/share/dbus-1/session.conf ] || need+=(dbus-session-bus-common)
 # The Mosquitto broker: the peer `npm run bench:gateway` measures the gateway against.
 { have_cmd mosquitto || [ -x /usr/sbin/mosquitto ]; } || need+=(mosquitto)
 

@@ -30,7 +30,7 @@ export const AgentConfigSchema = Type.Object(
           default: 'device:/dev/tpmrm0',
           minLength: 1,
           description:
-            'The TSS2 TCTI tpm2-tools talk to the TPM through: `device:/dev/tpmrm0` (the kernel resource manager), or `swtpm:host=H,port=P` for a software TPM.',
+            'The TSS2 TCTI tpm2-tools talk to the TPM through: `device:/dev/tpmrm0` (the kernel resource manager), `tabrmd` (tpm2-abrmd), or `swtpm:host=H,port=P` for a software TPM. `renew` and `run` (mutual TLS signed in the TPM) need a resource manager: not `device:/dev/tpm0` or a swtpm reached directly.',
         }),
         parentHandle: Type.Integer({
           default: 0x81000001,

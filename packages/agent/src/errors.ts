@@ -16,6 +16,12 @@ export type AgentErrorCode =
   | 'EST_PENDING'
   /** The EST server's reply is not what EST promises (content type, body). */
   | 'EST_BAD_RESPONSE'
+  /** Mutual TLS: the server's certificate does not chain to the pinned root or does not name the host. */
+  | 'TLS_UNTRUSTED'
+  /** Mutual TLS: the server ended the connection with an alert (it did not accept the device certificate). */
+  | 'TLS_REFUSED'
+  /** Mutual TLS: the server could not be reached, or the handshake did not complete in time. */
+  | 'TLS_UNREACHABLE'
   /** An issued or stored certificate failed the agent's checks; the old identity was kept. */
   | 'CERT_REFUSED'
   /** The device has no certificate yet. */

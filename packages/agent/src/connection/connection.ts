@@ -1,5 +1,6 @@
 import { EventEmitter } from 'node:events';
-import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
+import { PassThrough, type Duplex } from 'node:stream';
+import { MqttClient, type IClientOptions } from 'mqtt';
 import type { Logger } from '@rampart/shared/logging';
 import { AgentError } from '../errors.js';
 import { backoffDelay, DEFAULT_BACKOFF, type BackoffPolicy } from './backoff.js';
@@ -89,6 +90,8 @@ export interface GatewayLink {
   off(event: 'online' | 'offline', listener: () => void): unknown;
 }
 
+/** The MQTT over TLS port when the URL names none. */
+const DEFAULT_MQTTS_PORT = 8883;
 /** Drops are logged at most this often (with counts), so that a full queue cannot flood the log. */
 const DROP_LOG_INTERVAL_MS = 10_000;
 /** A clean disconnect that takes longer than this is cut. */
@@ -96,7 +99,8 @@ const DISCONNECT_TIMEOUT_MS = 5_000;
 
 /**
  * The device's connection to the gateway: MQTT 3.1.1 over mutual TLS with the device's own
- * certificate and key, trusting only the pinned root and checking the server name; client id = the
+ * certificate and key (see MutualTls: the key may sign in a TPM or a PKCS#11 token, through the
+ * OpenSSL tunnel), trusting only the pinned root and checking the server name; client id = the
  * device id; clean session. It reconnects by itself with exponential backoff and full jitter, and
  * re-subscribes on every connection. Outbound messages go through a bounded queue (kept on disk by
  * the daemon) and leave it in order, QoS 1 ones only once acknowledged.
@@ -405,15 +409,28 @@ export class DeviceConnection extends EventEmitter<ConnectionEvents> implements 
       reconnectPeriod: 0,
       resubscribe: false,
       queueQoSZero: false,
-      // Mutual TLS: the device's certificate and key; only the pinned root is trusted, and the
-      // server name is checked against the host in the URL (Node's default identity check).
-      ca: [credentials.caPem],
-      cert: credentials.certPem,
-      key: credentials.keyPem,
-      rejectUnauthorized: true,
-      minVersion: 'TLSv1.2',
-    } as IClientOptions;
-    const client = mqtt.connect(this.url, options);
+    };
+    const { hostname, port } = new URL(this.url);
+    // Mutual TLS with the device's certificate, signed where its key lives (in-process, or in the
+    // TPM or the token through the OpenSSL tunnel); only the pinned root is trusted, and the
+    // server's certificate must name the host in the URL.
+    const stream = (): Duplex => {
+      try {
+        return credentials.tls.connect({
+          host: hostname.replace(/^\[|\]$/g, ''),
+          port: port ? Number(port) : DEFAULT_MQTTS_PORT,
+          certPem: credentials.certPem,
+          caPem: credentials.caPem,
+          timeoutMs: this.connectTimeoutMs,
+        });
+      } catch (err) {
+        // Reported like a failed connection: the client sees the error, then the close.
+        const failed = new PassThrough();
+        process.nextTick(() => failed.destroy(err as Error));
+        return failed;
+      }
+    };
+    const client = new MqttClient(stream, options);
     this.client = client;
     this.clientError = null;
     client.on('error', (err) => {

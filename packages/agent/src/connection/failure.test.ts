@@ -53,6 +53,32 @@ describe('describeConnectFailure', () => {
     expect(describeConnectFailure(new Error('connack timeout'), context).kind).toBe('timeout');
   });
 
+  it('reads the OpenSSL tunnel’s errors (a key in a TPM or a PKCS#11 token) the same way', () => {
+    const untrusted = new AgentError('TLS_UNTRUSTED', '127.0.0.1:8883 is not trusted: hostname mismatch');
+    expect(describeConnectFailure(untrusted, context)).toMatchObject({
+      kind: 'untrusted-gateway',
+      refused: true,
+      message:
+        'the gateway at mqtts://rampart.example:8883: 127.0.0.1:8883 is not trusted: hostname mismatch',
+      advice: expect.stringMatching(/root CA pinned at enrollment/),
+    });
+    const refused = new AgentError('TLS_REFUSED', 'x ended the TLS connection with the alert "unknown ca"');
+    expect(describeConnectFailure(refused, context)).toMatchObject({
+      kind: 'certificate-refused',
+      refused: true,
+      advice: expect.stringMatching(/identity show/),
+    });
+    const unreachable = new AgentError('TLS_UNREACHABLE', 'cannot reach x (openssl: Connection refused)');
+    expect(describeConnectFailure(unreachable, context)).toMatchObject({
+      kind: 'unreachable',
+      refused: false,
+    });
+    expect(describeConnectFailure(unreachable, { ...context, wasOnline: true }).kind).toBe('lost');
+    // The anchor itself failing (OpenSSL cannot use the key) is the device's to fix.
+    const anchor = new AgentError('TRUST_ANCHOR', 'OpenSSL could not use the identity key in the TPM');
+    expect(describeConnectFailure(anchor, context)).toMatchObject({ kind: 'credentials', refused: true });
+  });
+
   it('passes on the agent’s own credential errors as they are', () => {
     const err = new AgentError('CERT_EXPIRED', 'the device certificate expired; enroll again');
     expect(describeConnectFailure(err, context)).toEqual({

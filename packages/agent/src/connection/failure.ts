@@ -51,6 +51,55 @@ const UNTRUSTED_SERVER_CODES = new Set([
   'HOSTNAME_MISMATCH',
 ]);
 
+const UNTRUSTED_GATEWAY_ADVICE =
+  "its certificate must chain to Rampart's root CA pinned at enrollment (identity/root-ca.pem) and name the host in mqtt.url; " +
+  'check mqtt.url, and that the device was enrolled with the platform it connects to';
+
+const CERTIFICATE_REFUSED_ADVICE =
+  "the gateway accepts only certificates from Rampart's CAs; check the device certificate (rampart-agent identity show) and that mqtt.url is the platform that issued it";
+
+/**
+ * An AgentError: the device's own credentials could not be loaded, or the OpenSSL tunnel (a key in
+ * a TPM or a PKCS#11 token) reported how the TLS connection failed.
+ */
+function describeAgentError(
+  err: AgentError,
+  context: { url: string; deviceId: string; wasOnline: boolean },
+): ConnectFailure {
+  switch (err.code) {
+    case 'TLS_UNTRUSTED':
+      return {
+        kind: 'untrusted-gateway',
+        refused: true,
+        message: `the gateway at ${context.url}: ${err.message}`,
+        advice: UNTRUSTED_GATEWAY_ADVICE,
+      };
+    case 'TLS_REFUSED':
+      return {
+        kind: 'certificate-refused',
+        refused: true,
+        message: `the gateway at ${context.url}: ${err.message}`,
+        advice: CERTIFICATE_REFUSED_ADVICE,
+      };
+    case 'TLS_UNREACHABLE':
+      return context.wasOnline
+        ? {
+            kind: 'lost',
+            refused: false,
+            message: `the connection to the gateway at ${context.url} was lost: ${err.message}`,
+            advice: null,
+          }
+        : {
+            kind: 'unreachable',
+            refused: false,
+            message: `the gateway at ${context.url}: ${err.message}`,
+            advice: 'check mqtt.url and the network',
+          };
+    default:
+      return { kind: 'credentials', refused: true, message: err.message, advice: null };
+  }
+}
+
 const UNREACHABLE_CODES = new Set([
   'ECONNREFUSED',
   'ENOTFOUND',
@@ -72,8 +121,7 @@ export function describeConnectFailure(
   context: { url: string; deviceId: string; wasOnline: boolean },
 ): ConnectFailure {
   const { url, deviceId } = context;
-  if (err instanceof AgentError)
-    return { kind: 'credentials', refused: true, message: err.message, advice: null };
+  if (err instanceof AgentError) return describeAgentError(err, context);
   const e = (err ?? {}) as { code?: unknown; message?: unknown };
   const message = typeof e.message === 'string' ? e.message : err === null ? '' : String(err);
   const code = e.code;
@@ -134,17 +182,14 @@ export function describeConnectFailure(
         kind: 'untrusted-gateway',
         refused: true,
         message: `the gateway at ${url} is not trusted: ${message} (${code})`,
-        advice:
-          "its certificate must chain to Rampart's root CA pinned at enrollment (identity/root-ca.pem) and name the host in mqtt.url; " +
-          'check mqtt.url, and that the device was enrolled with the platform it connects to',
+        advice: UNTRUSTED_GATEWAY_ADVICE,
       };
     if (/ALERT/.test(code) || /alert/i.test(message))
       return {
         kind: 'certificate-refused',
         refused: true,
         message: `the gateway ended the TLS handshake: ${message} (${code})`,
-        advice:
-          "the gateway accepts only certificates from Rampart's CAs; check the device certificate (rampart-agent identity show) and that mqtt.url is the platform that issued it",
+        advice: CERTIFICATE_REFUSED_ADVICE,
       };
     if (UNREACHABLE_CODES.has(code))
       return {

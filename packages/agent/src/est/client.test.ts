@@ -5,6 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { EST_MEDIA, decodeBase64Body, encodeBase64Body, encodeCertsOnly, toPem } from '@rampart/shared/pki';
 import { AgentError } from '../errors.js';
 import { createDeviceCsr } from '../identity/csr.js';
+import { NodeMutualTls } from '../tls/mutual-tls.js';
 import { SoftwareTrustAnchor } from '../trust-anchor/software.js';
 import { startFakeEst, type FakeEstServer, type Reply } from '../test-support/est-server.js';
 import { TestPki, type TestCa } from '../test-support/pki.js';
@@ -97,8 +98,8 @@ describe('EST client', () => {
   it('re-enrolls presenting the device certificate as TLS client certificate, without Authorization', async () => {
     const cert = pki.issue(csr, issuing);
     reply = () => certsOnly([cert]);
-    const key = (await anchor.tlsKey())!;
-    await client().simpleReenroll(csr, { certPem: toPem('CERTIFICATE', cert) + issuing.pem, key });
+    const tls = new NodeMutualTls((await anchor.tlsKey())!);
+    await client().simpleReenroll(csr, { certPem: toPem('CERTIFICATE', cert) + issuing.pem, tls });
     const req = server.requests.at(-1)!;
     expect(req.path).toBe('/.well-known/est/simplereenroll');
     expect(req.headers.authorization).toBeUndefined();
@@ -136,9 +137,9 @@ describe('EST client', () => {
     expect(err.message).toMatch(/403: "token is bound to device dw-0009".*rampart device show dw-0001/);
 
     reply = text(403, 'certificate revoked');
-    const key = (await anchor.tlsKey())!;
+    const tls = new NodeMutualTls((await anchor.tlsKey())!);
     const certPem = toPem('CERTIFICATE', pki.issue(csr, issuing));
-    err = await refusal(client().simpleReenroll(csr, { certPem, key }, 'dw-0001'));
+    err = await refusal(client().simpleReenroll(csr, { certPem, tls }, 'dw-0001'));
     expect(err.message).toMatch(
       /renewal \(re-enrollment\) failed: .*"certificate revoked".*must enroll again/,
     );
@@ -173,9 +174,9 @@ describe('EST client', () => {
       handle: () => certsOnly([root.der]),
     });
     try {
-      const key = (await anchor.tlsKey())!;
+      const tls = new NodeMutualTls((await anchor.tlsKey())!);
       const certPem = toPem('CERTIFICATE', pki.issue(csr, issuing)) + issuing.pem;
-      const err = await refusal(client({ url: strict.url }).simpleReenroll(csr, { certPem, key }, 'dw-0001'));
+      const err = await refusal(client({ url: strict.url }).simpleReenroll(csr, { certPem, tls }, 'dw-0001'));
       expect(err.code).toBe('EST_REFUSED');
       expect(err.message).toMatch(
         /did not accept the device certificate.*must enroll again with a new token/,
@@ -187,8 +188,8 @@ describe('EST client', () => {
   });
 
   it('refuses to present a certificate that does not belong to the TLS key', async () => {
-    const key = (await anchor.tlsKey())!;
-    const err = await refusal(client().simpleReenroll(csr, { certPem: issuing.pem, key }));
+    const tls = new NodeMutualTls((await anchor.tlsKey())!);
+    const err = await refusal(client().simpleReenroll(csr, { certPem: issuing.pem, tls }));
     expect(err).toMatchObject({
       code: 'CERT_REFUSED',
       message: expect.stringMatching(/do not belong together/),

@@ -1,6 +1,5 @@
-import type { KeyObject } from 'node:crypto';
 import { Agent, request } from 'node:https';
-import type { ClientRequest, IncomingHttpHeaders } from 'node:http';
+import { request as requestOver, type ClientRequest, type IncomingHttpHeaders } from 'node:http';
 import {
   EST_MEDIA,
   EST_PATH,
@@ -10,14 +9,19 @@ import {
   encodeBase64Body,
 } from '@rampart/shared/pki';
 import { AgentError } from '../errors.js';
+import type { MutualTls } from '../tls/mutual-tls.js';
 
 /** How simpleenroll is authenticated: the one-time enrollment token as HTTP Basic password (user = device id), or as a bearer token. */
 export type EnrollmentCredentials = { deviceId: string; token: string } | { bearer: string };
 
-/** The device's current certificate (PEM, with its CA chain) and key, presented over mutual TLS for simplereenroll. */
+/**
+ * The device's current certificate (PEM, with its CA chain) and how its key signs the handshake
+ * (in-process, or in the TPM or the token through the OpenSSL tunnel), presented over mutual TLS for
+ * simplereenroll.
+ */
 export interface ClientCertificate {
   certPem: string;
-  key: KeyObject;
+  tls: MutualTls;
 }
 
 export interface EstClientOptions {
@@ -188,40 +192,56 @@ export class EstClient {
         reject(err);
       };
       let req: ClientRequest;
+      const headers = { ...init.headers, ...(body ? { 'content-length': String(body.length) } : {}) };
+      const client = init.client;
       try {
-        req = request(url, {
-          method: init.method,
-          headers: { ...init.headers, ...(body ? { 'content-length': String(body.length) } : {}) },
-          ca: this.caPem,
-          ...(init.client
-            ? {
-                cert: init.client.certPem,
-                key: init.client.key.export({ type: 'pkcs8', format: 'pem' }),
-              }
-            : {}),
-          minVersion: 'TLSv1.2',
-          // A pooled connection could carry another client certificate: mutual TLS gets its own.
-          agent: init.client || !this.pool ? false : this.pool,
-          timeout: this.timeoutMs,
-        });
+        req = client
+          ? // Mutual TLS: HTTP over the connection the device's key signs (its own connection,
+            // never a pooled one that could carry another certificate).
+            requestOver({
+              host: url.hostname,
+              port: url.port || 443,
+              path: `${url.pathname}${url.search}`,
+              method: init.method,
+              headers: { ...headers, host: url.host },
+              createConnection: () =>
+                client.tls.connect({
+                  host: url.hostname.replace(/^\[|\]$/g, ''),
+                  port: Number(url.port || 443),
+                  certPem: client.certPem,
+                  caPem: this.caPem,
+                  timeoutMs: this.timeoutMs,
+                }),
+              timeout: this.timeoutMs,
+            })
+          : request(url, {
+              method: init.method,
+              headers,
+              ca: this.caPem,
+              minVersion: 'TLSv1.2',
+              agent: this.pool ?? false,
+              timeout: this.timeoutMs,
+            });
       } catch (err) {
         // Thrown before anything is sent: the TLS options themselves are unusable.
         settled = true;
         reject(
-          init.client
-            ? new AgentError(
-                'CERT_REFUSED',
-                `cannot present the device certificate over TLS: ${(err as Error).message}; ` +
-                  'the certificate and the trust anchor key do not belong together: enroll again (rampart-agent enroll)',
-                { cause: err },
-              )
-            : new AgentError(
-                'EST_UNTRUSTED',
-                `cannot set up TLS with ${this.caFile}: ${(err as Error).message}`,
-                {
-                  cause: err,
-                },
-              ),
+          err instanceof AgentError
+            ? err
+            : init.client
+              ? new AgentError(
+                  'CERT_REFUSED',
+                  `cannot present the device certificate over TLS: ${(err as Error).message}; ` +
+                    'the certificate and the trust anchor key do not belong together: enroll again (rampart-agent enroll)',
+                  { cause: err },
+                )
+              : new AgentError(
+                  'EST_UNTRUSTED',
+                  `cannot set up TLS with ${this.caFile}: ${(err as Error).message}`,
+                  {
+                    cause: err,
+                  },
+                ),
         );
         return;
       }
@@ -277,8 +297,9 @@ export class EstClient {
     /** A client certificate was presented and the handshake completed: with TLS 1.3 a server that refuses the certificate just closes the connection. */
     closedAfterClientCert = false,
   ): AgentError {
-    const code = err.code ?? '';
     const where = `${this.url(op).origin}`;
+    if (err instanceof AgentError) return this.tunnelError(op, err, where, deviceId);
+    const code = err.code ?? '';
     if (closedAfterClientCert && (code === 'ECONNRESET' || code === 'EPIPE'))
       return new AgentError(
         'EST_REFUSED',
@@ -311,6 +332,36 @@ export class EstClient {
         'check est.url and the network, and that the platform is running',
       { cause: err },
     );
+  }
+
+  /** A mutual-TLS failure the OpenSSL tunnel reported (key in a TPM or a PKCS#11 token), in EST's terms. */
+  private tunnelError(op: Operation, err: AgentError, where: string, deviceId?: string): AgentError {
+    const again =
+      'If it expired or was revoked, the device must enroll again with a new token: ' +
+      `rampart enrollment token create --device ${deviceId ?? 'ID'}`;
+    switch (err.code) {
+      case 'TLS_UNTRUSTED':
+        return new AgentError(
+          'EST_UNTRUSTED',
+          `the EST server at ${where}: ${err.message}. Check that ${this.caFile} is Rampart's root CA ` +
+            '(<server-data-dir>/ca.pem) and that the URL names the server as its certificate does',
+          { cause: err },
+        );
+      case 'TLS_REFUSED':
+        return new AgentError(
+          'EST_REFUSED',
+          `the EST server at ${where}: ${err.message}` + (op === 'simplereenroll' ? `. ${again}` : ''),
+          { cause: err },
+        );
+      case 'TLS_UNREACHABLE':
+        return new AgentError(
+          'EST_UNREACHABLE',
+          `the EST server at ${where}: ${err.message}; check est.url and the network, and that the platform is running`,
+          { cause: err },
+        );
+      default:
+        return err;
+    }
   }
 
   private statusError(

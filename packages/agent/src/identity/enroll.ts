@@ -59,7 +59,8 @@ export interface RenewOptions {
 
 /**
  * Renew the device certificate through EST simplereenroll, authenticated by the current
- * certificate over mutual TLS. The key stays the same. Throws NOT_ENROLLED without a certificate
+ * certificate over mutual TLS, signed where the key lives (in-process for the software anchor,
+ * through the OpenSSL tunnel in the TPM or the PKCS#11 token). The key stays the same. Throws NOT_ENROLLED without a certificate
  * and CERT_EXPIRED once it has expired (then only a new enrollment with a new token helps).
  *
  * A device with a birth identity (zero-touch provisioning) attests first, with a fresh nonce, and
@@ -70,21 +71,15 @@ export interface RenewOptions {
 export async function renewDevice(options: RenewOptions): Promise<CertificateInfo> {
   const { anchor, store, est } = options;
   const now = (options.now ?? Date.now)();
-  const { current, deviceId, rootPem, key } = await mutualTlsIdentity(store, anchor, now, 'renewal');
+  const { deviceId, rootPem, tls } = await mutualTlsIdentity(store, anchor, now, 'renewal');
   if (options.deviceId && options.deviceId !== deviceId)
     throw new AgentError(
       'USAGE',
       `the device certificate is for "${deviceId}" but the configuration says device id "${options.deviceId}"; ` +
         'fix deviceId (RAMPART_AGENT_DEVICE_ID), or enroll again as the configured device',
     );
+  // mutualTlsIdentity checked that the certificate is for this key.
   const publicKey = await anchor.ensureKey();
-  const keyDer = publicKey.export({ type: 'spki', format: 'der' });
-  if (!current.x509.publicKey.export({ type: 'spki', format: 'der' }).equals(keyDer))
-    throw new AgentError(
-      'CERT_REFUSED',
-      `${store.certFile} certifies another key than the one in the ${anchor.kind} trust anchor; ` +
-        'enroll again: rampart-agent enroll',
-    );
   const caCertificates = await est.cacerts();
   const csr = await createDeviceCsr(anchor, deviceId);
   const birth = readBirthIdentity(store.dataDir);
@@ -107,7 +102,7 @@ export async function renewDevice(options: RenewOptions): Promise<CertificateInf
   }
   const issued = await est.simpleReenroll(
     csr,
-    { certPem: store.clientCertificatePem(), key },
+    { certPem: store.clientCertificatePem(), tls },
     deviceId,
     bearer,
   );

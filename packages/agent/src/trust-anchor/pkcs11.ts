@@ -5,6 +5,7 @@ import type * as Pkcs11js from 'pkcs11js';
 import type { PKCS11, Template } from 'pkcs11js';
 import { der, readDer } from '@rampart/shared/pki';
 import { AgentError } from '../errors.js';
+import type { OpensslKey } from '../tls/openssl-tunnel.js';
 import type { TrustAnchor } from './trust-anchor.js';
 
 export interface Pkcs11TrustAnchorOptions {
@@ -177,6 +178,17 @@ export function ecdsaSignatureToDer(raw: Uint8Array): Buffer {
   return der.sequence(der.unsignedInteger(raw.subarray(0, half)), der.unsignedInteger(raw.subarray(half)));
 }
 
+/** A PKCS#11 URI attribute value (RFC 7512): everything but unreserved characters percent-encoded. */
+function pkcs11UriValue(value: string): string {
+  return [...Buffer.from(value, 'utf8')]
+    .map((b) =>
+      /[A-Za-z0-9\-._~]/.test(String.fromCharCode(b))
+        ? String.fromCharCode(b)
+        : `%${b.toString(16).padStart(2, '0').toUpperCase()}`,
+    )
+    .join('');
+}
+
 // ------------------------------------------------------------------------------------------------
 // The anchor
 
@@ -199,9 +211,9 @@ interface TokenSession {
  * A session is opened and the user logged in on first use, then kept until `close()`. Operations run
  * one at a time; a session the token dropped (removed, reset) is opened again once.
  *
- * Mutual TLS with the token's key needs a TLS provider that signs in the token; until the agent has
- * one, `tlsKey()` is null, so enrollment with a token works and renewal and the gateway connection
- * say that they need it.
+ * Mutual TLS (the gateway, renewal) signs in the token too: `tlsKey()` is null, and `opensslKey()`
+ * hands the TLS tunnel (openssl s_client with the libp11 engine) the module, the key's PKCS#11 URI
+ * and the PIN; the tunnel opens its own session on the token.
  */
 export class Pkcs11TrustAnchor implements TrustAnchor {
   readonly kind = 'pkcs11';
@@ -245,9 +257,26 @@ export class Pkcs11TrustAnchor implements TrustAnchor {
     });
   }
 
-  /** Null: the key cannot leave the token (see the class comment). */
+  /** Null: the key cannot leave the token; mutual TLS goes through `opensslKey()`. */
   async tlsKey(): Promise<KeyObject | null> {
     return null;
+  }
+
+  /**
+   * The identity key as the libp11 engine finds it: the module, the RFC 7512 URI of the private key
+   * (token and key label) and the PIN, for the TLS tunnel's configuration file (never its command
+   * line). Logs in first, so that a wrong PIN is reported here, once, rather than by every
+   * connection attempt; throws TRUST_ANCHOR when the token has no identity key.
+   */
+  async opensslKey(): Promise<OpensslKey> {
+    const present = await this.withSession((s) => this.findPrivateKey(s) !== null);
+    if (!present)
+      throw new AgentError(
+        'TRUST_ANCHOR',
+        `PKCS#11 token "${this.tokenLabel}" has no identity key "${this.keyLabel}" yet; run: rampart-agent identity init`,
+      );
+    const uri = `pkcs11:token=${pkcs11UriValue(this.tokenLabel)};object=${pkcs11UriValue(this.keyLabel)};type=private`;
+    return { kind: 'pkcs11', module: this.module, uri, pin: this.#pin };
   }
 
   async sign(data: Uint8Array): Promise<Buffer> {

@@ -1,9 +1,11 @@
 import { createPublicKey, type KeyObject } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { pcrDigest, parseTpmPublic, parseTpmsAttest } from '@rampart/shared/attestation';
+import { der, toPem } from '@rampart/shared/pki';
 import { writeFileAtomic } from '../identity/files.js';
 import { join } from 'node:path';
 import { AgentError } from '../errors.js';
+import type { OpensslKey } from '../tls/openssl-tunnel.js';
 import { certify, loadKey } from './tpm-commands.js';
 import { TpmConnection, runTpm2 } from './tpm-tools.js';
 import type { TrustAnchor } from './trust-anchor.js';
@@ -55,9 +57,11 @@ const MAX_QUALIFYING_DATA = 64;
  * key certifies the AK (TPM2_Certify, both keys loaded at once, bound to the verifier's qualifying
  * data), and the endorsement key's public half identifies the TPM.
  *
- * Mutual TLS with the TPM key needs a TLS provider that signs in the TPM; until the agent has one,
- * `tlsKey()` is null, so enrollment with a token works and renewal and the gateway connection say
- * that they need it. Written on tpm2-tools rather than a TSS binding: no maintained Node.js binding
+ * Mutual TLS (the gateway, renewal) signs in the TPM too: `tlsKey()` is null, and `opensslKey()`
+ * hands the TLS tunnel (openssl s_client with the tpm2-openssl provider) a TSS2 key file made of the
+ * same wrapped blobs. The tunnel holds its TPM connection for as long as the TLS connection lasts,
+ * so it needs a resource manager (`device:/dev/tpmrm0`, or tpm2-abrmd), never a TPM that serves one
+ * client at a time. Written on tpm2-tools rather than a TSS binding: no maintained Node.js binding
  * of the TSS exists, and tpm2-tools is what device images ship.
  */
 export class TpmTrustAnchor implements TrustAnchor {
@@ -106,9 +110,32 @@ export class TpmTrustAnchor implements TrustAnchor {
     return this.exclusive(() => this.loadPublic());
   }
 
-  /** Null: the key cannot leave the TPM (see the class comment). */
+  /** Null: the key cannot leave the TPM; mutual TLS goes through `opensslKey()`. */
   async tlsKey(): Promise<KeyObject | null> {
     return null;
+  }
+
+  /**
+   * The identity key as the tpm2-openssl provider loads it: a TSS2 key file (`TSS2 PRIVATE KEY`,
+   * the TPM-wrapped blobs under the persistent parent, no authorization value) and the TCTI. The
+   * file holds nothing another TPM could use. Throws TRUST_ANCHOR without a key, and for a TCTI that
+   * serves one client at a time (see the class comment).
+   */
+  async opensslKey(): Promise<OpensslKey> {
+    this.requireKey(this.identityBlobs, 'identity key', 'run: rampart-agent identity init');
+    const single = singleClientTcti(this.options.tcti);
+    if (single)
+      throw new AgentError(
+        'TRUST_ANCHOR',
+        `mutual TLS with the TPM key keeps a connection to the TPM open while the device is connected, and ${single}; ` +
+          "set tpm.tcti (RAMPART_AGENT_TPM_TCTI) to a resource manager: device:/dev/tpmrm0 (the kernel's), or tabrmd (tpm2-abrmd)",
+      );
+    const keyPem = tssPrivateKeyPem(
+      Number(this.parent),
+      readFileSync(this.identityBlobs.pub),
+      readFileSync(this.identityBlobs.priv),
+    );
+    return { kind: 'tpm2', keyPem, tcti: this.options.tcti };
   }
 
   async sign(data: Uint8Array): Promise<Buffer> {
@@ -416,4 +443,40 @@ function isAttestationKey(blob: Buffer): boolean {
   } catch {
     return false;
   }
+}
+
+/**
+ * Why a TCTI cannot be shared by the agent and the TLS tunnel, or null when it can: a TPM device
+ * node without the kernel's resource manager, or a simulator socket (swtpm, mssim), serves one
+ * client at a time and has only a few object slots for all of them.
+ */
+export function singleClientTcti(tcti: string): string | null {
+  const [name = '', conf = ''] = tcti.split(/:(.*)/s);
+  const module = name.replace(/^libtss2-tcti-/, '').replace(/\.so(\.\d+)*$/, '');
+  if (module === 'device' && !/^\/dev\/tpmrm\d+$/.test(conf || '/dev/tpm0'))
+    return `${conf || '/dev/tpm0'} is the TPM without the kernel's resource manager`;
+  if (module === 'swtpm' || module === 'mssim')
+    return `${tcti} reaches a simulated TPM directly, without a resource manager`;
+  return null;
+}
+
+/** OID 2.23.133.10.1.3: a loadable TPM key (the TSS2 key file format). */
+const TSS2_LOADABLE_KEY = Buffer.from('06066781050a0103', 'hex');
+
+/**
+ * The TSS2 key file (PEM `TSS2 PRIVATE KEY`, the format of tpm2-openssl and tpm2-tss-engine):
+ * SEQUENCE { type OID, emptyAuth [0] EXPLICIT BOOLEAN TRUE, parent INTEGER, pubkey OCTET STRING
+ * (TPM2B_PUBLIC), privkey OCTET STRING (TPM2B_PRIVATE) }.
+ */
+export function tssPrivateKeyPem(parent: number, pub: Buffer, priv: Buffer): string {
+  const handle = Buffer.alloc(4);
+  handle.writeUInt32BE(parent);
+  const body = der.sequence(
+    TSS2_LOADABLE_KEY,
+    der.context(0, Buffer.from([0x01, 0x01, 0xff])),
+    der.unsignedInteger(handle),
+    der.octetString(pub),
+    der.octetString(priv),
+  );
+  return toPem('TSS2 PRIVATE KEY', body);
 }

@@ -18,9 +18,10 @@ export interface TrustAnchor {
    */
   sign(data: Uint8Array): Promise<Buffer>;
   /**
-   * The private key for Node's TLS stack, for mutual TLS (EST re-enrollment), when the anchor lets
-   * the key be used in-process: the software anchor returns its key. Hardware anchors return null:
-   * their key cannot leave the chip, and they will present it through a TLS provider instead.
+   * The private key for Node's TLS stack, for mutual TLS (gateway, EST re-enrollment), when the
+   * anchor lets the key be used in-process: the software anchor returns its key. Hardware anchors
+   * return null: their key cannot leave the chip, and mutual TLS goes through the OpenSSL tunnel
+   * (`tls/openssl-tunnel.ts`), which signs the handshake in the TPM or the token.
    */
   tlsKey(): Promise<KeyObject | null>;
   /**
