@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-import { createHash } from 'node:crypto';
+import { X509Certificate, createHash, createPrivateKey, type KeyObject } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { basename } from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
@@ -11,7 +11,8 @@ import { checkMeasurements, measure, measurementStore } from '../attestation/mea
 import { loadAgentConfig, redactedConfig, type AgentConfig } from '../config.js';
 import { AgentDaemon, agentRunning, readAgentStatus, type AgentStatus } from '../daemon.js';
 import { AgentError } from '../errors.js';
-import { EstClient, type EnrollmentCredentials } from '../est/client.js';
+import { EstClient, type ClientCertificate, type EnrollmentCredentials } from '../est/client.js';
+import { NodeMutualTls } from '../tls/mutual-tls.js';
 import type { CertificateInfo } from '../identity/certificate.js';
 import { enrollDevice, renewDevice } from '../identity/enroll.js';
 import { renewalTime } from '../identity/renewal.js';
@@ -235,8 +236,46 @@ function identityResult(
   };
 }
 
+/**
+ * The claim certificate and key of `--claim-cert`/`--claim-key`: a software key shared by the
+ * devices of a batch (it is in their firmware image), presented over mutual TLS in-process.
+ */
+function readClaim(certFile: string, keyFile: string): ClientCertificate {
+  let certPem: string;
+  let key: KeyObject;
+  try {
+    certPem = readFileSync(certFile, 'utf8');
+    new X509Certificate(certPem);
+  } catch (err) {
+    throw new AgentError(
+      'USAGE',
+      `cannot read the claim certificate ${certFile}: ${(err as Error).message}; give the PEM file rampart enrollment policy claim-certificate wrote (claim.crt)`,
+    );
+  }
+  try {
+    key = createPrivateKey(readFileSync(keyFile));
+  } catch (err) {
+    throw new AgentError(
+      'USAGE',
+      `cannot read the claim key ${keyFile}: ${(err as Error).message}; give the PEM private key of the claim certificate (claim.key)`,
+    );
+  }
+  if (!new X509Certificate(certPem).checkPrivateKey(key))
+    throw new AgentError(
+      'USAGE',
+      `the claim key ${keyFile} is not the key of the claim certificate ${certFile}`,
+    );
+  return { certPem, tls: new NodeMutualTls(key) };
+}
+
 async function enrollAction(
-  o: IdentityFlags & { tokenFile?: string; token?: string; auth: 'basic' | 'bearer' },
+  o: IdentityFlags & {
+    tokenFile?: string;
+    token?: string;
+    auth: 'basic' | 'bearer';
+    claimCert?: string;
+    claimKey?: string;
+  },
   cmd: Command,
 ) {
   if (o.token !== undefined)
@@ -252,10 +291,17 @@ async function enrollAction(
     );
   const url = requireEstUrl(config);
   const rootPem = readPinnedRoot(config.est.caFile, 'to trust for enrollment');
-  const token = readToken(o.tokenFile);
   const deviceId = config.deviceId;
-  const credentials: EnrollmentCredentials =
-    o.auth === 'bearer' || deviceId.includes(':') ? { bearer: token } : { deviceId, token };
+  if (!o.claimCert !== !o.claimKey)
+    throw new AgentError('USAGE', 'a claim certificate needs both --claim-cert FILE and --claim-key FILE');
+  if (o.claimCert && o.tokenFile)
+    throw new AgentError('USAGE', 'enroll with a claim certificate or with a token, not both');
+  let credentials: EnrollmentCredentials;
+  if (o.claimCert && o.claimKey) credentials = { claim: readClaim(o.claimCert, o.claimKey), deviceId };
+  else {
+    const token = readToken(o.tokenFile);
+    credentials = o.auth === 'bearer' || deviceId.includes(':') ? { bearer: token } : { deviceId, token };
+  }
   const anchor = trustAnchorFor(config);
   const store = new IdentityStore(config.dataDir);
   const est = new EstClient({
@@ -484,7 +530,7 @@ identity
 program
   .command('enroll')
   .description(
-    'Enroll the device over EST with a one-time token: create the key if needed, get a certificate, check it and save it',
+    'Enroll the device over EST with a one-time token or a claim certificate: create the key if needed, get a certificate, check it and save it',
   )
   .addOption(estUrlOption())
   .option(
@@ -502,10 +548,16 @@ program
       .default('basic'),
   )
   .addOption(new Option('--token <token>').hideHelp())
+  .option(
+    '--claim-cert <file>',
+    "instead of a token: the batch's claim certificate (PEM), presented over mutual TLS; with --claim-key",
+  )
+  .option('--claim-key <file>', "the claim certificate's private key (PEM)")
   .addHelpText(
     'after',
     examples(
       'rampart-agent enroll --est-url https://rampart.example:8444 --ca ca.pem --device-id dw-0001 --token-file /run/token',
+      'rampart-agent enroll --device-id dw-0001 --claim-cert /etc/rampart/claim.crt --claim-key /etc/rampart/claim.key',
       `${TOKEN_ENV}=$(cat token) rampart-agent enroll --device-id dw-0001 --json`,
       'rampart-agent enroll --device-id dw-0001 --token-file - < /media/usb/enrollment-token',
     ),

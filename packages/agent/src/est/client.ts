@@ -12,7 +12,12 @@ import { AgentError } from '../errors.js';
 import type { MutualTls } from '../tls/mutual-tls.js';
 
 /** How simpleenroll is authenticated: the one-time enrollment token as HTTP Basic password (user = device id), or as a bearer token. */
-export type EnrollmentCredentials = { deviceId: string; token: string } | { bearer: string };
+/**
+ * How a first enrollment authenticates: a one-time token (HTTP Basic with the device id, or
+ * Bearer), or a claim certificate shared by the devices of a batch, presented over mutual TLS.
+ */
+export type EnrollmentCredentials =
+  { deviceId: string; token: string } | { bearer: string } | { claim: ClientCertificate; deviceId: string };
 
 /**
  * The device's current certificate (PEM, with its CA chain) and how its key signs the handshake
@@ -110,12 +115,20 @@ export class EstClient {
     return this.base64('csrattrs', reply);
   }
 
-  /** `POST simpleenroll` with the one-time token: the certificates of the reply (DER), the issued one among them. */
+  /**
+   * `POST simpleenroll` with the one-time token, or over mutual TLS with a claim certificate: the
+   * certificates of the reply (DER), the issued one among them.
+   */
   async simpleEnroll(csrDer: Uint8Array, credentials: EnrollmentCredentials): Promise<Buffer[]> {
+    const claim = 'claim' in credentials ? credentials.claim : undefined;
     const reply = await this.send('simpleenroll', {
       method: 'POST',
-      headers: { ...csrHeaders(), authorization: authorizationHeader(credentials) },
+      headers:
+        'claim' in credentials
+          ? csrHeaders()
+          : { ...csrHeaders(), authorization: authorizationHeader(credentials) },
       body: encodeBase64Body(csrDer),
+      ...(claim ? { client: claim } : {}),
       deviceId: 'deviceId' in credentials ? credentials.deviceId : undefined,
     });
     if (reply.status !== 200)
@@ -510,7 +523,9 @@ function csrHeaders(): Record<string, string> {
 }
 
 /** The Authorization header for simpleenroll. Checked so that a token can never smuggle a header. */
-export function authorizationHeader(credentials: EnrollmentCredentials): string {
+export function authorizationHeader(
+  credentials: Exclude<EnrollmentCredentials, { claim: ClientCertificate }>,
+): string {
   if ('bearer' in credentials) {
     if (!TOKEN_PATTERN.test(credentials.bearer))
       throw new AgentError('USAGE', 'the enrollment token is empty or contains spaces or control characters');

@@ -1,5 +1,10 @@
+import { execFile } from 'node:child_process';
 import { X509Certificate, createHash } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestPlatform, type TestPlatform } from '../test-support/platform.js';
 import { PkiPeers, auditEntriesAfter, auditHead } from '../test-support/pki.js';
@@ -257,6 +262,68 @@ describe('individual enrollment', () => {
     // A disabled policy enrolls nobody.
     await tp.call('PATCH', '/api/v1/enrollment-policies/ind-2', { body: { enabled: false } });
     expect((await enrollWith('ind-2b', 'ind-2', 'vendor')).status).toBe(403);
+  });
+});
+
+describe('the device agent with a claim certificate', () => {
+  const AGENT = fileURLToPath(new URL('../../../agent/bin/rampart-agent.js', import.meta.url));
+  const agent = async (args: string[]) => {
+    try {
+      const r = await promisify(execFile)(process.execPath, [AGENT, ...args], {
+        env: { PATH: process.env.PATH ?? '', HOME: tmpdir() },
+      });
+      return { code: 0, stdout: r.stdout, stderr: r.stderr };
+    } catch (err) {
+      const e = err as { code?: number; stdout?: string; stderr?: string };
+      return { code: e.code ?? 1, stdout: e.stdout ?? '', stderr: e.stderr ?? '' };
+    }
+  };
+
+  it('enrolls with `rampart-agent enroll --claim-cert --claim-key`, once', async () => {
+    expect(
+      (
+        await createPolicy({
+          name: 'agent-claim',
+          kind: 'claim',
+          config: { batch: 'b-008', allowlist: ['ag-1'] },
+          placement: { model: MODEL },
+        })
+      ).status,
+    ).toBe(201);
+    const issued = await tp.call('POST', '/api/v1/enrollment-policies/agent-claim/claim-certificate', {
+      body: {},
+    });
+    writeFileSync(peers.path('agent-claim.crt'), issued.body.certificate);
+    writeFileSync(peers.path('agent-claim.key'), issued.body.privateKey, { mode: 0o600 });
+    const enroll = (id: string, dir: string, key = 'agent-claim.key') =>
+      agent([
+        'enroll',
+        '--data-dir',
+        join(peers.dir, dir),
+        '--est-url',
+        peers.est,
+        '--ca',
+        peers.rootCa,
+        '--device-id',
+        id,
+        '--claim-cert',
+        peers.path('agent-claim.crt'),
+        '--claim-key',
+        peers.path(key),
+        '--json',
+      ]);
+    const first = await enroll('ag-1', 'device-a');
+    expect(first.code, first.stderr).toBe(0);
+    expect(JSON.parse(first.stdout)).toMatchObject({ deviceId: 'ag-1' });
+    expect((await tp.call('GET', '/api/v1/devices/ag-1')).body.status).toBe('active');
+    // Another data directory (a factory-reset device, or a clone) cannot use the claim again.
+    const again = await enroll('ag-1', 'device-b');
+    expect(again.code).not.toBe(0);
+    expect(again.stderr).toMatch(/already used for device ag-1/);
+    // A key that is not the claim certificate's is refused before anything is sent.
+    const wrong = await enroll('ag-1', 'device-c', 'fake.key');
+    expect(wrong.code).toBe(2);
+    expect(wrong.stderr).toMatch(/not the key of the claim certificate/);
   });
 });
 
