@@ -7,13 +7,26 @@ import { benchCa } from './ca.js';
 import { benchFleetQuery } from './fleet-query.js';
 import { benchGateway } from './gateway.js';
 import { benchImport } from './import.js';
+import { benchProvision } from './provision.js';
 import { stopPostgres, type Dialect } from './lib/databases.js';
 import { summary } from './lib/report.js';
 
-const BENCHES = ['import', 'api-writes', 'fleet-query', 'audit-verify', 'ca', 'gateway'] as const;
+const BENCHES = [
+  'import',
+  'api-writes',
+  'fleet-query',
+  'audit-verify',
+  'ca',
+  'gateway',
+  'provision',
+] as const;
 type Bench = (typeof BENCHES)[number];
-/** Benchmarks that measure one database only (the CA's and the gateway's run on the embedded default, SQLite). */
-const DIALECTS_OF: Partial<Record<Bench, Dialect[]>> = { ca: ['sqlite'], gateway: ['sqlite'] };
+/** Benchmarks that measure one database only (the CA's, the gateway's and provisioning run on the embedded default, SQLite). */
+const DIALECTS_OF: Partial<Record<Bench, Dialect[]>> = {
+  ca: ['sqlite'],
+  gateway: ['sqlite'],
+  provision: ['sqlite'],
+};
 
 const { values } = parseArgs({
   options: {
@@ -32,11 +45,13 @@ if (values.help) {
 Runs Rampart's benchmarks on this machine, each beside its peer (the raw driver, a bare Fastify
 server, openssl, Mosquitto), and prints the figures, the ratio to the peer and whether each target
 is met. --quick shrinks the data sets (1,000,000 → 100,000; ca: 3,000 → 600 enrollments; gateway:
-2,000 idle devices instead of 10,000 and 50,000, 1,000-device connect storms, 5 s of publishing)
-for a fast look; targets are stated for the full size. ca and gateway run on SQLite only; ca with
-the file and the PKCS#11 key store, gateway beside Mosquitto 2.0 with the same device certificates.
+2,000 idle devices instead of 10,000 and 50,000, 1,000-device connect storms, 5 s of publishing;
+provision: 400 devices instead of 2,000) for a fast look; targets are stated for the full size.
+ca, gateway and provision run on SQLite only; ca with the file and the PKCS#11 key store, gateway
+beside Mosquitto 2.0 with the same device certificates, provision with the software trust anchor
+and then with swtpm (beside the published limits of managed provisioning services).
 --cpu-prof DIR writes a V8 CPU profile of each Rampart server the ca benchmark starts to
-DIR/<key store>/, and of the gateway benchmark's server to DIR.
+DIR/<key store>/, and of the gateway and provision benchmarks' server to DIR.
 PostgreSQL: RAMPART_BENCH_DATABASE_URL, otherwise a throwaway server with durable settings.
 
 Examples:
@@ -45,6 +60,7 @@ Examples:
   npm run bench:ca -- --quick
   npm run bench:gateway -- --quick
   npm run bench:gateway -- --cpu-prof /tmp/gateway-prof
+  npm run bench:provision -- --quick
 `);
   process.exit(0);
 }
@@ -60,6 +76,7 @@ const runners: Record<Bench, (d: Dialect) => Promise<void>> = {
   'audit-verify': (d) => benchAuditVerify(d, big),
   ca: () => benchCa({ quick: values.quick!, cpuProfDir: values['cpu-prof'] }),
   gateway: () => benchGateway({ quick: values.quick!, cpuProfDir: values['cpu-prof'] }),
+  provision: () => benchProvision({ quick: values.quick!, cpuProfDir: values['cpu-prof'] }),
 };
 
 process.stdout.write(

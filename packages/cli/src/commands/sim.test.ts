@@ -1,6 +1,10 @@
 import { spawn } from 'node:child_process';
+import { generateKeyPairSync } from 'node:crypto';
+import { readFileSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { assignProfiles, parseProfileMix } from '@rampart/sim/fleet';
+import { signatureProblem } from '@rampart/shared/provisioning';
+import { assignProfiles, parseProfileMix, simulatedReferenceValues } from '@rampart/sim/fleet';
 import { startTestPlatform, type TestPlatform } from '../../../server/src/test-support/platform.js';
 import { CLI_BIN, cliEnvFor, runCli } from '../test-support/run-cli.js';
 
@@ -11,7 +15,9 @@ interface SimLine {
   reused?: number;
   online?: number;
   byProfile?: Record<string, { devices: number; online: number }>;
+  byTrustAnchor?: Record<string, { devices: number; online: number }>;
   totals?: Record<string, number>;
+  provisioning?: Record<string, unknown>;
 }
 
 /** Run `rampart sim … --json`, calling `whileRunning` once the fleet has started; resolves at exit. */
@@ -48,6 +54,19 @@ function runSim(
       void Promise.resolve(during).then((result) => resolve({ code, lines, stderr, during: result }));
     }),
   );
+}
+
+/** Processes whose command line mentions `text` (from /proc). */
+function processesWith(text: string): number[] {
+  const out: number[] = [];
+  for (const pid of readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
+    try {
+      if (readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(text)) out.push(Number(pid));
+    } catch {
+      // Gone meanwhile.
+    }
+  }
+  return out;
 }
 
 describe('rampart sim', () => {
@@ -148,5 +167,146 @@ describe('rampart sim', () => {
     expect(r.stderr).toContain('unknown profile "evil"; choose from normal, chatty, crashy, compromised');
     const devices = await t.call('GET', `/api/v1/devices?query=${encodeURIComponent('id like "bad-*"')}`);
     expect(devices.body.items).toEqual([]);
+  });
+
+  it('provisions zero-touch: the simulator acts as the factory, and each device (one with its own swtpm) attests, enrolls with its attestation token and connects', async () => {
+    const ids = ['zt-0001', 'zt-0002', 'zt-0003', 'zt-0004'];
+    const args = ['--devices', '4', '--prefix', 'zt', '--model', 'SIM-ZT', '--zero-touch', '--tpm', '1'];
+    // The device with the TPM answers a command over the gateway: its TLS handshake was signed in its TPM.
+    const run = await runSim([...args, '--duration', '6s', '--every', '1s'], env, async () => {
+      for (let i = 0; i < 50; i++) {
+        const sh = await t.call('GET', '/api/v1/devices/zt-0001/shadow');
+        if (sh.status === 200 && sh.body.state.reported.profile === 'normal') break;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      const ping = await t.call('POST', '/api/v1/devices/zt-0001/commands', {
+        body: { name: 'ping', timeoutSeconds: 5, wait: true },
+      });
+      expect(ping.body).toMatchObject({ status: 'succeeded', result: { pong: true } });
+    });
+    expect(run.code, run.stderr).toBe(0);
+    expect(run.during).toBeNull();
+    const started = run.lines[0]!;
+    expect(started).toMatchObject({
+      event: 'started',
+      devices: 4,
+      enrolled: 4,
+      reused: 0,
+      provisioning: {
+        mode: 'zero-touch',
+        station: 'zt-station',
+        batch: expect.stringMatching(/^zt-\d{8}-\d{6}-\d{3}$/),
+        manufactured: 4,
+        provisioned: { software: 3, tpm: 1 },
+        reused: 0,
+        attestation: { affirming: 4, warning: 0, contraindicated: 0 },
+      },
+    });
+    const batch = (started.provisioning as { batch: string }).batch;
+    // The TPM the simulator started for its device is gone with it, and its resource manager and bus.
+    expect(processesWith(join(t.dataDir, 'sim', 'zt', 'zt-0001', 'swtpm'))).toEqual([]);
+    expect(processesWith('Tabrmd.rampartsim')).toEqual([]);
+    expect(processesWith('rampart-sim-dbus-')).toEqual([]);
+    // Every device connects, the one with a TPM through the agent's TLS tunnel.
+    const status = run.lines.filter((l) => l.event === 'status');
+    expect(status.at(-1)).toMatchObject({ provisioning: started.provisioning });
+    expect(
+      status.some(
+        (l) =>
+          l.online === 4 &&
+          l.byTrustAnchor?.software?.online === 3 &&
+          l.byTrustAnchor?.tpm?.devices === 1 &&
+          l.byTrustAnchor?.tpm?.online === 1,
+      ),
+    ).toBe(true);
+
+    // The factory's side on the platform: the station, the imported batch, the firmware's reference values.
+    const stations = await t.call('GET', '/api/v1/stations');
+    expect(stations.body).toEqual(
+      expect.arrayContaining([expect.objectContaining({ name: 'zt-station', status: 'active' })]),
+    );
+    const batches = await t.call('GET', '/api/v1/batches');
+    expect(batches.body).toEqual(
+      expect.arrayContaining([expect.objectContaining({ id: batch, station: 'zt-station', devices: 4 })]),
+    );
+    const refs = await t.call('GET', '/api/v1/reference-values?model=SIM-ZT');
+    expect(refs.body.map((r: { digest: string }) => r.digest).sort()).toEqual(
+      simulatedReferenceValues()
+        .map((r) => r.digest)
+        .sort(),
+    );
+    // No device was given an enrollment token.
+    const tokens = await t.call('GET', '/api/v1/enrollment-tokens');
+    expect(tokens.body.items.filter((x: { deviceId: string }) => x.deviceId.startsWith('zt-'))).toEqual([]);
+
+    // Each device: registered by its first enrollment, active, traced to the batch and station, an
+    // affirming result from its own trust anchor, and a signed transcript of its enrollment.
+    const transcriptKey = (await t.call('GET', '/api/v1/provisioning/transcript-key')).body as string;
+    for (const id of ids) {
+      const anchor = id === 'zt-0001' ? 'tpm' : 'software';
+      const device = await t.call('GET', `/api/v1/devices/${id}`);
+      expect(device.body).toMatchObject({ id, model: 'SIM-ZT', status: 'active', serial: `SN-${id}` });
+      const trace = await t.call('GET', `/api/v1/devices/${id}/trace`);
+      expect(trace.body.manufacture).toMatchObject({
+        trustAnchor: anchor,
+        tpm: anchor === 'tpm',
+        batch: { id: batch },
+        station: { name: 'zt-station' },
+      });
+      expect(trace.body.enrollments).toEqual([expect.objectContaining({ decision: 'issued' })]);
+      const results = await t.call('GET', `/api/v1/devices/${id}/attestation`);
+      expect(results.body).toEqual([
+        expect.objectContaining({ status: 'affirming', anchor, reasons: [], used: true }),
+      ]);
+      expect(results.body[0].measurements.map((m: { verdict: string }) => m.verdict)).toEqual([
+        'known',
+        'known',
+        'known',
+        'known',
+      ]);
+      const transcripts = await t.call('GET', `/api/v1/devices/${id}/transcripts`);
+      expect(transcripts.body).toHaveLength(1);
+      expect(transcripts.body[0]).toMatchObject({
+        decision: 'issued',
+        attestation: { status: 'affirming', anchor },
+        trace: { batch, station: 'zt-station' },
+      });
+      expect(signatureProblem(transcripts.body[0], transcriptKey)).toBeNull();
+    }
+
+    // The next run reuses the devices and the station: nothing made, nothing imported.
+    const again = await runSim([...args, '--duration', '1s'], env);
+    expect(again.code, again.stderr).toBe(0);
+    expect(again.lines[0]).toMatchObject({
+      enrolled: 0,
+      reused: 4,
+      provisioning: { station: 'zt-station', batch: null, manufactured: 0, reused: 4 },
+    });
+    const after = await t.call('GET', '/api/v1/batches');
+    expect(after.body.filter((b: { station: string }) => b.station === 'zt-station')).toHaveLength(1);
+  }, 90_000);
+
+  it('will not act as a station whose key it does not hold, and makes nothing', async () => {
+    const { publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const registered = await t.call('POST', '/api/v1/stations', {
+      body: { name: 'line-9', publicKey: publicKey.export({ type: 'spki', format: 'pem' }) },
+    });
+    expect(registered.status).toBe(201);
+    const r = await runCli(
+      ['sim', '--devices', '2', '--prefix', 'imp', '--zero-touch', '--station', 'line-9', '--duration', '1s'],
+      { env },
+    );
+    expect(r.code, r.stderr).toBe(6);
+    expect(r.stderr).toContain(
+      'station line-9 is already registered on the platform, with a key this simulator does not hold',
+    );
+    const batches = await t.call('GET', '/api/v1/batches');
+    expect(batches.body.filter((b: { station: string }) => b.station === 'line-9')).toEqual([]);
+    const devices = await t.call('GET', `/api/v1/devices?query=${encodeURIComponent('id like "imp-*"')}`);
+    expect(devices.body.items).toEqual([]);
+
+    const usage = await runCli(['sim', '--devices', '2', '--prefix', 'imp', '--tpm', '1'], { env });
+    expect(usage.code).toBe(2);
+    expect(usage.stderr).toContain('--tpm and --station apply to zero-touch provisioning only');
   });
 });

@@ -8,9 +8,11 @@ import {
   FleetSimulator,
   PROFILES,
   PROFILE_NAMES,
+  missingTpmTools,
   parseProfileMix,
   type FleetStats,
   type ProfileShare,
+  type ProvisionResult,
   type Provisioner,
 } from '@rampart/sim/fleet';
 import { globalsOf, withExamples } from '../command.js';
@@ -18,6 +20,7 @@ import { dataDirOf, resolveConnection, runtimeListeners, ApiClient } from '../co
 import { CliError, EXIT } from '../errors.js';
 import { color, printJsonLine, progress } from '../output.js';
 import { positiveInt } from './fleet-common.js';
+import { ApiFactory } from './sim-factory.js';
 
 /** Devices looked up per fleet query when registering (well under the query's condition limit). */
 const LOOKUP_CHUNK = 200;
@@ -93,9 +96,11 @@ export function statusLine(s: FleetStats): string {
   const profiles = Object.entries(s.byProfile)
     .map(([name, p]) => `${name} ${p.online}/${p.devices}`)
     .join(', ');
+  const tpm = s.byTrustAnchor?.tpm;
   const t = s.totals;
   return (
-    `${s.online}/${s.devices} online (${profiles}) · telemetry ${t.telemetry}, delivered ${t.delivered}` +
+    `${s.online}/${s.devices} online (${profiles}${tpm ? `; with a TPM ${tpm.online}/${tpm.devices}` : ''})` +
+    ` · telemetry ${t.telemetry}, delivered ${t.delivered}` +
     `, dropped ${t.dropped} · commands ${t.commands}, shadow deltas ${t.deltas}` +
     ` · reconnects ${Math.max(0, t.connects - s.devices)}, crashes ${t.crashes}, refused attempts ${t.attacks}`
   );
@@ -113,6 +118,43 @@ interface SimOptions {
   mqttUrl?: string;
   concurrency: number;
   speed: number;
+  zeroTouch?: boolean;
+  tpm: number;
+  station?: string;
+}
+
+/** A station name as the platform accepts it (lower case). */
+const STATION_NAME = /^[a-z0-9][a-z0-9._-]{0,62}$/;
+
+/** The provisioning counts of the started, status and stopped lines. */
+export function provisioningSummary(p: ProvisionResult): Record<string, unknown> {
+  if (!p.zeroTouch) return { mode: 'token', enrolled: p.enrolled, reused: p.reused };
+  const z = p.zeroTouch;
+  return {
+    mode: 'zero-touch',
+    station: z.station,
+    batch: z.batch,
+    manufactured: z.manufactured,
+    provisioned: z.provisioned,
+    reused: p.reused,
+    attestation: z.attestation,
+  };
+}
+
+function provisioningText(p: ProvisionResult): string {
+  const z = p.zeroTouch;
+  if (!z) return `enrolled ${p.enrolled}, reused ${p.reused} certificates`;
+  const made = z.batch
+    ? `station ${z.station} made ${z.manufactured} in batch ${z.batch}`
+    : `station ${z.station}`;
+  const results = Object.entries(z.attestation)
+    .filter(([, n]) => n > 0)
+    .map(([status, n]) => `${n} ${status}`)
+    .join(', ');
+  return (
+    `zero-touch: ${made}; provisioned ${z.provisioned.software} with the software trust anchor and ` +
+    `${z.provisioned.tpm} with a TPM${results ? ` (attestation: ${results})` : ''}, reused ${p.reused} certificates`
+  );
 }
 
 function durationMs(text: string, flag: string, allowZero: boolean): number {
@@ -125,11 +167,36 @@ function durationMs(text: string, flag: string, allowZero: boolean): number {
 
 const PROFILE_HELP = PROFILE_NAMES.map((n) => `  ${n.padEnd(12)} ${PROFILES[n].summary}`).join('\n');
 
+const ZERO_TOUCH_HELP = `
+Zero-touch (--zero-touch):
+  The simulator first acts as the factory: it registers the station (its key is kept in
+  <sim-dir>/station/), creates the model with the reference values of the simulated firmware,
+  issues every new device a birth certificate and imports the signed batch manifest. Each device
+  then measures its boot, attests with a fresh nonce and enrolls over EST with the attestation
+  token, as rampart-agent provision does. The token needs model:write and provisioning:manage
+  (operator). A device with a TPM (--tpm) gets swtpm behind tpm2-abrmd, started and stopped by the
+  simulator, and signs its gateway handshakes in the TPM through the agent's TLS tunnel (an
+  openssl s_client per connection). A device keeps the trust anchor it was made with.
+`;
+
+/** Software TPMs at most: each is a swtpm process of its own. */
+const MAX_TPM_DEVICES = 256;
+
+function tpmCount(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0 || n > MAX_TPM_DEVICES)
+    throw new CliError(
+      `--tpm must be a whole number from 0 to ${MAX_TPM_DEVICES} (got ${JSON.stringify(value)})`,
+      EXIT.usage,
+    );
+  return n;
+}
+
 export function simCommand(): Command {
   return withExamples(
     new Command('sim')
       .description(
-        'Run a simulated fleet: N virtual devices in this process, each enrolled over EST with its own key and certificate, sending telemetry over mutual-TLS MQTT, answering commands and following its shadow',
+        'Run a simulated fleet: N virtual devices in this process, each enrolled over EST with its own key and certificate (with a one-time token, or zero-touch: birth certificate and remote attestation), sending telemetry over mutual-TLS MQTT, answering commands and following its shadow',
       )
       .option(
         '--devices <n>',
@@ -164,7 +231,21 @@ export function simCommand(): Command {
         (v: string) => positiveInt(v, '--speed', 1000),
         1,
       )
-      .addHelpText('after', `\nProfiles:\n${PROFILE_HELP}\n`)
+      .option(
+        '--zero-touch',
+        'make the devices at a simulated factory station (birth certificates, signed batch manifest, reference values) and let each provision itself through remote attestation instead of an enrollment token',
+      )
+      .option(
+        '--tpm <n>',
+        'with --zero-touch: the first N devices keep their key in a TPM of their own (swtpm behind tpm2-abrmd, started and stopped by the simulator)',
+        tpmCount,
+        0,
+      )
+      .option(
+        '--station <name>',
+        'with --zero-touch: the factory station, registered on first use (default <prefix>-station)',
+      )
+      .addHelpText('after', `\nProfiles:\n${PROFILE_HELP}\n${ZERO_TOUCH_HELP}`)
       .action(async (_o, cmd: Command) => {
         const o = globalsOf<SimOptions>(cmd);
         let mix: ProfileShare[];
@@ -181,29 +262,56 @@ export function simCommand(): Command {
           throw new CliError("Rampart's CA certificate is needed to pin it on every device", EXIT.usage, [
             'pass --ca <server-data-dir>/ca.pem, or --data-dir of the running platform',
           ]);
+        const zeroTouch = o.zeroTouch === true;
+        if (!zeroTouch && (o.tpm > 0 || o.station !== undefined))
+          throw new CliError('--tpm and --station apply to zero-touch provisioning only', EXIT.usage, [
+            'add --zero-touch',
+          ]);
+        if (o.tpm > o.devices)
+          throw new CliError(`--tpm ${o.tpm} is more than the ${o.devices} devices of the fleet`, EXIT.usage);
+        const station = o.station ?? `${o.prefix.toLowerCase()}-station`;
+        if (zeroTouch && !STATION_NAME.test(station))
+          throw new CliError(
+            `"${station}" is not a station name: lower-case letters, digits, ".", "_" or "-", up to 63`,
+            EXIT.usage,
+            o.station === undefined ? ['pass --station NAME'] : [],
+          );
+        const missing = o.tpm > 0 ? missingTpmTools() : null;
+        if (missing)
+          throw new CliError(`--tpm needs ${missing}, which is not installed`, EXIT.failed, [
+            'install it (Debian: apt-get install swtpm tpm2-tools tpm2-abrmd libtss2-tcti-tabrmd0 dbus-daemon tpm2-openssl, or bash scripts/ensure-system-deps.sh), or leave out --tpm',
+          ]);
         const { estUrl, mqttUrl } = deviceEndpoints(dataDir, o);
         const client = new ApiClient(connection);
+        const dir = resolve(o.simDir ?? join(dataDir, 'sim', o.prefix));
         const fleet = new FleetSimulator({
           count: o.devices,
           prefix: o.prefix,
           model: o.model,
           mix,
-          dir: resolve(o.simDir ?? join(dataDir, 'sim', o.prefix)),
+          dir,
           estUrl,
           mqttUrl,
           rootPem: connection.caPem,
-          provisioner: new ApiProvisioner(client),
+          ...(zeroTouch
+            ? { zeroTouch: { factory: new ApiFactory(client, { station, dir }), tpmDevices: o.tpm } }
+            : { provisioner: new ApiProvisioner(client) }),
           concurrency: o.concurrency,
           speed: o.speed,
         });
-        await runSimulation(fleet, { json: o.json === true, runForMs: runFor, everyMs: every, mix });
-        await client.close();
+        try {
+          await runSimulation(fleet, { json: o.json === true, runForMs: runFor, everyMs: every, mix });
+        } finally {
+          await client.close();
+        }
       }),
     [
       'rampart sim --devices 100',
       'rampart sim --devices 1000 --profile normal=90,chatty=4,crashy=4,compromised=2 --duration 10m',
       'rampart sim --devices 5 --profile compromised --every 2s',
       'rampart sim --devices 50 --json --duration 1m > fleet.jsonl',
+      'rampart sim --devices 200 --zero-touch',
+      'rampart sim --devices 20 --zero-touch --tpm 2 --station line-7 --duration 5m',
     ],
   );
 }
@@ -217,31 +325,54 @@ export async function runSimulation(
   opts: { json: boolean; runForMs: number; everyMs: number; mix: readonly ProfileShare[] },
 ): Promise<void> {
   const out = process.stdout;
-  const bar = progress('enrolling', fleet.devices.length, { json: opts.json });
+  const bar = progress(fleet.zeroTouch ? 'provisioning' : 'enrolling', fleet.devices.length, {
+    json: opts.json,
+  });
   let shown = 0;
-  const provisioned = await fleet
-    .provision((done) => {
-      bar.increment(done - shown);
-      shown = done;
-    })
-    .finally(() => bar.stop());
+  let provisioned: ProvisionResult;
+  // Interrupted while provisioning: the TPMs started for the devices go with them.
+  const interrupted = () => {
+    bar.stop();
+    process.stderr.write(
+      'sim: interrupted while provisioning; devices done so far keep their certificates\n',
+    );
+    void fleet.stop().finally(() => process.exit(EXIT.failed));
+  };
+  process.once('SIGINT', interrupted);
+  process.once('SIGTERM', interrupted);
+  try {
+    provisioned = await fleet
+      .provision((done) => {
+        bar.increment(done - shown);
+        shown = done;
+      })
+      .finally(() => bar.stop());
+  } catch (err) {
+    await fleet.stop();
+    throw err;
+  } finally {
+    process.off('SIGINT', interrupted);
+    process.off('SIGTERM', interrupted);
+  }
+  const summary = provisioningSummary(provisioned);
   const header = {
     event: 'started',
     devices: fleet.devices.length,
     profile: describeMix(opts.mix),
     enrolled: provisioned.enrolled,
     reused: provisioned.reused,
+    provisioning: summary,
   };
   if (opts.json) printJsonLine(header);
   else
     out.write(
-      `${color.bold('sim')}: ${fleet.devices.length} devices (${describeMix(opts.mix)}); enrolled ${provisioned.enrolled}, reused ${provisioned.reused} certificates\n`,
+      `${color.bold('sim')}: ${fleet.devices.length} devices (${describeMix(opts.mix)}); ${provisioningText(provisioned)}\n`,
     );
   fleet.start();
 
   const report = (event: string) => {
     const s = fleet.stats();
-    if (opts.json) printJsonLine({ event, at: new Date().toISOString(), ...s });
+    if (opts.json) printJsonLine({ event, at: new Date().toISOString(), ...s, provisioning: summary });
     else out.write(`${new Date().toISOString().slice(11, 19)} ${statusLine(s)}\n`);
   };
   await new Promise<void>((done) => {

@@ -16,7 +16,7 @@ import type {
   ReferenceValueBody,
   ReferenceValueView,
 } from '@rampart/shared/api';
-import type { Selectable } from 'kysely';
+import { sql, type Selectable } from 'kysely';
 import type { Logger } from '@rampart/shared/logging';
 import type { AuditLog } from '../audit/log.js';
 import { RampartError } from '../errors.js';
@@ -66,6 +66,9 @@ export interface SubmittedResult {
 
 const TOKEN_PREFIX = 'rpa_';
 
+const replayedNonce = (claimed: string) =>
+  new AttestationRefusal(401, 'the nonce was already used (a replayed nonce); ask for a new one', claimed);
+
 export function toResultView(r: AttestationResultsTable): AttestationResultView {
   return {
     id: r.id,
@@ -94,9 +97,25 @@ function toReference(r: Selectable<ReferenceValuesTable>): ReferenceValueView {
   };
 }
 
+/**
+ * A write of the verifier waiting for the next group commit: the nonce burned and, for authentic
+ * evidence, the result stored with its audit entry (and a quarantine when it is contraindicated).
+ */
+interface PendingWrite {
+  nonce: string;
+  expiresMs: number;
+  claimed: string;
+  result: { row: AttestationResultsTable; remoteAddress: string; reasons: string[] } | null;
+  resolve: (quarantined: boolean) => void;
+  reject: (err: unknown) => void;
+}
+
 export class AttestationService {
   private readonly nonceKey = randomBytes(32);
   private lastPurge = 0;
+  private readonly pending: PendingWrite[] = [];
+  private writing = false;
+  private static readonly BATCH_LIMIT = 64;
 
   constructor(
     private readonly storage: Storage,
@@ -290,6 +309,7 @@ export class AttestationService {
 
     const db = this.storage.db;
     let deviceKey: KeyObject;
+    let deviceKeyDer: Buffer | null = null;
     let model: string;
     let expectedAk: Buffer | null = null;
     let birthFingerprint: string | null = null;
@@ -315,6 +335,7 @@ export class AttestationService {
           claimed,
         );
       deviceKey = checked.publicKey;
+      deviceKeyDer = checked.publicKeyDer;
       model = record.model;
       expectedAk = record.ak ? Buffer.from(record.ak, 'base64') : null;
       birthFingerprint = checked.fingerprint;
@@ -349,16 +370,21 @@ export class AttestationService {
       model = device.model_id;
     }
 
-    // Single use, whatever the outcome: a nonce is burned before the evidence is looked at.
-    await this.burnNonce(evidence.nonce, expiry, claimed, now);
+    // Single use, whatever the outcome: a used nonce is refused before the evidence is looked at,
+    // and the nonce is burned with whatever the evidence leads to (below, in one commit).
+    if (await this.nonceUsed(evidence.nonce)) throw replayedNonce(claimed);
 
     const appraisal = appraiseEvidence(evidence, {
       deviceKey,
+      deviceKeyDer,
       expectedAk,
       references: await this.references(model),
       model,
     });
-    if (!appraisal.authentic) throw new AttestationRefusal(403, appraisal.problem, claimed);
+    if (!appraisal.authentic) {
+      await this.write({ nonce: evidence.nonce, expiresMs: expiry, claimed, result: null });
+      throw new AttestationRefusal(403, appraisal.problem, claimed);
+    }
 
     const id = `att-${randomBytes(9).toString('base64url')}`;
     const token =
@@ -372,50 +398,19 @@ export class AttestationService {
       reasons: JSON.stringify(appraisal.reasons),
       measurements: JSON.stringify(appraisal.measurements),
       evidence_digest: evidenceDigest(evidence),
-      key_fingerprint: keyFingerprintOf(deviceKey.export({ type: 'spki', format: 'der' })),
+      key_fingerprint: keyFingerprintOf(deviceKeyDer ?? deviceKey.export({ type: 'spki', format: 'der' })),
       birth_fingerprint: birthFingerprint,
       token_hash: token ? sha256Hex(token) : null,
       token_expires_at: token ? new Date(now + this.settings.tokenTtlSeconds * 1000).toISOString() : null,
       token_used_at: null,
       created_at: createdAt,
     };
-    let quarantined = false;
-    await db.transaction().execute(async (tx) => {
-      await tx.insertInto('attestation_results').values(row).execute();
-      await this.audit.append(tx, {
-        actor: `device:${claimed}`,
-        action: 'attestation.verify',
-        target: `device:${claimed}`,
-        outcome: appraisal.status === 'contraindicated' ? 'denied' : 'success',
-        details: {
-          result: id,
-          status: appraisal.status,
-          anchor: evidence.anchor,
-          reasons: appraisal.reasons,
-          evidenceDigest: row.evidence_digest,
-          remoteAddress,
-        },
-      });
-      if (appraisal.status === 'contraindicated') {
-        const device = await tx
-          .selectFrom('devices')
-          .select('status')
-          .where('id', '=', claimed)
-          .executeTakeFirst();
-        if (device && device.status !== 'quarantined' && device.status !== 'decommissioned') {
-          await this.fleet.devices.setDeviceStatus(tx, claimed, 'quarantined');
-          await this.audit.append(tx, {
-            actor: 'system',
-            action: 'device.quarantine',
-            target: `device:${claimed}`,
-            outcome: 'success',
-            details: { cause: 'attestation contraindicated', result: id },
-          });
-          quarantined = true;
-        }
-      }
+    const quarantined = await this.write({
+      nonce: evidence.nonce,
+      expiresMs: expiry,
+      claimed,
+      result: { row, remoteAddress, reasons: appraisal.reasons },
     });
-    this.audit.sealSoon();
     if (appraisal.status === 'contraindicated') {
       this.events.securityEvent(
         'attestation.contraindicated',
@@ -432,29 +427,118 @@ export class AttestationService {
     return { result: toResultView(row), token };
   }
 
-  private async burnNonce(nonce: string, expiresMs: number, claimed: string, now: number): Promise<void> {
-    const db = this.storage.db;
-    if (now - this.lastPurge > 60_000) {
-      this.lastPurge = now;
-      await db
-        .deleteFrom('attestation_nonces')
-        .where('expires_at', '<', new Date(now).toISOString())
-        .execute();
-    }
+  private async nonceUsed(nonce: string): Promise<boolean> {
+    const row = await this.storage.db
+      .selectFrom('attestation_nonces')
+      .select('nonce_hash')
+      .where('nonce_hash', '=', sha256Hex(nonce))
+      .executeTakeFirst();
+    return row !== undefined;
+  }
+
+  /** Queue a write for the next group commit; resolves (quarantined or not) once it has committed. */
+  private write(w: Omit<PendingWrite, 'resolve' | 'reject'>): Promise<boolean> {
+    return new Promise<boolean>((resolve, reject) => {
+      this.pending.push({ ...w, resolve, reject });
+      if (this.writing) return;
+      this.writing = true;
+      setImmediate(() => void this.writeBatch());
+    });
+  }
+
+  /**
+   * Group commit, as enrollments do (IdentityService): writes that arrive while a batch is being
+   * written go into the next transaction together — one commit (one fsync on SQLite) for many
+   * devices. Each write has its own savepoint, so a replayed nonce rolls back only its own; none is
+   * answered before the transaction has committed.
+   */
+  private async writeBatch(): Promise<void> {
+    const batch = this.pending.splice(0, AttestationService.BATCH_LIMIT);
+    const done: { w: PendingWrite; quarantined: boolean }[] = [];
+    const failed: { w: PendingWrite; err: unknown }[] = [];
     try {
-      await db
+      await this.storage.db.transaction().execute(async (tx) => {
+        const now = Date.now();
+        if (now - this.lastPurge > 60_000) {
+          this.lastPurge = now;
+          await tx
+            .deleteFrom('attestation_nonces')
+            .where('expires_at', '<', new Date(now).toISOString())
+            .execute();
+        }
+        for (const w of batch) {
+          await sql`savepoint attestation`.execute(tx);
+          try {
+            const quarantined = await this.writeOne(tx, w);
+            await sql`release savepoint attestation`.execute(tx);
+            done.push({ w, quarantined });
+          } catch (err) {
+            await sql`rollback to savepoint attestation`.execute(tx);
+            await sql`release savepoint attestation`.execute(tx);
+            failed.push({ w, err });
+          }
+        }
+      });
+      if (done.some((d) => d.w.result)) this.audit.sealSoon();
+      for (const d of done) d.w.resolve(d.quarantined);
+    } catch (err) {
+      // The transaction did not commit: nothing of this batch was stored.
+      for (const d of done) d.w.reject(err);
+    } finally {
+      for (const f of failed) f.w.reject(f.err);
+      this.writing = false;
+      if (this.pending.length) {
+        this.writing = true;
+        setImmediate(() => void this.writeBatch());
+      }
+    }
+  }
+
+  /** Burn the nonce; store the result with its audit entry, quarantining a contraindicated device. */
+  private async writeOne(tx: Executor, w: PendingWrite): Promise<boolean> {
+    try {
+      await tx
         .insertInto('attestation_nonces')
-        .values({ nonce_hash: sha256Hex(nonce), expires_at: new Date(expiresMs).toISOString() })
+        .values({ nonce_hash: sha256Hex(w.nonce), expires_at: new Date(w.expiresMs).toISOString() })
         .execute();
     } catch (err) {
-      if (isUniqueViolation(err))
-        throw new AttestationRefusal(
-          401,
-          'the nonce was already used (a replayed nonce); ask for a new one',
-          claimed,
-        );
+      if (isUniqueViolation(err)) throw replayedNonce(w.claimed);
       throw err;
     }
+    if (!w.result) return false;
+    const { row, remoteAddress, reasons } = w.result;
+    const claimed = row.device_id;
+    await tx.insertInto('attestation_results').values(row).execute();
+    await this.audit.append(tx, {
+      actor: `device:${claimed}`,
+      action: 'attestation.verify',
+      target: `device:${claimed}`,
+      outcome: row.status === 'contraindicated' ? 'denied' : 'success',
+      details: {
+        result: row.id,
+        status: row.status,
+        anchor: row.anchor,
+        reasons,
+        evidenceDigest: row.evidence_digest,
+        remoteAddress,
+      },
+    });
+    if (row.status !== 'contraindicated') return false;
+    const device = await tx
+      .selectFrom('devices')
+      .select('status')
+      .where('id', '=', claimed)
+      .executeTakeFirst();
+    if (!device || device.status === 'quarantined' || device.status === 'decommissioned') return false;
+    await this.fleet.devices.setDeviceStatus(tx, claimed, 'quarantined');
+    await this.audit.append(tx, {
+      actor: 'system',
+      action: 'device.quarantine',
+      target: `device:${claimed}`,
+      outcome: 'success',
+      details: { cause: 'attestation contraindicated', result: row.id },
+    });
+    return true;
   }
 
   // -- results, as the relying party and operators see them -----------------------------------

@@ -77,6 +77,18 @@ export class ManifestRefusal extends RampartError {
 
 const BIRTH_DAYS = 20 * 365;
 
+/** A batch's record without the manifest document itself (large: every device's birth certificate). */
+const BATCH_COLUMNS = [
+  'id',
+  'station',
+  'manifest_digest',
+  'device_count',
+  'created_at',
+  'closed_at',
+  'imported_at',
+  'imported_by',
+] as const;
+
 export class Batches {
   constructor(
     private readonly identity: IdentityService,
@@ -236,20 +248,7 @@ export class Batches {
   }
 
   async list(db: Executor) {
-    return db
-      .selectFrom('batches')
-      .select([
-        'id',
-        'station',
-        'manifest_digest',
-        'device_count',
-        'created_at',
-        'closed_at',
-        'imported_at',
-        'imported_by',
-      ])
-      .orderBy('imported_at', 'desc')
-      .execute();
+    return db.selectFrom('batches').select(BATCH_COLUMNS).orderBy('imported_at', 'desc').execute();
   }
 
   async byDevice(db: Executor, deviceId: string): Promise<ManifestRecord | null> {
@@ -270,8 +269,9 @@ export class Batches {
     return row ? toManifestRecord(row) : null;
   }
 
+  /** A batch's record, without the manifest document itself (large: every device's birth certificate). */
   async batch(db: Executor, id: string) {
-    const row = await db.selectFrom('batches').selectAll().where('id', '=', id).executeTakeFirst();
+    const row = await db.selectFrom('batches').select(BATCH_COLUMNS).where('id', '=', id).executeTakeFirst();
     if (!row) throw new RampartError('NOT_FOUND', `batch ${id} was not imported; see rampart batch list`);
     return row;
   }

@@ -23,6 +23,8 @@ export interface CheckedBirthCertificate {
   fingerprint: string;
   serial: string;
   publicKey: KeyObject;
+  /** The same key as SubjectPublicKeyInfo (DER). */
+  publicKeyDer: Buffer;
   /** The device id the certificate names (SAN URI or CN), if any. */
   deviceId: string | null;
   issuer: { kind: BirthIssuer['kind']; name: string };
@@ -35,8 +37,25 @@ export class BirthRefusal extends Error {
   }
 }
 
+/** A birth certificate as parsed and matched to its issuer, kept for the next check of the same PEM. */
+interface ParsedBirth {
+  certificate: X509Certificate;
+  issuer: BirthIssuer | null;
+  fingerprint: string;
+  serial: string;
+  publicKey: KeyObject;
+  publicKeyDer: Buffer;
+  deviceId: string | null;
+}
+
+/** Parsed birth certificates kept at most (each device presents its own twice while provisioning). */
+const PARSED_LIMIT = 10_000;
+
 export class BirthCertificates {
   private issuers: BirthIssuer[] | null = null;
+  /** By the exact PEM text; valid for the `parsedFor` set of issuers only. */
+  private readonly parsed = new Map<string, ParsedBirth>();
+  private parsedFor: BirthIssuer[] | null = null;
   /** The station and hierarchy generations the issuers were loaded at. */
   private loadedAt = { stations: -1, hierarchy: -1 };
   private hierarchy = 0;
@@ -107,14 +126,8 @@ export class BirthCertificates {
     leaf: X509Certificate | string,
     now = Date.now(),
   ): Promise<CheckedBirthCertificate> {
-    let cert: X509Certificate;
-    try {
-      cert = typeof leaf === 'string' ? new X509Certificate(leaf) : leaf;
-    } catch {
-      throw new BirthRefusal('the birth certificate is not an X.509 certificate');
-    }
-    if (cert.ca) throw new BirthRefusal('the birth certificate is a CA certificate');
-    const issuer = (await this.load(db)).find((i) => issuedBy(cert, i.certificate));
+    const p = await this.parse(db, leaf);
+    const { certificate: cert, issuer } = p;
     if (!issuer)
       throw new BirthRefusal(
         `the birth certificate's issuer (${cert.issuer.replace(/\n/g, ', ')}) is not a registered manufacturing CA or station`,
@@ -132,14 +145,54 @@ export class BirthCertificates {
     const issuerNotAfter = Date.parse(issuer.certificate.validTo);
     if (now > issuerNotAfter)
       throw new BirthRefusal(`the issuer of the birth certificate (${issuer.name}) expired`);
-    const cn = /(?:^|\n)CN=([^\n]+)/.exec(cert.subject)?.[1] ?? null;
     return {
       certificate: cert,
-      fingerprint: certificateFingerprint(cert),
-      serial: cert.serialNumber.toLowerCase(),
-      publicKey: cert.publicKey,
-      deviceId: deviceIdFromSan(cert) ?? cn,
+      fingerprint: p.fingerprint,
+      serial: p.serial,
+      publicKey: p.publicKey,
+      publicKeyDer: p.publicKeyDer,
+      deviceId: p.deviceId,
       issuer: { kind: issuer.kind, name: issuer.name },
     };
+  }
+
+  /**
+   * The certificate parsed, with the issuer among the known ones whose signature it bears (null if
+   * none). What does not depend on the time is kept by PEM text until the issuers change, so that
+   * the certificate a device presents with its evidence and again at enrollment is parsed and its
+   * signature verified once.
+   */
+  private async parse(db: Executor, leaf: X509Certificate | string): Promise<ParsedBirth> {
+    const cached = typeof leaf === 'string' ? this.parsed.get(leaf) : undefined;
+    let cert: X509Certificate;
+    if (cached) cert = cached.certificate;
+    else
+      try {
+        cert = typeof leaf === 'string' ? new X509Certificate(leaf) : leaf;
+      } catch {
+        throw new BirthRefusal('the birth certificate is not an X.509 certificate');
+      }
+    if (cert.ca) throw new BirthRefusal('the birth certificate is a CA certificate');
+    const issuers = await this.load(db);
+    if (this.parsedFor !== issuers) {
+      this.parsed.clear();
+      this.parsedFor = issuers;
+    } else if (cached) return cached;
+    const cn = /(?:^|\n)CN=([^\n]+)/.exec(cert.subject)?.[1] ?? null;
+    const publicKey = cert.publicKey;
+    const p: ParsedBirth = {
+      certificate: cert,
+      issuer: issuers.find((i) => issuedBy(cert, i.certificate)) ?? null,
+      fingerprint: certificateFingerprint(cert),
+      serial: cert.serialNumber.toLowerCase(),
+      publicKey,
+      publicKeyDer: publicKey.export({ type: 'spki', format: 'der' }),
+      deviceId: deviceIdFromSan(cert) ?? cn,
+    };
+    if (typeof leaf === 'string') {
+      if (this.parsed.size >= PARSED_LIMIT) this.parsed.clear();
+      this.parsed.set(leaf, p);
+    }
+    return p;
   }
 }

@@ -1,5 +1,10 @@
 import { randomBytes } from 'node:crypto';
-import { TRANSCRIPT_FORMAT, signDocument, type ProvisioningTranscript } from '@rampart/shared/provisioning';
+import {
+  TRANSCRIPT_FORMAT,
+  keyIdOf,
+  signingBytes,
+  type ProvisioningTranscript,
+} from '@rampart/shared/provisioning';
 import type { AttestationEvidenceRef, EnrollmentContext } from '../identity/enrollment/policy.js';
 import { RampartError } from '../errors.js';
 import type { PlatformKey } from '../keystore/index.js';
@@ -27,7 +32,12 @@ export interface TranscriptInput {
 }
 
 export class Transcripts {
-  constructor(private readonly key: PlatformKey) {}
+  /** The key id every signature names (SHA-256 of the key's SPKI), computed once. */
+  private readonly keyId: string;
+
+  constructor(private readonly key: PlatformKey) {
+    this.keyId = keyIdOf(key.publicKey);
+  }
 
   publicKeyPem(): string {
     return this.key.publicKey.export({ type: 'spki', format: 'pem' }) as string;
@@ -36,32 +46,39 @@ export class Transcripts {
   async record(db: Executor, input: TranscriptInput): Promise<ProvisioningTranscript> {
     const id = `tr-${randomBytes(9).toString('base64url')}`;
     const time = isoNow();
-    const doc = await signDocument(
-      {
-        format: TRANSCRIPT_FORMAT as typeof TRANSCRIPT_FORMAT,
-        id,
-        deviceId: input.deviceId,
-        time,
-        operation: input.ctx.operation,
-        decision: input.decision,
-        reason: input.reason,
-        policy: input.policy,
-        credential: input.credential,
-        evidenceDigest: input.attestation?.evidenceDigest ?? null,
-        attestation: input.attestation
-          ? {
-              id: input.attestation.id,
-              status: input.attestation.status,
-              anchor: input.attestation.anchor,
-              reasons: input.attestation.reasons,
-            }
-          : null,
-        trace: input.trace,
-        csr: input.ctx.csr.der.toString('base64'),
-        certificate: input.certificate?.pem ?? null,
+    const body = {
+      format: TRANSCRIPT_FORMAT as typeof TRANSCRIPT_FORMAT,
+      id,
+      deviceId: input.deviceId,
+      time,
+      operation: input.ctx.operation,
+      decision: input.decision,
+      reason: input.reason,
+      policy: input.policy,
+      credential: input.credential,
+      evidenceDigest: input.attestation?.evidenceDigest ?? null,
+      attestation: input.attestation
+        ? {
+            id: input.attestation.id,
+            status: input.attestation.status,
+            anchor: input.attestation.anchor,
+            reasons: input.attestation.reasons,
+          }
+        : null,
+      trace: input.trace,
+      csr: input.ctx.csr.der.toString('base64'),
+      certificate: input.certificate?.pem ?? null,
+    };
+    // As signDocument signs (canonical JSON without `signature`), with the key id computed once.
+    const value = await this.key.sign(signingBytes(body));
+    const doc = {
+      ...body,
+      signature: {
+        algorithm: 'ecdsa-p256-sha256' as const,
+        keyId: this.keyId,
+        value: value.toString('base64'),
       },
-      this.key,
-    );
+    };
     await db
       .insertInto('provisioning_transcripts')
       .values({

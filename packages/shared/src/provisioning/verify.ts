@@ -39,6 +39,8 @@ export const QUOTED_PCRS: readonly number[] = [...new Set(Object.values(PCR_OF))
 export interface AppraisalContext {
   /** The key the evidence is for (the device key the certificate will certify). */
   deviceKey: KeyObject;
+  /** The same key as SubjectPublicKeyInfo DER, when the caller has it (saves an export per check). */
+  deviceKeyDer?: Buffer | null;
   /**
    * The attestation key recorded for this device at the factory (TPM2B_PUBLIC), when there is one.
    * Without it the AK must be certified by the device key (TPM2_Certify) in the evidence.
@@ -84,10 +86,14 @@ export function appraiseEvidence(evidence: AttestationEvidence, ctx: AppraisalCo
   let keyDer: Buffer;
   try {
     keyDer = Buffer.from(evidence.key, 'base64');
-    const presented = createPublicKey({ key: keyDer, format: 'der', type: 'spki' });
-    const expected = ctx.deviceKey.export({ type: 'spki', format: 'der' });
-    if (!presented.export({ type: 'spki', format: 'der' }).equals(expected))
-      return refuse('the evidence is for another key than the device key');
+    const expected = ctx.deviceKeyDer ?? ctx.deviceKey.export({ type: 'spki', format: 'der' });
+    // The same bytes are the same key; otherwise compare the keys themselves (another encoding of
+    // the same point, say), which costs an import.
+    if (!keyDer.equals(expected)) {
+      const presented = createPublicKey({ key: keyDer, format: 'der', type: 'spki' });
+      if (!presented.export({ type: 'spki', format: 'der' }).equals(expected))
+        return refuse('the evidence is for another key than the device key');
+    }
   } catch {
     return refuse('the evidence key is not a SubjectPublicKeyInfo');
   }

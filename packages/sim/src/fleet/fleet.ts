@@ -1,6 +1,7 @@
 import { join } from 'node:path';
 import { EstClient } from '@rampart/agent';
 import type { Logger } from '@rampart/shared/logging';
+import type { AttestationStatus } from '@rampart/shared/provisioning';
 import {
   PROFILES,
   PROFILE_NAMES,
@@ -9,7 +10,20 @@ import {
   type ProfileName,
   type ProfileShare,
 } from './profiles.js';
-import { VirtualDevice, zeroCounters, type DeviceCounters } from './virtual-device.js';
+import {
+  VirtualDevice,
+  zeroCounters,
+  type DeviceCounters,
+  type ManufacturedDevice,
+  type SimulatedAnchor,
+} from './virtual-device.js';
+import {
+  batchName,
+  signedManifest,
+  simulatedReferenceValues,
+  type Factory,
+  type FactoryStation,
+} from './zero-touch.js';
 
 /**
  * How the simulator gets its devices into the registry and their one-time enrollment tokens: the
@@ -21,6 +35,19 @@ export interface Provisioner {
   register(deviceIds: readonly string[], model: string): Promise<void>;
   /** A one-time enrollment token for the device. */
   enrollmentToken(deviceId: string): Promise<string>;
+}
+
+/**
+ * Zero-touch provisioning: the simulator first acts as the factory (station, birth certificates,
+ * signed manifest, reference values), then every device provisions itself through remote
+ * attestation instead of a one-time token.
+ */
+export interface ZeroTouchOptions {
+  factory: Factory;
+  /** How many devices get a TPM of their own (swtpm): the first ones. Default 0. */
+  tpmDevices?: number;
+  /** The hardware revision the factory records. Default null. */
+  hardwareRevision?: string | null;
 }
 
 export interface FleetOptions {
@@ -37,7 +64,10 @@ export interface FleetOptions {
   mqttUrl: string;
   /** Rampart's root CA (PEM), pinned by every device. */
   rootPem: string;
-  provisioner: Provisioner;
+  /** One-time enrollment tokens; required unless `zeroTouch` is given. */
+  provisioner?: Provisioner;
+  /** Provision zero-touch instead of with enrollment tokens. */
+  zeroTouch?: ZeroTouchOptions;
   /** Every profile period divided by this (default 1): 10 makes a minute's events happen in 6 s. */
   speed?: number;
   /** Enrollments in parallel. Default 8. */
@@ -50,12 +80,28 @@ export interface ProvisionResult {
   enrolled: number;
   /** Devices that already held a certificate from this platform (an earlier run). */
   reused: number;
+  /** With zero-touch provisioning: what the factory made and how the devices fared. */
+  zeroTouch?: ZeroTouchResult;
+}
+
+export interface ZeroTouchResult {
+  station: string;
+  /** The batch this run imported, or null when the factory had no device to make. */
+  batch: string | null;
+  /** Devices given a birth identity by this run. */
+  manufactured: number;
+  /** Devices that attested and got their certificate in this run, by trust anchor. */
+  provisioned: { software: number; tpm: number };
+  /** The verifier's results for them. */
+  attestation: Record<AttestationStatus, number>;
 }
 
 export interface FleetStats {
   devices: number;
   online: number;
   byProfile: Partial<Record<ProfileName, { devices: number; online: number }>>;
+  /** Devices by trust anchor. */
+  byTrustAnchor: Partial<Record<SimulatedAnchor, { devices: number; online: number }>>;
   totals: DeviceCounters;
 }
 
@@ -79,6 +125,11 @@ export class FleetSimulator {
   constructor(options: FleetOptions) {
     if (!Number.isInteger(options.count) || options.count < 1)
       throw new Error(`the fleet needs at least one device (got ${options.count})`);
+    if (!options.provisioner && !options.zeroTouch)
+      throw new Error('the fleet needs a provisioner (enrollment tokens) or zero-touch options');
+    const tpm = options.zeroTouch?.tpmDevices ?? 0;
+    if (!Number.isInteger(tpm) || tpm < 0 || tpm > options.count)
+      throw new Error(`TPM devices must be between 0 and the fleet's ${options.count} devices (got ${tpm})`);
     this.options = options;
     const prefix = options.prefix ?? DEFAULT_PREFIX;
     const ids = fleetDeviceIds(prefix, options.count);
@@ -97,38 +148,145 @@ export class FleetSimulator {
     );
   }
 
+  /** Whether the devices are provisioned zero-touch (rather than with enrollment tokens). */
+  get zeroTouch(): boolean {
+    return this.options.zeroTouch !== undefined;
+  }
+
   /**
-   * Register and enroll every device that has no certificate from this platform yet. Reports
-   * progress after each device; the first failure stops it and is thrown, naming the device.
+   * Register and enroll every device that has no certificate from this platform yet (zero-touch:
+   * make and provision it). Reports progress after each device; the first failure stops it and is
+   * thrown, naming the device.
    */
   async provision(onProgress?: (done: number, total: number) => void): Promise<ProvisionResult> {
-    const { provisioner, rootPem } = this.options;
+    const { rootPem } = this.options;
     const pending = this.devices.filter((d) => !d.enrolledWith(rootPem));
     const reused = this.devices.length - pending.length;
-    let done = reused;
-    onProgress?.(done, this.devices.length);
+    onProgress?.(reused, this.devices.length);
+    // A TPM for every device made with one, and for those the factory makes now with one.
+    const tpmIds = new Set(this.devices.slice(0, this.options.zeroTouch?.tpmDevices ?? 0).map((d) => d.id));
+    const withTpm = this.devices.filter(
+      (d) =>
+        d.trustAnchor === 'tpm' ||
+        (this.options.zeroTouch && tpmIds.has(d.id) && pending.includes(d) && !d.hasBirthIdentity(rootPem)),
+    );
+    await this.inParallel(withTpm, 4, 'starting the TPM of', (d) => d.useTpm());
+    if (this.options.zeroTouch) {
+      const zeroTouch = await this.provisionZeroTouch(this.options.zeroTouch, pending, reused, onProgress);
+      return { enrolled: pending.length, reused, zeroTouch };
+    }
     if (pending.length === 0) return { enrolled: 0, reused };
+    const provisioner = this.options.provisioner!;
     await provisioner.register(
       pending.map((d) => d.id),
       this.options.model ?? DEFAULT_MODEL,
     );
     const est = new EstClient({ url: this.options.estUrl, caPem: rootPem });
-    let next = 0;
-    const worker = async () => {
-      while (next < pending.length) {
-        const device = pending[next++]!;
-        try {
-          await device.enroll(est, rootPem, await provisioner.enrollmentToken(device.id));
-        } catch (err) {
-          throw new Error(`enrolling ${device.id} failed: ${(err as Error).message}`, { cause: err });
-        }
+    let done = reused;
+    await this.inParallel(pending, this.options.concurrency ?? 8, 'enrolling', async (device) => {
+      await device.enroll(est, rootPem, await provisioner.enrollmentToken(device.id));
+      onProgress?.(++done, this.devices.length);
+    });
+    return { enrolled: pending.length, reused };
+  }
+
+  /**
+   * The factory makes the devices that have no birth identity for this platform yet (the first
+   * `tpmDevices` of the fleet with a TPM each, started by `provision`), signs their manifest and
+   * imports it; then every pending device boots, attests and enrolls with its attestation token. A
+   * device keeps the trust anchor it was made with.
+   */
+  private async provisionZeroTouch(
+    o: ZeroTouchOptions,
+    pending: readonly VirtualDevice[],
+    reused: number,
+    onProgress?: (done: number, total: number) => void,
+  ): Promise<ZeroTouchResult> {
+    const { rootPem } = this.options;
+    const model = this.options.model ?? DEFAULT_MODEL;
+    const result: ZeroTouchResult = {
+      station: '',
+      batch: null,
+      manufactured: 0,
+      provisioned: { software: 0, tpm: 0 },
+      attestation: { affirming: 0, warning: 0, contraindicated: 0 },
+    };
+    const station: FactoryStation = await o.factory.open(model, simulatedReferenceValues());
+    result.station = station.name;
+    if (pending.length === 0) return result;
+    if (station.rootPem.trim() !== rootPem.trim())
+      throw new Error(
+        `station ${station.name} was registered under another root CA than the one the devices pin; ` +
+          "pass the platform's ca.pem (--ca) of this platform",
+      );
+
+    const toMake = pending.filter((d) => !d.hasBirthIdentity(rootPem));
+
+    if (toMake.length) {
+      const createdAt = new Date();
+      const batch = batchName(this.options.prefix ?? DEFAULT_PREFIX, createdAt);
+      const records: ManufacturedDevice[] = new Array<ManufacturedDevice>(toMake.length);
+      const index = new Map(toMake.map((d, i) => [d, i]));
+      await this.inParallel(toMake, this.options.concurrency ?? 8, 'manufacturing', async (d) => {
+        records[index.get(d)!] = await d.manufacture(station, {
+          model,
+          hardwareRevision: o.hardwareRevision ?? null,
+          batch,
+        });
+      });
+      await o.factory.importBatch(
+        await signedManifest(
+          station,
+          batch,
+          records.map((r) => r.entry),
+          createdAt,
+        ),
+      );
+      toMake.forEach((d, i) => d.installBirthIdentity(records[i]!));
+      result.batch = batch;
+      result.manufactured = toMake.length;
+    }
+
+    const est = new EstClient({
+      url: this.options.estUrl,
+      caPem: rootPem,
+      keepAliveConnections: this.options.concurrency ?? 8,
+    });
+    let done = reused;
+    try {
+      await this.inParallel(pending, this.options.concurrency ?? 8, 'provisioning', async (device) => {
+        const outcome = await device.provision(est);
+        result.provisioned[device.trustAnchor]++;
+        result.attestation[outcome.attestation.status]++;
         onProgress?.(++done, this.devices.length);
+      });
+    } finally {
+      est.close();
+    }
+    return result;
+  }
+
+  /** Run `fn` for every device, `concurrency` at a time; the first failure is thrown, naming the device. */
+  private async inParallel(
+    devices: readonly VirtualDevice[],
+    concurrency: number,
+    what: string,
+    fn: (device: VirtualDevice) => Promise<void>,
+  ): Promise<void> {
+    let next = 0;
+    let failed = false;
+    const lane = async () => {
+      while (next < devices.length && !failed) {
+        const device = devices[next++]!;
+        try {
+          await fn(device);
+        } catch (err) {
+          failed = true;
+          throw new Error(`${what} ${device.id} failed: ${(err as Error).message}`, { cause: err });
+        }
       }
     };
-    await Promise.all(
-      Array.from({ length: Math.min(this.options.concurrency ?? 8, pending.length) }, () => worker()),
-    );
-    return { enrolled: pending.length, reused };
+    await Promise.all(Array.from({ length: Math.min(concurrency, devices.length) }, lane));
   }
 
   /** Boot every device, spread over `rampMs` so that the gateway is not hit by all at once. */
@@ -143,19 +301,23 @@ export class FleetSimulator {
   stats(): FleetStats {
     const totals = zeroCounters();
     const byProfile: FleetStats['byProfile'] = {};
+    const byTrustAnchor: FleetStats['byTrustAnchor'] = {};
     let online = 0;
     for (const d of this.devices) {
       for (const k of Object.keys(totals) as (keyof DeviceCounters)[]) totals[k] += d.counters[k];
       const p = (byProfile[d.profile.name] ??= { devices: 0, online: 0 });
+      const a = (byTrustAnchor[d.trustAnchor] ??= { devices: 0, online: 0 });
       p.devices++;
+      a.devices++;
       if (d.online) {
         p.online++;
+        a.online++;
         online++;
       }
     }
     const ordered: FleetStats['byProfile'] = {};
     for (const name of PROFILE_NAMES) if (byProfile[name]) ordered[name] = byProfile[name];
-    return { devices: this.devices.length, online, byProfile: ordered, totals };
+    return { devices: this.devices.length, online, byProfile: ordered, byTrustAnchor, totals };
   }
 
   async stop(): Promise<void> {

@@ -13,6 +13,8 @@ export {
   VirtualDevice,
   zeroCounters,
   type DeviceCounters,
+  type ManufacturedDevice,
+  type SimulatedAnchor,
   type VirtualDeviceOptions,
 } from './virtual-device.js';
 export {
@@ -24,4 +26,17 @@ export {
   type FleetStats,
   type Provisioner,
   type ProvisionResult,
+  type ZeroTouchOptions,
+  type ZeroTouchResult,
 } from './fleet.js';
+export {
+  SIMULATED_BOOT,
+  batchName,
+  measureSimulatedBoot,
+  signedManifest,
+  simulatedReferenceValues,
+  type Factory,
+  type FactoryStation,
+  type ReferenceValue,
+} from './zero-touch.js';
+export { missingTpmTools, startSoftwareTpm, type SoftwareTpm } from './swtpm.js';

@@ -1,7 +1,8 @@
 import { EventEmitter } from 'node:events';
-import { mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import {
+  BIRTH_FILES,
   CommandDispatcher,
   DeviceConnection,
   type EstClient,
@@ -9,12 +10,23 @@ import {
   MemoryQueue,
   ShadowSync,
   SoftwareTrustAnchor,
+  TpmTrustAnchor,
   enrollDevice,
   identityCredentials,
+  measurementStore,
+  provisionDevice,
+  readBirthIdentity,
+  writeBirthIdentity,
+  type BirthIdentityInput,
+  type ProvisionOutcome,
+  type TrustAnchor,
 } from '@rampart/agent';
 import type { Logger } from '@rampart/shared/logging';
+import type { ManifestDevice } from '@rampart/shared/provisioning';
 import { shadowTopics } from '@rampart/shared/shadow';
 import type { Profile } from './profiles.js';
+import { startSoftwareTpm, type SoftwareTpm } from './swtpm.js';
+import { measureSimulatedBoot, type FactoryStation } from './zero-touch.js';
 
 /** What one virtual device has done so far; the fleet adds these up. */
 export interface DeviceCounters {
@@ -60,18 +72,46 @@ export interface VirtualDeviceOptions {
 /** The firmware version a virtual device reports. */
 export const SIMULATED_FIRMWARE = '1.0.0-sim';
 
+/** The trust anchors a virtual device can be made with. */
+export type SimulatedAnchor = 'software' | 'tpm';
+
+/** What the factory recorded for a device it made: its manifest entry and what it leaves on the device. */
+export interface ManufacturedDevice {
+  entry: ManifestDevice;
+  birth: BirthIdentityInput;
+}
+
+/** The trust anchor a device's birth identity names (the factory's record), if it has one. */
+function madeWith(dir: string): SimulatedAnchor | null {
+  try {
+    const file = BIRTH_FILES(dir).device;
+    if (!existsSync(file)) return null;
+    const kind = (JSON.parse(readFileSync(file, 'utf8')) as { trustAnchor?: unknown }).trustAnchor;
+    return kind === 'tpm' || kind === 'software' ? kind : null;
+  } catch {
+    return null;
+  }
+}
+
 /**
  * One simulated device, built from the agent's own parts: a software trust anchor and identity
  * store in its directory, EST enrollment, and the agent's gateway connection, shadow sync and
  * command dispatcher. It sends telemetry on `devices/{id}/telemetry`, reports its shadow, applies
  * desired `telemetryEveryMs`, and answers `ping`, `reboot` and `status`; its profile adds bursts,
  * crashes or attacks.
+ *
+ * Made at a simulated factory (zero-touch), it gets a birth identity instead, with its key in the
+ * software anchor or in a TPM of its own (swtpm), and provisions itself as the agent does: measured
+ * boot, remote attestation, EST with the attestation token. With a TPM, the gateway handshake is
+ * signed in the TPM through the agent's TLS tunnel (openssl s_client), one process per connection.
  */
 export class VirtualDevice extends EventEmitter<{ counted: [] }> {
   readonly id: string;
   readonly profile: Profile;
   readonly counters: DeviceCounters = zeroCounters();
-  private readonly anchor: SoftwareTrustAnchor;
+  private anchor: TrustAnchor;
+  private anchorKind: SimulatedAnchor;
+  private tpm: SoftwareTpm | null = null;
   private readonly store: IdentityStore;
   private readonly random: () => number;
   private readonly log: Logger | undefined;
@@ -94,7 +134,115 @@ export class VirtualDevice extends EventEmitter<{ counted: [] }> {
     this.log = options.log;
     mkdirSync(join(options.dir, 'identity'), { recursive: true, mode: 0o700 });
     this.anchor = new SoftwareTrustAnchor(join(options.dir, 'identity', 'device-key.pem'));
+    this.anchorKind = madeWith(options.dir) ?? 'software';
     this.store = new IdentityStore(options.dir);
+  }
+
+  /** Where the device's key lives: what its factory record says, or what `useTpm` chose. */
+  get trustAnchor(): SimulatedAnchor {
+    return this.anchorKind;
+  }
+
+  /** Whether the device was made at the factory for the platform whose root is `rootPem`. */
+  hasBirthIdentity(rootPem: string): boolean {
+    try {
+      return readBirthIdentity(this.options.dir)?.rootPem.trim() === rootPem.trim();
+    } catch {
+      return false;
+    }
+  }
+
+  /**
+   * Give the device its own TPM: swtpm on `<dir>/swtpm` behind a resource manager (tpm2-abrmd),
+   * as a device has its kernel's, so that the agent's TLS tunnel can sign the gateway handshake in
+   * it; started now and stopped with the device. Its key blobs live in `<dir>/identity/tpm`; blobs
+   * left without the TPM that made them (a deleted state directory) are dropped, since no TPM can
+   * load them.
+   */
+  async useTpm(): Promise<void> {
+    if (this.tpm) return;
+    const stateDir = join(this.options.dir, 'swtpm');
+    const blobs = join(this.options.dir, 'identity', 'tpm');
+    if (!existsSync(stateDir)) rmSync(blobs, { recursive: true, force: true });
+    this.tpm = await startSoftwareTpm(stateDir, { resourceManager: true });
+    this.anchor = new TpmTrustAnchor({ dir: blobs, tcti: this.tpm.tcti });
+    this.anchorKind = 'tpm';
+  }
+
+  /**
+   * The factory's work on this device: the key created in its trust anchor (and for a TPM its
+   * attestation key and endorsement key read), a birth certificate issued by the station. Nothing
+   * is written to the device until `installBirthIdentity`, once the batch is imported.
+   */
+  async manufacture(
+    station: FactoryStation,
+    o: { model: string; hardwareRevision: string | null; batch: string },
+  ): Promise<ManufacturedDevice> {
+    const spki = (await this.anchor.ensureKey()).export({ type: 'spki', format: 'der' });
+    const serial = `SN-${this.id}`;
+    const birthCertificate = await station.issueBirthCertificate({ deviceId: this.id, serial, spki });
+    let tpm: ManifestDevice['tpm'];
+    if (this.anchor instanceof TpmTrustAnchor) {
+      const ak = await this.anchor.ensureAttestationKey();
+      const ek = await this.anchor.endorsementKeyPublic();
+      tpm = { ek: ek.toString('base64'), ak: ak.toString('base64') };
+    }
+    const provisionedAt = new Date().toISOString();
+    const record = {
+      deviceId: this.id,
+      serial,
+      model: o.model,
+      hardwareRevision: o.hardwareRevision,
+      trustAnchor: this.anchorKind,
+    };
+    return {
+      entry: {
+        ...record,
+        publicKey: spki.toString('base64'),
+        birthCertificate,
+        ...(tpm ? { tpm } : {}),
+        provisionedAt,
+      },
+      birth: {
+        device: { ...record, batch: o.batch, station: station.name, provisionedAt },
+        birthCertificate,
+        stationCaCertificate: station.caPem,
+        rootCa: station.rootPem,
+      },
+    };
+  }
+
+  /** Leave the factory's birth identity on the device (identity/birth/). */
+  installBirthIdentity(made: ManufacturedDevice): void {
+    writeBirthIdentity(this.options.dir, made.birth);
+  }
+
+  /**
+   * Zero-touch provisioning, as `rampart-agent provision` does it: boot (a fresh measured boot of
+   * the simulated firmware into the TPM's PCRs or the software register), attest with a fresh
+   * nonce, enroll with the attestation token. Throws when the verifier issues no token, with what
+   * it found.
+   */
+  async provision(est: EstClient): Promise<ProvisionOutcome> {
+    const birth = readBirthIdentity(this.options.dir);
+    if (!birth) throw new Error(`${this.id} has no birth identity: it was not made at the factory`);
+    const measurements = await this.measuredBoot();
+    const outcome = await provisionDevice({
+      anchor: this.anchor,
+      store: this.store,
+      est,
+      birth,
+      measurements,
+    });
+    if (outcome.refusal) throw outcome.refusal;
+    return outcome;
+  }
+
+  private async measuredBoot() {
+    rmSync(join(this.options.dir, 'measurements'), { recursive: true, force: true });
+    const store = measurementStore(this.options.dir, this.tpm?.tcti ?? null);
+    await measureSimulatedBoot(store.register, store.log);
+    return store;
   }
 
   /**
@@ -142,6 +290,9 @@ export class VirtualDevice extends EventEmitter<{ counted: [] }> {
     for (const t of this.timers) clearTimeout(t);
     this.timers.clear();
     await this.shutdown();
+    const tpm = this.tpm;
+    this.tpm = null;
+    await tpm?.stop();
   }
 
   private boot(): void {
