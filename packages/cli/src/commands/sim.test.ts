@@ -135,7 +135,12 @@ describe('rampart sim', () => {
     // only "at least one" is asserted; that each attempt was refused is checked below.
     expect(totals.crashes).toBeGreaterThanOrEqual(1);
     expect(totals.attacks).toBeGreaterThanOrEqual(1);
-    expect(run.lines.some((l) => l.event === 'status' && l.online === 4)).toBe(true);
+    // Every device connected (the crashy one drops out every few seconds, so when all four are online
+    // at one status tick depends on the machine's load; what each did is on the platform).
+    for (const id of ['sim-0001', 'sim-0002', 'sim-0003', 'sim-0004']) {
+      const c = await t.call('GET', `/api/v1/devices/${id}/connection`);
+      expect(c.body.stats.connects, id).toBeGreaterThanOrEqual(1);
+    }
 
     // The platform saw the devices as registered, enrolled and active, with their telemetry counted.
     const devices = await t.call('GET', `/api/v1/devices?query=${encodeURIComponent('model = "SIM-1"')}`);
