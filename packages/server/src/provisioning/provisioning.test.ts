@@ -19,6 +19,7 @@ import {
   signatureProblem,
   type AttestationEvidence,
 } from '@rampart/shared/provisioning';
+import { DIALECTS } from '../test-support/databases.js';
 import { startTestPlatform, type TestPlatform } from '../test-support/platform.js';
 import { issueBirthCertificate, stationSigner } from './factory.js';
 
@@ -174,39 +175,42 @@ const GOOD = () =>
   ]);
 let devices: Record<string, Device>;
 
-beforeAll(async () => {
-  tp = await startTestPlatform('sqlite', {}, { captureLogs: true });
-  est = tp.platform.listeners.find((l) => l.name === 'est')!.url.replace(/\/\.well-known\/est$/, '');
-  ({ privateKey: stationKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' }));
-  const reg = await tp.call('POST', '/api/v1/stations', {
-    body: { name: 'line-1', publicKey: createPublicKey(stationKey).export({ type: 'spki', format: 'pem' }) },
-  });
-  expect(reg.status).toBe(201);
-  stationCa = reg.body.certificate;
-  expect(
-    await tp.call('POST', '/api/v1/device-models', { body: { id: MODEL, name: 'Gateway 200' } }),
-  ).toMatchObject({ status: 201 });
-  for (const [component, d] of [
-    ['os', OS],
-    ['application', APP],
-  ] as const)
+describe.each(DIALECTS)('zero-touch provisioning with attestation (%s)', (dialect) => {
+  beforeAll(async () => {
+    tp = await startTestPlatform(dialect, {}, { captureLogs: true });
+    est = tp.platform.listeners.find((l) => l.name === 'est')!.url.replace(/\/\.well-known\/est$/, '');
+    ({ privateKey: stationKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' }));
+    const reg = await tp.call('POST', '/api/v1/stations', {
+      body: {
+        name: 'line-1',
+        publicKey: createPublicKey(stationKey).export({ type: 'spki', format: 'pem' }),
+      },
+    });
+    expect(reg.status).toBe(201);
+    stationCa = reg.body.certificate;
     expect(
-      (await tp.call('POST', '/api/v1/reference-values', { body: { model: MODEL, component, digest: d } }))
-        .status,
-    ).toBe(201);
-  devices = {};
-  for (const id of ['gw-1', 'gw-2', 'gw-3', 'gw-4', 'gw-5']) devices[id] = await makeDevice(id);
-  const imported = await tp.call('POST', '/api/v1/batches', {
-    body: await manifest('b-001', Object.values(devices)),
+      await tp.call('POST', '/api/v1/device-models', { body: { id: MODEL, name: 'Gateway 200' } }),
+    ).toMatchObject({ status: 201 });
+    for (const [component, d] of [
+      ['os', OS],
+      ['application', APP],
+    ] as const)
+      expect(
+        (await tp.call('POST', '/api/v1/reference-values', { body: { model: MODEL, component, digest: d } }))
+          .status,
+      ).toBe(201);
+    devices = {};
+    for (const id of ['gw-1', 'gw-2', 'gw-3', 'gw-4', 'gw-5']) devices[id] = await makeDevice(id);
+    const imported = await tp.call('POST', '/api/v1/batches', {
+      body: await manifest('b-001', Object.values(devices)),
+    });
+    expect(imported.status).toBe(201);
+    expect(imported.body).toMatchObject({ batch: 'b-001', station: 'line-1', devices: 5 });
+  }, 60_000);
+  afterAll(async () => {
+    await tp?.close();
   });
-  expect(imported.status).toBe(201);
-  expect(imported.body).toMatchObject({ batch: 'b-001', station: 'line-1', devices: 5 });
-}, 60_000);
-afterAll(async () => {
-  await tp?.close();
-});
 
-describe('zero-touch provisioning with attestation', () => {
   it('issues an operational certificate to a genuine device booting known software, with a signed transcript', async () => {
     const d = devices['gw-1']!;
     const r = await post('/attestation/v1/evidence', evidence(d, await nonce(), GOOD()));
