@@ -27,6 +27,8 @@ have_cmd tpm2-abrmd || [ -x /usr/sbin/tpm2-abrmd ] || need+=(tpm2-abrmd)
 ls /usr/lib/*/libtss2-tcti-tabrmd.so.0 >/dev/null 2>&1 || need+=(libtss2-tcti-tabrmd0)
 have_cmd dbus-daemon || need+=(dbus-daemon)
 [ -f /usr/share/dbus-1/session.conf ] || need+=(dbus-session-bus-common)
+# xdelta3: the server generates binary deltas between releases with it (devices apply them in JavaScript).
+have_cmd xdelta3 || need+=(xdelta3)
 # The Mosquitto broker: the peer `npm run bench:gateway` measures the gateway against.
 { have_cmd mosquitto || [ -x /usr/sbin/mosquitto ]; } || need+=(mosquitto)
 

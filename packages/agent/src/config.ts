@@ -195,6 +195,56 @@ export const AgentConfigSchema = Type.Object(
       },
       { additionalProperties: false, default: {} },
     ),
+    updates: Type.Object(
+      {
+        selfTest: Type.Object(
+          {
+            command: Type.Optional(
+              Type.String({
+                minLength: 1,
+                description:
+                  'Updates: the self-test a newly installed slot must pass before it is committed, run with /bin/sh -c (RAMPART_UPDATE_* variables name the slot and release); exit 0 passes. Without one, starting is the test.',
+              }),
+            ),
+            timeoutSeconds: Type.Integer({
+              default: 60,
+              minimum: 1,
+              maximum: 3600,
+              description: 'Updates: a self-test still running after this many seconds is killed and fails.',
+            }),
+          },
+          { additionalProperties: false, default: {} },
+        ),
+        maxBootAttempts: Type.Integer({
+          default: 3,
+          minimum: 1,
+          maximum: 100,
+          description:
+            'Updates: starts of a pending slot allowed without a commit; one more is a crash loop and rolls back.',
+        }),
+        commitTimeoutSeconds: Type.Integer({
+          default: 900,
+          minimum: 1,
+          description:
+            'Updates: a pending slot not committed this many seconds after it was activated is rolled back at the next check.',
+        }),
+        hooksDir: Type.Optional(
+          Type.String({
+            minLength: 1,
+            description:
+              'Updates: directory of executable hooks (install, activate, restart, reboot, booted, commit, rollback) called at each step, for real bootloaders (U-Boot, GRUB); see docs/agent.md.',
+          }),
+        ),
+        tpmCounterIndex: Type.Integer({
+          default: 0x01520000,
+          minimum: 0x01000000,
+          maximum: 0x01bffff0,
+          description:
+            'Updates, TPM trust anchor: first NV index of the anti-rollback counters (two indexes per artifact kind, eight in all).',
+        }),
+      },
+      { additionalProperties: false, default: {} },
+    ),
     log: Type.Object(
       {
         level: StringEnum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], {
@@ -244,6 +294,8 @@ export function loadAgentConfig(
   checkPkcs11(loaded);
   loaded.config.dataDir = resolve(loaded.config.dataDir);
   if (loaded.config.est.caFile) loaded.config.est.caFile = resolve(loaded.config.est.caFile);
+  if (loaded.config.updates.hooksDir)
+    loaded.config.updates.hooksDir = resolve(loaded.config.updates.hooksDir);
   return loaded;
 }
 

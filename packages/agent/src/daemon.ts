@@ -15,7 +15,35 @@ import { writeFileAtomic } from './identity/files.js';
 import { RenewalScheduler, type RenewalEvent, type SchedulerOutcome } from './identity/renewal.js';
 import type { IdentityStore } from './identity/store.js';
 import type { TrustAnchor } from './trust-anchor/trust-anchor.js';
+import type { Installer, UpdateResult } from './updates/installer.js';
 import { VERSION } from './version.js';
+
+/**
+ * The update check at start-up, before the agent connects: an install cut short is abandoned, a slot
+ * on trial is counted as started and rolled back after too many starts or past its deadline, else
+ * self-tested and committed or rolled back. A failure here is logged, never fatal: the agent must
+ * still come up to report it.
+ */
+export async function updateStartupCheck(installer: Installer, log: Logger): Promise<UpdateResult | null> {
+  try {
+    const result = await installer.boot();
+    if (result.outcome !== 'nothing-pending')
+      log.info(
+        {
+          outcome: result.outcome,
+          reason: result.reason,
+          slot: result.slot,
+          version: result.version,
+          receipt: result.receipt,
+        },
+        `update check at start: ${result.outcome}${result.reason ? ` (${result.reason})` : ''}, version ${result.version ?? '-'}; slot ${result.running} runs`,
+      );
+    return result;
+  } catch (err) {
+    log.error({ err }, `update check at start failed: ${(err as Error).message}`);
+    return null;
+  }
+}
 
 /** The gateway port devices use unless told otherwise. */
 export const DEFAULT_GATEWAY_PORT = 8883;

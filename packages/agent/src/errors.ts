@@ -45,7 +45,25 @@ export type AgentErrorCode =
   /** The factory's birth identity files (identity/birth/) are missing pieces, malformed or inconsistent. */
   | 'BIRTH_IDENTITY'
   /** The verifier appraised the device's evidence and issued no attestation token. */
-  | 'ATTESTATION_REFUSED';
+  | 'ATTESTATION_REFUSED'
+  /** An update download could not reach the server, or broke off too often without progress. */
+  | 'DOWNLOAD_UNREACHABLE'
+  /** An update download over HTTPS: the server's certificate does not chain to the pinned root. */
+  | 'DOWNLOAD_UNTRUSTED'
+  /** The update server answered a download with an error status (`status` says which). */
+  | 'DOWNLOAD_REFUSED'
+  /** A download did not match its signed metadata: a chunk kept failing its hash, or the server sent more than the length. */
+  | 'DOWNLOAD_CORRUPT'
+  /** An update was refused: its release counter is below the device's anti-rollback counter, or its hash is wrong. */
+  | 'UPDATE_REFUSED'
+  /** An update cannot start now: another one is pending (commit or roll it back first). */
+  | 'UPDATE_CONFLICT'
+  /** There is no pending update to commit or roll back. */
+  | 'UPDATE_NOT_PENDING'
+  /** An update step failed (a hook, the copy, the counter); the device keeps running the slot it ran. */
+  | 'UPDATE_FAILED'
+  /** The slot state file is damaged or in an unknown format. */
+  | 'UPDATE_STATE';
 
 export class AgentError extends Error {
   /** HTTP status of an EST reply, when the error comes from one. */

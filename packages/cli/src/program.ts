@@ -15,6 +15,7 @@ import { factoryCommand } from './commands/factory.js';
 import { batchCommand, manufacturerCommand, stationCommand } from './commands/manufacturing.js';
 import { attestationCommand } from './commands/attestation.js';
 import { transcriptCommand } from './commands/transcript.js';
+import { releaseCommand } from './commands/release.js';
 
 /** `rampart <capability> <verb>`: one command tree for everything the console can do. */
 export function buildProgram(): Command {
@@ -39,6 +40,7 @@ export function buildProgram(): Command {
   program.addCommand(attestationCommand());
   program.addCommand(transcriptCommand());
   program.addCommand(policyCommand());
+  program.addCommand(releaseCommand());
   program.addCommand(simCommand());
   program.addCommand(auditCommand());
   program.addCommand(configCommand());
@@ -64,6 +66,7 @@ Examples:
   $ rampart attestation settings DW100 --require --no-admit-software
   $ rampart transcript verify gw-0001.transcript.json --key transcript-signing.pub.pem
   $ rampart cert revoke 3A:9F:01:77 --reason key-compromise
+  $ rampart release create build/sensor-fw.bin --version 1.4.2 --model DW100
   $ rampart policy simulate --device dw-0001 --action publish --topic devices/dw-0001/x
   $ rampart sim --devices 100 --profile normal=8,crashy=1,compromised=1
   $ rampart audit verify --data-dir ./rampart-data

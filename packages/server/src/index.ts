@@ -19,3 +19,9 @@ export { FleetRegistry } from './fleet/registry.js';
 export { IdentityService, type IdentitySettings } from './identity/service.js';
 export { lintPolicy, type Finding } from './gateway/policy/index.js';
 export { issueBirthCertificate, stationSigner } from './provisioning/factory.js';
+export {
+  generateDelta,
+  type DeltaGeneratorOptions,
+  type DeltaOutcome,
+  type DeltaRequest,
+} from './updates/artifacts/delta.js';

@@ -16,6 +16,8 @@ import { buildEstServer, type EstServer } from './identity/est-server.js';
 import { buildPkiServer, pkiPaths, type PkiServer } from './identity/pki-server.js';
 import { Gateway } from './gateway/gateway.js';
 import { ProvisioningService } from './provisioning/service.js';
+import { UpdatesService, updatesSettingsOf } from './updates/service.js';
+import { buildUpdatesListener, type UpdatesListener } from './updates/listener.js';
 import { TRANSCRIPT_KEY_LABEL } from './provisioning/transcripts.js';
 import { PolicyStore } from './gateway/policies.js';
 import { ShadowService } from './gateway/shadows.js';
@@ -51,6 +53,7 @@ export interface Platform {
   audit: AuditLog;
   api: Api;
   identity: IdentityService;
+  updates: UpdatesService;
   keys: KeyStore;
   listeners: Listener[];
   /** The first admin token, present only on the start that created it. */
@@ -135,6 +138,7 @@ async function startLocked(
   let pki: PkiServer | null = null;
   let identity: IdentityService | null = null;
   let broker: BrokerAdapter | null = null;
+  let updatesListener: UpdatesListener | null = null;
   try {
     const metrics = new PlatformMetrics(VERSION);
     const audit = new AuditLog(storage, auditKey, {
@@ -250,6 +254,27 @@ async function startLocked(
         outcome: 'success',
         details: { kind: defaultPolicy.kind, reason: 'first start' },
       });
+    // The release repository and its listener (plain HTTP: TUF metadata and targets verify themselves).
+    const updates = new UpdatesService(
+      storage,
+      keys,
+      audit,
+      updatesSettingsOf(config),
+      config.dataDir,
+      logger.child({ component: 'updates' }),
+    );
+    await updates.open();
+    updatesListener = buildUpdatesListener(updates, logger.child({ component: 'updates' }));
+    let updatesAddress: AddressInfo;
+    try {
+      updatesAddress = await updatesListener.listen({ host: config.updates.host, port: config.updates.port });
+    } catch (err) {
+      throw listenError('updates listener', config.updates.host, config.updates.port, '--updates-port', err);
+    }
+    updates.url =
+      config.updates.publicUrl ?? `http://${connectableHost(config.updates.host)}:${updatesAddress.port}`;
+    updates.start();
+
     est = await buildEstServer({
       identity,
       provisioning,
@@ -330,6 +355,7 @@ async function startLocked(
         shadows,
         commands,
         provisioning,
+        updates,
         metrics,
         logger,
         version: VERSION,
@@ -351,6 +377,7 @@ async function startLocked(
       { name: 'api', url: `https://${connectableHost(config.api.host)}:${address.port}` },
       { name: 'est', url: `https://${connectableHost(config.est.host)}:${estAddress.port}/.well-known/est` },
       { name: 'pki', url: `http://${connectableHost(config.pki.host)}:${pkiAddress.port}` },
+      { name: 'updates', url: updates.url },
       ...brokerListeners,
     ];
 
@@ -388,7 +415,7 @@ async function startLocked(
     timer.unref();
 
     let stopping: Promise<void> | null = null;
-    const running = { api, est, pki, identity, broker, commands, gateway };
+    const running = { api, est, pki, identity, broker, commands, gateway, updates, updatesListener };
     const stop = (reason = 'shutdown') => {
       stopping ??= (async () => {
         clearInterval(timer);
@@ -396,9 +423,15 @@ async function startLocked(
         running.identity.stop();
         audit.stopSealer();
         running.commands.stop();
+        running.updates.stop();
         await running.broker.close();
         await running.gateway.stats.stop();
-        await Promise.all([running.api.close(), running.est.close(), running.pki.close()]);
+        await Promise.all([
+          running.api.close(),
+          running.est.close(),
+          running.pki.close(),
+          running.updatesListener.close(),
+        ]);
         try {
           await audit.record({
             actor: 'system',
@@ -425,6 +458,7 @@ async function startLocked(
       audit,
       api,
       identity,
+      updates,
       keys,
       listeners,
       initialAdminToken,
@@ -438,6 +472,7 @@ async function startLocked(
     await api?.close().catch(() => {});
     await est?.close().catch(() => {});
     await pki?.close().catch(() => {});
+    await updatesListener?.close().catch(() => {});
     await storage.close().catch(() => {});
     await keys.close?.().catch(() => {});
     throw err;

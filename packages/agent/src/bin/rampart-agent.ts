@@ -9,7 +9,13 @@ import { createLogger } from '@rampart/shared/logging';
 import { trustAnchorFor } from '../anchor.js';
 import { checkMeasurements, measure, measurementStore } from '../attestation/measurements.js';
 import { loadAgentConfig, redactedConfig, type AgentConfig } from '../config.js';
-import { AgentDaemon, agentRunning, readAgentStatus, type AgentStatus } from '../daemon.js';
+import {
+  AgentDaemon,
+  agentRunning,
+  readAgentStatus,
+  updateStartupCheck,
+  type AgentStatus,
+} from '../daemon.js';
 import { AgentError } from '../errors.js';
 import { EstClient, type ClientCertificate, type EnrollmentCredentials } from '../est/client.js';
 import { NodeMutualTls } from '../tls/mutual-tls.js';
@@ -21,6 +27,9 @@ import { readBirthIdentity } from '../provisioning/birth.js';
 import type { AttestationResult } from '../provisioning/client.js';
 import { provisionDevice } from '../provisioning/provision.js';
 import type { TrustAnchor } from '../trust-anchor/trust-anchor.js';
+import { installerFor } from '../updates/device.js';
+import type { Installer, UpdateResult } from '../updates/installer.js';
+import { UPDATE_KINDS, runningSlot, type UpdateKind } from '../updates/state.js';
 
 interface Globals {
   config?: string;
@@ -438,6 +447,7 @@ async function runAction(o: RunFlags, cmd: Command) {
   const anchor = trustAnchorFor(config);
   const store = new IdentityStore(config.dataDir);
   const est = renewalClient(config, store);
+  await updateStartupCheck(installerFor(config, anchor, log), log);
   const daemon = AgentDaemon.start({ config, log, anchor, store, est });
   const stop = (signal: NodeJS.Signals) => {
     log.info({ signal }, `${signal}: stopping (flushing the offline queue)`);
@@ -645,6 +655,203 @@ program
   .addHelpText('after', examples('rampart-agent status', 'rampart-agent status --json | jq .state'))
   .action(statusAction);
 
+function updateLogger(opts: Globals, config: AgentConfig) {
+  return createLogger({
+    name: 'rampart-agent',
+    level: config.log.level,
+    format: opts.json || !process.stderr.isTTY ? 'json' : 'pretty',
+  });
+}
+
+/** Run `fn` with the installer of the configuration; the anchor is closed afterwards. */
+async function withInstaller<T>(
+  cmd: Command,
+  fn: (installer: Installer, opts: Globals) => Promise<T>,
+): Promise<T> {
+  const { opts, config } = configOf(cmd);
+  const anchor = trustAnchorFor(config);
+  const installer = installerFor(config, anchor, updateLogger(opts, config));
+  return withAnchor(anchor, () => fn(installer, opts));
+}
+
+function updateResultText(r: UpdateResult): string {
+  const head =
+    r.outcome === 'committed'
+      ? `committed version ${r.version} in slot ${r.slot}`
+      : r.outcome === 'rolled-back'
+        ? `ROLLED BACK version ${r.version} (${r.reason}); slot ${r.running} runs again`
+        : r.outcome === 'rebooting'
+          ? `rebooting into slot ${r.slot} (version ${r.version}); the self-test runs at the next start`
+          : `no update pending; slot ${r.running} runs${r.version ? ` version ${r.version}` : ''}`;
+  return `${head}\n${r.outcome === 'nothing-pending' ? '' : `  ${r.detail}\n`}${r.receipt ? `receipt: ${r.receipt}\n` : ''}`;
+}
+
+function printUpdateResult(opts: Globals, r: UpdateResult): void {
+  print(opts.json, r, () => updateResultText(r));
+  if (r.outcome === 'rolled-back') process.exitCode = 1;
+}
+
+function parseReleaseCounter(text: string): number {
+  if (!/^[0-9]{1,15}$/.test(text))
+    throw new AgentError('USAGE', `--release-counter must be a whole number ≥ 0 (got "${text}")`);
+  return Number(text);
+}
+
+const update = program
+  .command('update')
+  .description(
+    'Software updates on the device: install into the inactive A/B slot, self-test, commit or roll back (see docs/agent.md)',
+  );
+update.addHelpText(
+  'after',
+  examples(
+    'rampart-agent update install app-1.4.0.tar --version 1.4.0 --release-counter 14',
+    'rampart-agent update status',
+    'rampart-agent update commit',
+  ),
+);
+update
+  .command('install')
+  .description(
+    'Install a verified artifact into the inactive slot, activate it on trial, restart, run the self-test, then commit ' +
+      '(advancing the anti-rollback counter and signing a receipt) or roll back; exit 1 when rolled back',
+  )
+  .argument('<file>', 'the artifact (already verified: this command trusts the file it is given)')
+  .requiredOption('--version <version>', 'the release version, e.g. 1.4.0')
+  .requiredOption(
+    '--release-counter <n>',
+    "the release's anti-rollback counter: refused when below the device's counter for the kind",
+  )
+  .addOption(
+    new Option(
+      '--kind <kind>',
+      'what the artifact is: application and configuration restart, os and firmware reboot',
+    )
+      .choices([...UPDATE_KINDS])
+      .default('application'),
+  )
+  .option(
+    '--sha256 <hex>',
+    'the SHA-256 the artifact must have; refused before anything changes when it differs',
+  )
+  .option('--name <file-name>', 'the file name inside the slot (default: the artifact file name)')
+  .addHelpText(
+    'after',
+    examples(
+      'rampart-agent update install app-1.4.0.tar --version 1.4.0 --release-counter 14',
+      'rampart-agent update install rootfs-2026.11.img --version 2026.11 --release-counter 7 --kind os --json',
+      'rampart-agent update install app.bin --version 1.4.1 --release-counter 15 --sha256 3f2a…',
+    ) +
+      '\nExit codes: 0 committed (or rebooting into the new slot), 1 rolled back or failed,\n' +
+      "2 invalid input, 4 refused (release counter below the device's, wrong SHA-256),\n" +
+      '6 another update is still pending.\n',
+  )
+  .action(
+    (
+      file: string,
+      o: { version: string; releaseCounter: string; kind: UpdateKind; sha256?: string; name?: string },
+      cmd: Command,
+    ) =>
+      withInstaller(cmd, async (installer, opts) => {
+        if (o.sha256 !== undefined && !/^[0-9a-fA-F]{64}$/.test(o.sha256))
+          throw new AgentError('USAGE', '--sha256 must be 64 hex digits');
+        const result = await installer.install({
+          file,
+          version: o.version,
+          kind: o.kind,
+          releaseCounter: parseReleaseCounter(o.releaseCounter),
+          sha256: o.sha256,
+          name: o.name,
+        });
+        printUpdateResult(opts, result);
+      }),
+  );
+
+update
+  .command('status')
+  .description(
+    'Show the A/B slots: which runs, which is pending (starts so far, deadline), what each holds, the last outcome and its receipt',
+  )
+  .addHelpText(
+    'after',
+    examples('rampart-agent update status', 'rampart-agent update status --json | jq .running'),
+  )
+  .action((_o, cmd: Command) =>
+    withInstaller(cmd, async (installer, opts) => {
+      const state = installer.state();
+      const running = runningSlot(state);
+      const result = {
+        running,
+        runningVersion: state.slots[running]?.version ?? null,
+        active: state.active,
+        pending: state.pending,
+        slots: state.slots,
+        installInterrupted: state.install,
+        finishing: state.finishing,
+        last: state.last,
+        dir: installer.dir,
+      };
+      const slotLine = (slot: 'a' | 'b') => {
+        const c = state.slots[slot];
+        return `slot ${slot}: ${c ? `${c.version} (${c.kind}, release counter ${c.releaseCounter}, ${c.status})` : 'empty'}${slot === running ? '  <- runs' : ''}`;
+      };
+      print(
+        opts.json,
+        result,
+        () =>
+          [
+            slotLine('a'),
+            slotLine('b'),
+            state.pending
+              ? `pending: slot ${state.pending.slot}, started ${state.pending.bootAttempts} times, must be committed before ${state.pending.deadline}`
+              : 'pending: none',
+            ...(state.install
+              ? [`interrupted install into slot ${state.install.slot}: abandoned at the next start`]
+              : []),
+            state.last
+              ? `last: ${state.last.outcome}${state.last.reason ? ` (${state.last.reason})` : ''} of ${state.last.version} at ${state.last.at}${state.last.receipt ? `; receipt ${state.last.receipt}` : ''}`
+              : 'last: -',
+          ].join('\n') + '\n',
+      );
+    }),
+  );
+
+update
+  .command('commit')
+  .description(
+    'Commit the pending slot now, without waiting for the self-test (the operator vouches for it); exit 5 when nothing is pending',
+  )
+  .addHelpText('after', examples('rampart-agent update commit', 'rampart-agent update commit --json'))
+  .action((_o, cmd: Command) =>
+    withInstaller(cmd, async (installer, opts) => printUpdateResult(opts, await installer.commit())),
+  );
+
+update
+  .command('rollback')
+  .description('Roll the pending slot back: the previous slot runs again; exit 5 when nothing is pending')
+  .addHelpText('after', examples('rampart-agent update rollback', 'rampart-agent update rollback --json'))
+  .action((_o, cmd: Command) =>
+    withInstaller(cmd, async (installer, opts) => {
+      const result = await installer.rollbackPending();
+      print(opts.json, result, () => updateResultText(result));
+    }),
+  );
+
+update
+  .command('boot')
+  .description(
+    'The start-up check (rampart-agent run does it too): abandon an interrupted install, count a start of the pending ' +
+      'slot, roll back on a crash loop or a passed deadline, else self-test and commit or roll back; call it early in boot',
+  )
+  .addHelpText(
+    'after',
+    examples('rampart-agent update boot', 'rampart-agent update boot --json | jq .outcome') +
+      '\nExit 1 when it rolled back.\n',
+  )
+  .action((_o, cmd: Command) =>
+    withInstaller(cmd, async (installer, opts) => printUpdateResult(opts, await installer.boot())),
+  );
+
 function measurementsOf(config: AgentConfig) {
   return measurementStore(config.dataDir, config.trustAnchor === 'tpm' ? config.tpm.tcti : null);
 }
@@ -738,7 +945,7 @@ program
     process.stdout.write(JSON.stringify(redactedConfig(config), null, 2) + '\n');
   });
 
-/** Exit codes as the `rampart` CLI uses them: 1 failed, 2 usage, 3 unreachable, 4 refused. */
+/** Exit codes as the `rampart` CLI uses them: 1 failed, 2 usage, 3 unreachable, 4 refused, 5 not found, 6 conflict. */
 function exitCodeFor(err: AgentError | SharedError): number {
   switch (err.code) {
     case 'CONFIG_INVALID':
@@ -749,6 +956,12 @@ function exitCodeFor(err: AgentError | SharedError): number {
     case 'EST_TIMEOUT':
     case 'EST_UNTRUSTED':
       return 3;
+    case 'UPDATE_REFUSED':
+      return 4;
+    case 'UPDATE_NOT_PENDING':
+      return 5;
+    case 'UPDATE_CONFLICT':
+      return 6;
     case 'EST_REFUSED':
       return err instanceof AgentError && err.status !== undefined && err.status !== 401 && err.status !== 403
         ? 1
@@ -759,7 +972,8 @@ function exitCodeFor(err: AgentError | SharedError): number {
 }
 
 program.exitOverride();
-for (const c of [program, identity, ...program.commands, ...identity.commands]) c.exitOverride();
+for (const c of [program, identity, update, ...program.commands, ...identity.commands, ...update.commands])
+  c.exitOverride();
 try {
   await program.parseAsync(process.argv);
 } catch (err) {

@@ -73,6 +73,8 @@ export class RampartUp {
     const ports = p
       ? ['--api-port', p.api, '--est-port', p.est, '--pki-port', p.pki, '--mqtt-port', p.mqtt]
       : ['--api-port', 0, '--est-port', 0, '--pki-port', 0, '--mqtt-port', 0];
+    // The updates listener is not used by the agent's tests: any free port, so that runs never clash.
+    ports.push('--updates-port', 0);
     const child = spawn(
       process.execPath,
       [

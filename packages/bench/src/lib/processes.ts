@@ -64,6 +64,7 @@ export async function startRampart(
       RAMPART_EST_PORT: '0',
       RAMPART_PKI_PORT: '0',
       RAMPART_GATEWAY_PORT: '0',
+      RAMPART_UPDATES_PORT: '0',
       ...options.env,
     },
     stdio: ['ignore', 'pipe', 'inherit'],

@@ -251,6 +251,8 @@ describe('rampart ca init', () => {
         '0',
         '--mqtt-port',
         '0',
+        '--updates-port',
+        '0',
       ],
       { env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', ...env }, stdio: 'pipe' },
     );

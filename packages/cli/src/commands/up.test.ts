@@ -9,7 +9,18 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CLI_BIN, runCli } from '../test-support/run-cli.js';
 
 const PASSPHRASE = 'test passphrase for rampart';
-const FREE_PORTS = ['--api-port', '0', '--est-port', '0', '--pki-port', '0', '--mqtt-port', '0'];
+const FREE_PORTS = [
+  '--api-port',
+  '0',
+  '--est-port',
+  '0',
+  '--pki-port',
+  '0',
+  '--mqtt-port',
+  '0',
+  '--updates-port',
+  '0',
+];
 const execFileP = promisify(execFile);
 
 interface Running {
@@ -28,7 +39,18 @@ interface Running {
 function startUp(
   dataDir: string,
   env: Record<string, string> = { RAMPART_KEYSTORE_PASSPHRASE: PASSPHRASE },
-  ports = ['--api-port', '0', '--est-port', '0', '--pki-port', '0', '--mqtt-port', '0'],
+  ports = [
+    '--api-port',
+    '0',
+    '--est-port',
+    '0',
+    '--pki-port',
+    '0',
+    '--mqtt-port',
+    '0',
+    '--updates-port',
+    '0',
+  ],
 ) {
   const args = ['up', '--data-dir', dataDir, ...ports];
   const child = spawn(process.execPath, [CLI_BIN, ...args], {
@@ -123,6 +145,7 @@ describe('rampart up', () => {
         { name: 'api', url: up.url },
         { name: 'est', url: up.est.url },
         { name: 'pki', url: up.pki.url },
+        { name: 'updates', url: expect.stringMatching(/^http:\/\/127\.0\.0\.1:\d+$/) },
         { name: 'mqtt', url: up.mqtt.url },
       ],
     });
@@ -130,7 +153,7 @@ describe('rampart up', () => {
     const ports = [up.port, up.est.port, up.pki.port, up.mqtt.port];
     expect(new Set(ports).size).toBe(4);
     for (const p of ports) expect([0, 8443, 8444, 8080, 8883]).not.toContain(p);
-    expect(up.stdout().match(/^listening /gm)).toHaveLength(4);
+    expect(up.stdout().match(/^listening /gm)).toHaveLength(5);
 
     // Real certificate verification against the CA file the platform leaves for its clients.
     ca = readFileSync(join(dataDir, 'ca.pem'), 'utf8');
@@ -195,6 +218,8 @@ describe('rampart up', () => {
       'est.port=0',
       '--set',
       'pki.port=0',
+      '--updates-port',
+      '0',
     ]);
     expect(up.stdout()).not.toContain('first start');
     const est = /listening est https:\/\/127\.0\.0\.1:(\d+)/.exec(up.stdout())![1];
@@ -267,6 +292,8 @@ describe('rampart up', () => {
             '0',
             '--mqtt-port',
             '0',
+            '--updates-port',
+            '0',
           ],
           { env },
         );
@@ -286,6 +313,7 @@ describe('rampart up', () => {
             '--est-port': '0',
             '--pki-port': '0',
             '--mqtt-port': '0',
+            '--updates-port': '0',
             [flag]: String(port),
           };
           const r = await runCli(['up', '--data-dir', other, ...Object.entries(ports).flat()], { env });

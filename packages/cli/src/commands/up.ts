@@ -17,6 +17,7 @@ interface UpOptions {
   apiHost?: string;
   estPort?: string;
   pkiPort?: string;
+  updatesPort?: string;
   mqttPort?: string;
   insecureMqttPort?: string;
   databaseUrl?: string;
@@ -89,6 +90,10 @@ export function upCommand(): Command {
     .option('--est-port <port>', 'HTTPS port of the EST enrollment server (0 = any free port; default 8444)')
     .option('--pki-port <port>', 'HTTP port of the CRL and OCSP listener (0 = any free port; default 8080)')
     .option(
+      '--updates-port <port>',
+      'HTTP port of the updates listener: TUF metadata and release artifacts (0 = any free port; default 8082)',
+    )
+    .option(
       '--mqtt-port <port>',
       'MQTT over TLS port of the device gateway (0 = any free port; default 8883)',
     )
@@ -117,6 +122,7 @@ export function upCommand(): Command {
         'api.host': opts.apiHost,
         'est.port': opts.estPort,
         'pki.port': opts.pkiPort,
+        'updates.port': opts.updatesPort,
         'gateway.port': opts.mqttPort,
         'gateway.insecurePlainPort': opts.insecureMqttPort,
         'database.url': opts.databaseUrl,
@@ -137,6 +143,7 @@ export function upCommand(): Command {
             'api.host': '--api-host',
             'est.port': '--est-port',
             'pki.port': '--pki-port',
+            'updates.port': '--updates-port',
             'gateway.port': '--mqtt-port',
             'gateway.insecurePlainPort': '--insecure-mqtt-port',
             'database.url': '--database-url',

@@ -1,4 +1,5 @@
 import type { ProvisioningService } from '../provisioning/service.js';
+import type { UpdatesService } from '../updates/service.js';
 import type { Logger } from '@rampart/shared/logging';
 import type { Permission } from '@rampart/shared/access';
 import type { AuthFailure, Principal, TokenService } from '../access/tokens.js';
@@ -31,6 +32,8 @@ export interface ApiContext {
   commands?: CommandService;
   /** Absent in API tests that build the API without provisioning. */
   provisioning?: ProvisioningService;
+  /** Absent in API tests that build the API without the release repository. */
+  updates?: UpdatesService;
   metrics: PlatformMetrics;
   logger: Logger;
   version: string;

@@ -21,6 +21,7 @@ import { commandRoutes } from './routes/commands.js';
 import { connectionRoutes } from './routes/connections.js';
 import { fleetRoutes } from './routes/fleet.js';
 import { provisioningRoutes } from './routes/provisioning.js';
+import { updateRoutes } from './routes/updates.js';
 import type { Tx } from '../storage/index.js';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -249,6 +250,10 @@ export async function buildApi(ctx: ApiContext, options: BuildApiOptions = {}): 
           name: 'certificates',
           description: 'CA hierarchy, certificates, revocation and enrollment tokens.',
         },
+        {
+          name: 'updates',
+          description: 'The TUF release repository: releases, roles, signing requests.',
+        },
       ],
     },
     transform: ({ schema, url, route }) => {
@@ -277,6 +282,7 @@ export async function buildApi(ctx: ApiContext, options: BuildApiOptions = {}): 
   await app.register(commandRoutes(ctx), { prefix: '/api/v1' });
   await app.register(connectionRoutes(ctx), { prefix: '/api/v1' });
   await app.register(provisioningRoutes(ctx), { prefix: '/api/v1' });
+  await app.register(updateRoutes(ctx), { prefix: '/api/v1' });
   return app;
 }
 

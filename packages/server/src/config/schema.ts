@@ -188,6 +188,65 @@ export const ServerConfigSchema = Type.Object(
       },
       { additionalProperties: false, default: {} },
     ),
+    updates: Type.Object(
+      {
+        host: Type.String({
+          default: '127.0.0.1',
+          description:
+            'Address the updates listener (TUF metadata and release artifacts; plain HTTP, verified by the client) listens on.',
+        }),
+        port: Type.Integer({
+          default: 8082,
+          minimum: 0,
+          maximum: 65535,
+          description: 'HTTP port of the updates listener; 0 = any free port.',
+        }),
+        publicUrl: Type.Optional(
+          Type.String({
+            pattern: '^https?://[^/]+(/.*[^/])?$',
+            description:
+              "Base URL devices reach the updates listener at, e.g. http://updates.example.com (default: the listener's own address).",
+          }),
+        ),
+        development: Type.Optional(
+          Type.Boolean({
+            description:
+              'DEVELOPMENT ONLY: create the release repository with threshold-1 root and targets keys kept by the server, so releases publish at once. Default: on for the embedded defaults (SQLite and the file key store), off otherwise.',
+          }),
+        ),
+        maxArtifactBytes: Type.Integer({
+          default: 1073741824,
+          minimum: 1,
+          description: 'Largest release artifact accepted by the API, in bytes.',
+        }),
+        rootExpiry: Type.String({
+          default: '365d',
+          pattern: '^\\d+[smhdw]$',
+          description: 'Lifetime of root metadata.',
+        }),
+        targetsExpiry: Type.String({
+          default: '90d',
+          pattern: '^\\d+[smhdw]$',
+          description: 'Lifetime of top-level targets metadata.',
+        }),
+        delegatedExpiry: Type.String({
+          default: '90d',
+          pattern: '^\\d+[smhdw]$',
+          description: 'Lifetime of delegated targets metadata.',
+        }),
+        snapshotExpiry: Type.String({
+          default: '7d',
+          pattern: '^\\d+[smhdw]$',
+          description: 'Lifetime of snapshot metadata (re-signed automatically at half of it).',
+        }),
+        timestampExpiry: Type.String({
+          default: '1d',
+          pattern: '^\\d+[smhdw]$',
+          description: 'Lifetime of timestamp metadata (re-signed automatically at half of it).',
+        }),
+      },
+      { additionalProperties: false, default: {} },
+    ),
     ca: Type.Object(
       {
         organization: Type.String({

@@ -352,6 +352,58 @@ export interface ProvisioningTranscriptsTable {
   document: string;
 }
 
+export interface TufMetadataTable {
+  role: string;
+  version: number;
+  document: string;
+  expires: string;
+  published_at: string;
+}
+
+export interface TufKeysTable {
+  key_id: string;
+  key: string;
+  /** `online` (in the key store), `offline` (public key only) or `development` (in the key store, insecure). */
+  origin: string;
+  keystore_label: string | null;
+  created_at: string;
+}
+
+export interface TufSigningRequestsTable {
+  id: Generated<number>;
+  role: string;
+  version: number;
+  document: string;
+  state: string;
+  reason: string;
+  created_at: string;
+  created_by: string;
+  published_at: string | null;
+}
+
+export interface UpdateArtifactsTable {
+  sha256: string;
+  length: ColumnType<number, number, number>;
+  location: string;
+  created_at: string;
+}
+
+export interface UpdateReleasesTable {
+  path: string;
+  role: string;
+  name: string;
+  version: string;
+  sha256: string;
+  length: ColumnType<number, number, number>;
+  first_model: string;
+  release_counter: number;
+  custom: string;
+  state: string;
+  signing_request: number | null;
+  created_at: string;
+  created_by: string;
+}
+
 export interface Database {
   platform_settings: PlatformSettingsTable;
   api_tokens: ApiTokensTable;
@@ -386,4 +438,9 @@ export interface Database {
   attestation_nonces: AttestationNoncesTable;
   attestation_results: AttestationResultsTable;
   provisioning_transcripts: ProvisioningTranscriptsTable;
+  tuf_metadata: TufMetadataTable;
+  tuf_keys: TufKeysTable;
+  tuf_signing_requests: TufSigningRequestsTable;
+  update_artifacts: UpdateArtifactsTable;
+  update_releases: UpdateReleasesTable;
 }

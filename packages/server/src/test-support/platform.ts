@@ -49,6 +49,7 @@ export async function startTestPlatform(
       'est.port': 0,
       'pki.port': 0,
       'gateway.port': 0,
+      'updates.port': 0,
       'database.url': db.url,
       'log.level': 'silent',
       ...settings,

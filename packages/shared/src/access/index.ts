@@ -22,6 +22,10 @@ export const PERMISSIONS = {
   'policy:write': 'Create, update, delete, attach and detach gateway policies.',
   'provisioning:manage':
     'Register and revoke factory stations and manufacturing CAs, import batch manifests, manage enrollment policies, reference values and per-model attestation settings.',
+  'release:read': 'Read the release repository: releases, TUF roles and metadata, signing requests.',
+  'release:write':
+    'Upload releases, change TUF roles, keys and delegations, rotate online keys, cancel signing requests.',
+  'release:sign': 'Hand in detached signatures for pending signing requests (M-of-N release approval).',
 } as const;
 export type Permission = keyof typeof PERMISSIONS;
 
@@ -46,10 +50,18 @@ export const ROLE_PERMISSIONS: Record<Role, readonly Permission[]> = {
     'enrollment:manage',
     'policy:write',
     'provisioning:manage',
+    'release:read',
   ],
-  'release-manager': ['device:read', 'metrics:read', 'certificate:read'],
-  auditor: ['device:read', 'audit:read', 'metrics:read', 'certificate:read'],
-  viewer: ['device:read', 'certificate:read'],
+  'release-manager': [
+    'device:read',
+    'metrics:read',
+    'certificate:read',
+    'release:read',
+    'release:write',
+    'release:sign',
+  ],
+  auditor: ['device:read', 'audit:read', 'metrics:read', 'certificate:read', 'release:read'],
+  viewer: ['device:read', 'certificate:read', 'release:read'],
 };
 
 export function roleAllows(role: Role, permission: Permission): boolean {

@@ -6,3 +6,4 @@ export * from './identity.js';
 export * from './policy.js';
 export * from './gateway.js';
 export * from './provisioning.js';
+export * from './updates.js';

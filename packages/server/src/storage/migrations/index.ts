@@ -7,6 +7,7 @@ import * as m0004 from './0004_shadows.js';
 import * as m0005 from './0005_commands.js';
 import * as m0006 from './0006_gateway_stats.js';
 import * as m0007 from './0007_provisioning.js';
+import * as m0008 from './0008_updates.js';
 
 interface DialectMigration {
   up(db: Kysely<unknown>, dialect: SqlDialect): Promise<void>;
@@ -22,6 +23,7 @@ const MIGRATIONS: Record<string, DialectMigration> = {
   '0005_commands': m0005,
   '0006_gateway_stats': m0006,
   '0007_provisioning': m0007,
+  '0008_updates': m0008,
 };
 
 export class RampartMigrations implements MigrationProvider {

@@ -1,0 +1,165 @@
+import { Type, type Static } from '@sinclair/typebox';
+import { StringEnum } from '../schema/index.js';
+import { ARTIFACT_KINDS, RampartTarget } from '../updates/target.js';
+
+const ROLE_NAME = '^[a-z0-9][a-z0-9._-]{0,62}$';
+
+/** Query of `POST /updates/releases`; the artifact is the raw body. */
+export const CreateReleaseQuery = Type.Object(
+  {
+    name: Type.String({
+      pattern: '^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$',
+      description: 'Name of the software, e.g. `sensor-fw`.',
+    }),
+    version: Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9._+~-]{0,63}$' }),
+    model: Type.Array(Type.String({ minLength: 1, maxLength: 64 }), {
+      minItems: 1,
+      maxItems: 64,
+      description: 'Compatible device models (repeat the parameter for more).',
+    }),
+    hardwareRevision: Type.Optional(
+      Type.Array(Type.String({ minLength: 1, maxLength: 64 }), { maxItems: 64 }),
+    ),
+    kind: Type.Optional(StringEnum(ARTIFACT_KINDS, { default: 'firmware' })),
+    releaseCounter: Type.Optional(
+      Type.Integer({
+        minimum: 0,
+        maximum: 2 ** 31 - 1,
+        description: 'Anti-rollback counter; default: one more than the highest for the first model.',
+      }),
+    ),
+    dependency: Type.Optional(
+      Type.Array(Type.String({ maxLength: 140 }), {
+        maxItems: 64,
+        description: '`name` or `name>=minVersion`.',
+      }),
+    ),
+    measurement: Type.Optional(
+      Type.Array(Type.String({ maxLength: 140 }), {
+        maxItems: 64,
+        description: '`component=sha256hex`: reference measurement of a running component.',
+      }),
+    ),
+    path: Type.Optional(
+      Type.String({
+        maxLength: 200,
+        description: 'Target path; default `<first model>/<name>-<version><extension of fileName>`.',
+      }),
+    ),
+    fileName: Type.Optional(
+      Type.String({ maxLength: 200, description: 'Original file name (for its extension).' }),
+    ),
+  },
+  { additionalProperties: false },
+);
+export type CreateReleaseQuery = Static<typeof CreateReleaseQuery>;
+
+export const ReleaseView = Type.Object({
+  path: Type.String({ description: 'TUF target path.' }),
+  role: Type.String({ description: 'The targets role that signs it (`targets` or a delegated role).' }),
+  name: Type.String(),
+  version: Type.String(),
+  sha256: Type.String(),
+  length: Type.Integer(),
+  custom: RampartTarget,
+  state: StringEnum(['published', 'pending']),
+  signingRequest: Type.Union([Type.Integer(), Type.Null()], {
+    description: 'The signing request that still needs signatures, when pending.',
+  }),
+  createdAt: Type.String(),
+  createdBy: Type.String(),
+  url: Type.Union([Type.String(), Type.Null()], {
+    description: 'Where a TUF client downloads it (consistent snapshot name), once published.',
+  }),
+});
+export type ReleaseView = Static<typeof ReleaseView>;
+
+export const ReleaseList = Type.Object({ items: Type.Array(ReleaseView) });
+
+export const TufKeyBody = Type.Object(
+  {
+    keytype: StringEnum(['ecdsa', 'ed25519']),
+    scheme: StringEnum(['ecdsa-sha2-nistp256', 'ed25519']),
+    keyval: Type.Object({ public: Type.String({ maxLength: 4096 }) }, { additionalProperties: false }),
+  },
+  { additionalProperties: false },
+);
+
+export const RoleView = Type.Object({
+  name: Type.String(),
+  delegated: Type.Boolean(),
+  version: Type.Integer({ description: 'Version of the newest published metadata.' }),
+  expires: Type.String(),
+  threshold: Type.Integer(),
+  keyIds: Type.Array(Type.String()),
+  onlineKeyIds: Type.Array(Type.String(), { description: 'Keys held in the server key store.' }),
+  paths: Type.Optional(Type.Array(Type.String())),
+  pendingRequest: Type.Union([Type.Integer(), Type.Null()]),
+});
+export type RoleView = Static<typeof RoleView>;
+
+export const RepositoryView = Type.Object({
+  development: Type.Boolean({
+    description:
+      'True when every key, root included, is kept by the server in its data directory: INSECURE, for development only.',
+  }),
+  warning: Type.Union([Type.String(), Type.Null()]),
+  initialized: Type.Boolean(),
+  consistentSnapshot: Type.Boolean(),
+  url: Type.Union([Type.String(), Type.Null()], { description: 'The updates listener.' }),
+  roles: Type.Array(RoleView),
+});
+export type RepositoryView = Static<typeof RepositoryView>;
+
+export const SigningRequestView = Type.Object({
+  id: Type.Integer(),
+  role: Type.String(),
+  version: Type.Integer(),
+  state: StringEnum(['pending', 'published', 'cancelled']),
+  reason: Type.String(),
+  threshold: Type.Integer(),
+  signedBy: Type.Array(Type.String(), { description: 'Key ids whose valid signatures are in.' }),
+  missing: Type.Array(
+    Type.Object({ role: Type.String(), keyIds: Type.Array(Type.String()), needed: Type.Integer() }),
+    {
+      description: 'For each role whose threshold is not met yet: the keys that may sign and how many more.',
+    },
+  ),
+  signedDigest: Type.String(),
+  createdAt: Type.String(),
+  createdBy: Type.String(),
+  publishedAt: Type.Union([Type.String(), Type.Null()]),
+});
+export type SigningRequestView = Static<typeof SigningRequestView>;
+
+export const SigningRequestList = Type.Object({ items: Type.Array(SigningRequestView) });
+
+/** `PUT /updates/roles/{name}`: set a role's keys and threshold, or create/change a delegation. */
+export const SetRoleBody = Type.Object(
+  {
+    threshold: Type.Optional(Type.Integer({ minimum: 1, maximum: 32 })),
+    keys: Type.Optional(
+      Type.Array(TufKeyBody, { maxItems: 32, description: 'Offline public keys (TUF form).' }),
+    ),
+    onlineKey: Type.Optional(
+      Type.Boolean({
+        description:
+          'Create a fresh key in the server key store for this role (rotating out its previous online key).',
+      }),
+    ),
+    paths: Type.Optional(
+      Type.Array(Type.String({ minLength: 1, maxLength: 200 }), {
+        minItems: 1,
+        maxItems: 64,
+        description: 'Delegated roles only: the target path patterns the role may sign (`acme/*`).',
+      }),
+    ),
+  },
+  { additionalProperties: false },
+);
+export type SetRoleBody = Static<typeof SetRoleBody>;
+
+export const RoleNameParam = Type.Object(
+  { name: Type.String({ pattern: ROLE_NAME }) },
+  { additionalProperties: false },
+);

@@ -1,0 +1,5 @@
+export * from './target.js';
+export * from './signing.js';
+export * from './receipt.js';
+export * from './chunks.js';
+export * from './delta.js';
