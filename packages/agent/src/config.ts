@@ -235,6 +235,28 @@ export const AgentConfigSchema = Type.Object(
               'Updates: directory of executable hooks (install, activate, restart, reboot, booted, commit, rollback) called at each step, for real bootloaders (U-Boot, GRUB); see docs/agent.md.',
           }),
         ),
+        model: Type.Optional(
+          Type.String({
+            pattern: '^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$',
+            description:
+              "Updates: the device's model as releases name it (target custom `models`); a release for another model is refused. Needed for `update check` and periodic checks.",
+          }),
+        ),
+        hardwareRevision: Type.Optional(
+          Type.String({
+            minLength: 1,
+            maxLength: 64,
+            description:
+              "Updates: the device's hardware revision; a release limited to other revisions (or to any, when this is unset) is refused.",
+          }),
+        ),
+        checkIntervalSeconds: Type.Integer({
+          default: 3600,
+          minimum: 0,
+          maximum: 604_800,
+          description:
+            'Updates: `rampart-agent run` asks the director for an update this often (and once shortly after it starts); 0 turns periodic checks off. Needs updates.model.',
+        }),
         tpmCounterIndex: Type.Integer({
           default: 0x01520000,
           minimum: 0x01000000,

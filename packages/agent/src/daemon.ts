@@ -16,6 +16,7 @@ import { RenewalScheduler, type RenewalEvent, type SchedulerOutcome } from './id
 import type { IdentityStore } from './identity/store.js';
 import type { TrustAnchor } from './trust-anchor/trust-anchor.js';
 import type { Installer, UpdateResult } from './updates/installer.js';
+import type { UpdateClient } from './updates/client.js';
 import { VERSION } from './version.js';
 
 /**
@@ -144,6 +145,8 @@ export interface AgentDaemonOptions {
   store: IdentityStore;
   /** The EST client renewal uses (it trusts the root pinned at enrollment). */
   est: EstClient;
+  /** Periodic update checks (updates.checkIntervalSeconds), when given. */
+  updates?: UpdateClient;
 }
 
 /** How often the status file is refreshed while nothing else changes. */
@@ -170,6 +173,8 @@ export class AgentDaemon {
   private since = new Date();
   private lastFailure: AgentStatus['lastFailure'] = null;
   private statusTimer: NodeJS.Timeout | null = null;
+  private updateTimer: NodeJS.Timeout | null = null;
+  private checking = false;
 
   private constructor(options: AgentDaemonOptions) {
     this.options = options;
@@ -259,6 +264,29 @@ export class AgentDaemon {
     this.statusTimer = setInterval(() => this.writeStatus(), STATUS_INTERVAL_MS);
     this.statusTimer.unref();
     this.writeStatus();
+    const every = config.updates.checkIntervalSeconds * 1000;
+    if (options.updates && every > 0) {
+      const first = setTimeout(() => this.checkForUpdate(), Math.min(every, 30_000));
+      first.unref();
+      this.updateTimer = setInterval(() => this.checkForUpdate(), every);
+      this.updateTimer.unref();
+    }
+  }
+
+  /** One update cycle; its failures are logged (refusals as `update.refused`), never fatal. */
+  private checkForUpdate(): void {
+    const updates = this.options.updates;
+    if (!updates || this.checking || this.stopping) return;
+    this.checking = true;
+    updates
+      .check()
+      .then((r) =>
+        this.options.log.info({ update: r.outcome, target: r.target }, `update check: ${r.detail}`),
+      )
+      .catch((err: unknown) =>
+        this.options.log.warn({ err }, `update check failed: ${(err as Error).message}`),
+      )
+      .finally(() => (this.checking = false));
   }
 
   static start(options: AgentDaemonOptions): AgentDaemon {
@@ -270,6 +298,7 @@ export class AgentDaemon {
     if (this.stopping) return this.stopping;
     this.stopping = (async () => {
       if (this.statusTimer) clearInterval(this.statusTimer);
+      if (this.updateTimer) clearInterval(this.updateTimer);
       this.commands.stop();
       this.shadow.stop();
       await this.scheduler.stop();

@@ -16,6 +16,7 @@ import { batchCommand, manufacturerCommand, stationCommand } from './commands/ma
 import { attestationCommand } from './commands/attestation.js';
 import { transcriptCommand } from './commands/transcript.js';
 import { releaseCommand } from './commands/release.js';
+import { deployCommand } from './commands/deploy.js';
 
 /** `rampart <capability> <verb>`: one command tree for everything the console can do. */
 export function buildProgram(): Command {
@@ -41,6 +42,7 @@ export function buildProgram(): Command {
   program.addCommand(transcriptCommand());
   program.addCommand(policyCommand());
   program.addCommand(releaseCommand());
+  program.addCommand(deployCommand());
   program.addCommand(simCommand());
   program.addCommand(auditCommand());
   program.addCommand(configCommand());
@@ -67,6 +69,7 @@ Examples:
   $ rampart transcript verify gw-0001.transcript.json --key transcript-signing.pub.pem
   $ rampart cert revoke 3A:9F:01:77 --reason key-compromise
   $ rampart release create build/sensor-fw.bin --version 1.4.2 --model DW100
+  $ rampart deploy create DW100/sensor-fw-1.4.2.bin --group eu-sensors --canary 5% --rate 10/min --abort-at 20%
   $ rampart policy simulate --device dw-0001 --action publish --topic devices/dw-0001/x
   $ rampart sim --devices 100 --profile normal=8,crashy=1,compromised=1
   $ rampart audit verify --data-dir ./rampart-data

@@ -18,6 +18,8 @@ import { Gateway } from './gateway/gateway.js';
 import { ProvisioningService } from './provisioning/service.js';
 import { UpdatesService, updatesSettingsOf } from './updates/service.js';
 import { buildUpdatesListener, type UpdatesListener } from './updates/listener.js';
+import { DeploymentEngine, DeploymentScheduler, recordOutcome } from './updates/deployments/index.js';
+import { assign as directorAssign, unassign as directorUnassign } from './updates/director/assignments.js';
 import { TRANSCRIPT_KEY_LABEL } from './provisioning/transcripts.js';
 import { PolicyStore } from './gateway/policies.js';
 import { ShadowService } from './gateway/shadows.js';
@@ -54,6 +56,8 @@ export interface Platform {
   api: Api;
   identity: IdentityService;
   updates: UpdatesService;
+  /** Deployments: `tick()` advances them now (the scheduler does it every few seconds). */
+  deployments: DeploymentEngine;
   keys: KeyStore;
   listeners: Listener[];
   /** The first admin token, present only on the start that created it. */
@@ -274,10 +278,27 @@ async function startLocked(
     updates.url =
       config.updates.publicUrl ?? `http://${connectableHost(config.updates.host)}:${updatesAddress.port}`;
     updates.start();
+    // Deployments hand devices to the director, which tells each device what to install.
+    const deployments = new DeploymentEngine(
+      storage.db,
+      storage.dialect,
+      { assign: directorAssign, unassign: directorUnassign },
+      () => new Date(),
+      audit,
+      logger.child({ component: 'deployments' }),
+    );
+    // A device's receipt for a deployment's release counts it as succeeded or failed there.
+    updates.director.onOutcome((tx, report) => recordOutcome(tx, report));
+    const deploymentScheduler = new DeploymentScheduler(
+      deployments,
+      logger.child({ component: 'deployments' }),
+    );
+    deploymentScheduler.start();
 
     est = await buildEstServer({
       identity,
       provisioning,
+      updates,
       tls,
       logger,
       onRequest: (operation, outcome) => metrics.estRequests.inc({ operation, outcome }),
@@ -356,6 +377,7 @@ async function startLocked(
         commands,
         provisioning,
         updates,
+        deployments,
         metrics,
         logger,
         version: VERSION,
@@ -415,7 +437,18 @@ async function startLocked(
     timer.unref();
 
     let stopping: Promise<void> | null = null;
-    const running = { api, est, pki, identity, broker, commands, gateway, updates, updatesListener };
+    const running = {
+      api,
+      est,
+      pki,
+      identity,
+      broker,
+      commands,
+      gateway,
+      updates,
+      updatesListener,
+      deploymentScheduler,
+    };
     const stop = (reason = 'shutdown') => {
       stopping ??= (async () => {
         clearInterval(timer);
@@ -424,6 +457,7 @@ async function startLocked(
         audit.stopSealer();
         running.commands.stop();
         running.updates.stop();
+        await running.deploymentScheduler.stop();
         await running.broker.close();
         await running.gateway.stats.stop();
         await Promise.all([
@@ -459,6 +493,7 @@ async function startLocked(
       api,
       identity,
       updates,
+      deployments,
       keys,
       listeners,
       initialAdminToken,

@@ -28,6 +28,7 @@ import type { AttestationResult } from '../provisioning/client.js';
 import { provisionDevice } from '../provisioning/provision.js';
 import type { TrustAnchor } from '../trust-anchor/trust-anchor.js';
 import { installerFor } from '../updates/device.js';
+import { updateClientFor, type UpdateCheck } from '../updates/client.js';
 import type { Installer, UpdateResult } from '../updates/installer.js';
 import { UPDATE_KINDS, runningSlot, type UpdateKind } from '../updates/state.js';
 
@@ -447,8 +448,16 @@ async function runAction(o: RunFlags, cmd: Command) {
   const anchor = trustAnchorFor(config);
   const store = new IdentityStore(config.dataDir);
   const est = renewalClient(config, store);
-  await updateStartupCheck(installerFor(config, anchor, log), log);
-  const daemon = AgentDaemon.start({ config, log, anchor, store, est });
+  const installer = installerFor(config, anchor, log);
+  await updateStartupCheck(installer, log);
+  const updates = config.updates.model
+    ? updateClientFor({ config, anchor, store, installer, log })
+    : undefined;
+  if (!updates && config.updates.checkIntervalSeconds > 0)
+    log.warn(
+      'periodic update checks are off: set updates.model (the device model releases are checked against)',
+    );
+  const daemon = AgentDaemon.start({ config, log, anchor, store, est, ...(updates ? { updates } : {}) });
   const stop = (signal: NodeJS.Signals) => {
     log.info({ signal }, `${signal}: stopping (flushing the offline queue)`);
     void daemon.stop();
@@ -766,6 +775,41 @@ update
         printUpdateResult(opts, result);
       }),
   );
+
+update
+  .command('check')
+  .description(
+    'Run one update cycle: ask the director what this device must install, check it against the release repository ' +
+      '(path, length, hashes, model, hardware revision, release counter), download it chunk-verified, install it and ' +
+      'send the signed receipt. Exit 0 when nothing is to do or the release was installed and committed; 1 when it ' +
+      'rolled back or the download failed; 3 when the platform cannot be reached; 4 when the update is refused ' +
+      '(the repositories disagree, another model, a rollback, expired metadata) or the platform refuses the device',
+  )
+  .addHelpText(
+    'after',
+    examples(
+      'rampart-agent update check',
+      'rampart-agent update check --json | jq .outcome',
+      'RAMPART_AGENT_UPDATES_MODEL=DW100 rampart-agent update check',
+    ),
+  )
+  .action((_o, cmd: Command) => {
+    const { opts, config } = configOf(cmd);
+    const anchor = trustAnchorFor(config);
+    const log = updateLogger(opts, config);
+    const store = new IdentityStore(config.dataDir);
+    const installer = installerFor(config, anchor, log);
+    return withAnchor(anchor, async () => {
+      const r: UpdateCheck = await updateClientFor({ config, anchor, store, installer, log }).check();
+      print(opts.json, r, () =>
+        r.result
+          ? updateResultText(r.result) +
+            (r.receiptSent ? 'receipt sent to the platform\n' : 'receipt NOT sent yet\n')
+          : `${r.detail}\n`,
+      );
+      if (r.result?.outcome === 'rolled-back') process.exitCode = 1;
+    });
+  });
 
 update
   .command('status')

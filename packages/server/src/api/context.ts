@@ -1,5 +1,6 @@
 import type { ProvisioningService } from '../provisioning/service.js';
 import type { UpdatesService } from '../updates/service.js';
+import type { DeploymentEngine } from '../updates/deployments/engine.js';
 import type { Logger } from '@rampart/shared/logging';
 import type { Permission } from '@rampart/shared/access';
 import type { AuthFailure, Principal, TokenService } from '../access/tokens.js';
@@ -34,6 +35,8 @@ export interface ApiContext {
   provisioning?: ProvisioningService;
   /** Absent in API tests that build the API without the release repository. */
   updates?: UpdatesService;
+  /** Absent in API tests that build the API without deployments. */
+  deployments?: DeploymentEngine;
   metrics: PlatformMetrics;
   logger: Logger;
   version: string;

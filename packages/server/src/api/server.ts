@@ -22,6 +22,8 @@ import { connectionRoutes } from './routes/connections.js';
 import { fleetRoutes } from './routes/fleet.js';
 import { provisioningRoutes } from './routes/provisioning.js';
 import { updateRoutes } from './routes/updates.js';
+import { deploymentRoutes } from './routes/deployments.js';
+import { directorApiRoutes } from '../updates/director/routes.js';
 import type { Tx } from '../storage/index.js';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -283,6 +285,8 @@ export async function buildApi(ctx: ApiContext, options: BuildApiOptions = {}): 
   await app.register(connectionRoutes(ctx), { prefix: '/api/v1' });
   await app.register(provisioningRoutes(ctx), { prefix: '/api/v1' });
   await app.register(updateRoutes(ctx), { prefix: '/api/v1' });
+  await app.register(deploymentRoutes(ctx), { prefix: '/api/v1' });
+  await app.register(directorApiRoutes(ctx), { prefix: '/api/v1' });
   return app;
 }
 

@@ -26,6 +26,8 @@ import type { ProvisioningService } from '../provisioning/service.js';
 import { AttestationRefusal } from '../provisioning/attestation.js';
 import { presentedChainOf } from '../provisioning/enrollment.js';
 import { RampartError, STATUS_OF } from '../errors.js';
+import type { UpdatesService } from '../updates/service.js';
+import { registerDirectorDeviceRoutes } from '../updates/director/routes.js';
 
 /**
  * EST (RFC 7030, with the RFC 8951 clarifications) on its own HTTPS listener. The listener asks
@@ -39,6 +41,8 @@ export interface EstServerOptions {
   identity: IdentityService;
   /** The attestation verifier's endpoints (`/attestation/v1/…`) are served when given. */
   provisioning?: ProvisioningService;
+  /** The director's device endpoints (`/director/v1/…`, mutual TLS) are served when given. */
+  updates?: UpdatesService;
   tls: ServerTls;
   logger: Logger;
   bodyLimit?: number;
@@ -363,6 +367,14 @@ export async function buildEstServer(options: EstServerOptions): Promise<EstServ
         return problem(reply, err.status, err.message);
       }
     });
+  }
+
+  if (options.updates) {
+    registerDirectorDeviceRoutes(
+      app,
+      options.updates,
+      (request) => credentialsOf(request, issuingCas).clientCertificate,
+    );
   }
 
   app.post(`${EST_PATH}/simpleenroll`, enroll('simpleenroll'));

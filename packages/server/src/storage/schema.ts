@@ -404,6 +404,92 @@ export interface UpdateReleasesTable {
   created_by: string;
 }
 
+export interface UpdateAssignmentsTable {
+  device_id: string;
+  target_path: string;
+  deployment_id: string | null;
+  assigned_at: string;
+  assigned_by: string;
+}
+
+export interface DirectorRootsTable {
+  version: number;
+  document: string;
+  expires: string;
+  created_at: string;
+}
+
+export interface DirectorMetadataTable {
+  device_id: string;
+  version: number;
+  /** Canonical JSON of what the document lists (targets), to tell whether a new version is needed. */
+  content: string;
+  document: string;
+  expires: string;
+  signed_at: string;
+}
+
+export interface UpdateReceiptsTable {
+  seq: Generated<number>;
+  id: string;
+  device_id: string;
+  outcome: string;
+  target_path: string | null;
+  deployment_id: string | null;
+  version: string;
+  sha256: string;
+  document: string;
+  certificate_serial: string;
+  received_at: string;
+}
+
+export interface DeploymentsTable {
+  id: Generated<number>;
+  release_path: string;
+  target_kind: string;
+  target_value: string;
+  state: string;
+  reason: string | null;
+  canary: string;
+  canary_size: number;
+  rate_per_minute: number;
+  rate_growth: number;
+  phase_minutes: number;
+  window: string | null;
+  abort_at_percent: number | null;
+  min_sample: number;
+  receipt_timeout_ms: number;
+  continuous: number;
+  priority: number;
+  rollout_started_at: string | null;
+  credit: number;
+  last_tick_at: string | null;
+  created_at: string;
+  created_by: string;
+  updated_at: string;
+  finished_at: string | null;
+}
+
+export interface DeploymentDevicesTable {
+  deployment_id: number;
+  device_id: string;
+  seq: number;
+  state: string;
+  phase: number | null;
+  assigned_at: string | null;
+  finished_at: string | null;
+  receipt_id: string | null;
+}
+
+export interface DeploymentEventsTable {
+  id: Generated<number>;
+  deployment_id: number;
+  device_id: string;
+  event: string;
+  at: string;
+  detail: string | null;
+}
+
 export interface Database {
   platform_settings: PlatformSettingsTable;
   api_tokens: ApiTokensTable;
@@ -443,4 +529,11 @@ export interface Database {
   tuf_signing_requests: TufSigningRequestsTable;
   update_artifacts: UpdateArtifactsTable;
   update_releases: UpdateReleasesTable;
+  update_assignments: UpdateAssignmentsTable;
+  director_roots: DirectorRootsTable;
+  director_metadata: DirectorMetadataTable;
+  update_receipts: UpdateReceiptsTable;
+  deployments: DeploymentsTable;
+  deployment_devices: DeploymentDevicesTable;
+  deployment_events: DeploymentEventsTable;
 }

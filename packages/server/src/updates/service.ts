@@ -22,6 +22,7 @@ import type { Db, Storage, Tx } from '../storage/index.js';
 import { isoNow, parseDuration } from '../time.js';
 import { FileArtifactStore, type ArtifactStore, type StoredArtifact } from './artifacts/store.js';
 import { TufRepository, type Lifetimes, type Proposal } from './repository/repository.js';
+import { Director } from './director/director.js';
 
 export const DEVELOPMENT_WARNING =
   'DEVELOPMENT release repository: root and targets keys are kept by the server (threshold 1) — INSECURE, not for production';
@@ -84,6 +85,8 @@ type ReleaseRow = {
 export class UpdatesService {
   readonly repository: TufRepository;
   readonly artifacts: ArtifactStore;
+  /** Per-device targets metadata (Uptane's director repository), served on the EST listener. */
+  readonly director: Director;
   /** The updates listener's base URL, once it listens. */
   url: string | null = null;
   private timer: NodeJS.Timeout | null = null;
@@ -103,6 +106,13 @@ export class UpdatesService {
       logger,
     );
     this.artifacts = artifacts ?? new FileArtifactStore(join(dataDir, 'artifacts'));
+    this.director = new Director(
+      storage,
+      keys,
+      audit,
+      { rootLifetimeMs: settings.lifetimes.root, targetsLifetimeMs: settings.lifetimes.timestamp },
+      logger.child({ component: 'director' }),
+    );
   }
 
   /** Create the development repository on first start (in development mode). */
@@ -121,6 +131,7 @@ export class UpdatesService {
       }),
     );
     this.audit.sealSoon();
+    await this.director.open();
     if (this.settings.development) this.logger.warn(DEVELOPMENT_WARNING);
     else if (!(await this.repository.root(this.storage.db)))
       this.logger.warn(

@@ -7,3 +7,4 @@ export * from './policy.js';
 export * from './gateway.js';
 export * from './provisioning.js';
 export * from './updates.js';
+export * from './deployments.js';

@@ -8,6 +8,8 @@ import * as m0005 from './0005_commands.js';
 import * as m0006 from './0006_gateway_stats.js';
 import * as m0007 from './0007_provisioning.js';
 import * as m0008 from './0008_updates.js';
+import * as m0009 from './0009_director.js';
+import * as m0010 from './0010_deployments.js';
 
 interface DialectMigration {
   up(db: Kysely<unknown>, dialect: SqlDialect): Promise<void>;
@@ -24,6 +26,8 @@ const MIGRATIONS: Record<string, DialectMigration> = {
   '0006_gateway_stats': m0006,
   '0007_provisioning': m0007,
   '0008_updates': m0008,
+  '0009_director': m0009,
+  '0010_deployments': m0010,
 };
 
 export class RampartMigrations implements MigrationProvider {

@@ -1,0 +1,345 @@
+import { beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import type { CreateDeploymentBody } from '@rampart/shared/api';
+import { DIALECTS, rejectionOf, useTestStorage } from '../../test-support/databases.js';
+import { FleetRegistry } from '../../fleet/registry.js';
+import { assign, unassign } from '../director/assignments.js';
+import type { Executor } from '../../storage/index.js';
+import { DeploymentEngine, recordOutcome, type AssignmentSink } from './engine.js';
+import { isWindowOpen, parseWindows } from './windows.js';
+
+const RELEASE = 'DW100/fw-2.0.0.bin';
+const OTHER = 'DW100/fw-2.1.0.bin';
+const MINUTE = 60_000;
+
+describe('maintenance windows', () => {
+  it('opens Mon-Fri 01:00-05:00 in the given zone only', () => {
+    const w = parseWindows('Mon-Fri 01:00-05:00 Europe/Berlin');
+    // Monday 2025-03-03, Berlin is UTC+1 in March (before the switch).
+    expect(isWindowOpen(w, new Date('2025-03-03T00:30:00Z'))).toBe(true); // 01:30 local
+    expect(isWindowOpen(w, new Date('2025-03-03T04:00:00Z'))).toBe(false); // 05:00 local: end excluded
+    expect(isWindowOpen(w, new Date('2025-03-02T00:30:00Z'))).toBe(false); // Sunday
+  });
+
+  it('runs a window past midnight on the day it starts', () => {
+    const w = parseWindows('Fri 22:00-02:00 UTC');
+    expect(isWindowOpen(w, new Date('2025-03-07T23:00:00Z'))).toBe(true); // Friday night
+    expect(isWindowOpen(w, new Date('2025-03-08T01:00:00Z'))).toBe(true); // Saturday early
+    expect(isWindowOpen(w, new Date('2025-03-07T01:00:00Z'))).toBe(false); // Friday early: Thursday's
+  });
+
+  it('refuses bad windows naming the field', async () => {
+    for (const bad of [
+      'Mon-Fri 01:00 UTC',
+      'Mo 01:00-02:00 UTC',
+      'Mon 25:00-02:00 UTC',
+      'Mon 01:00-02:00 Mars/Base',
+      '',
+    ])
+      expect(() => parseWindows(bad), bad).toThrow(/window/);
+    expect(parseWindows('daily 00:00-00:00 UTC; Sat,Sun 10:00-12:00 UTC')).toHaveLength(2);
+  });
+});
+
+describe.each(DIALECTS)('deployment engine on %s', (dialect) => {
+  const t = useTestStorage(dialect);
+  let fleet: FleetRegistry;
+  let now: Date;
+  let engine: DeploymentEngine;
+  const calls: string[] = [];
+  const sink: AssignmentSink = {
+    async assign(db, deviceId, path, deploymentId, actor) {
+      calls.push(`assign ${deviceId} ${deploymentId}`);
+      await assign(db, deviceId, path, deploymentId, actor);
+    },
+    async unassign(db, deviceId, deploymentId) {
+      calls.push(`unassign ${deviceId} ${deploymentId}`);
+      await unassign(db, deviceId, deploymentId);
+    },
+  };
+  const devices = (n: number, prefix = 'dev') =>
+    Array.from({ length: n }, (_, i) => `${prefix}-${String(i).padStart(3, '0')}`);
+
+  const create = (body: Partial<CreateDeploymentBody>) =>
+    t.storage.db
+      .transaction()
+      .execute((tx) =>
+        engine.create(tx, { release: RELEASE, target: { group: 'all' }, ...body }, 'token:test'),
+      );
+  const at = async (minutes: number) => {
+    now = new Date(now.getTime() + minutes * MINUTE);
+    await engine.tick();
+  };
+  const stateOf = async (id: number) => (await engine.detail(t.storage.db, id)).devices;
+  const assigned = async (id: number) =>
+    (await stateOf(id)).filter((d) => d.state === 'assigned').map((d) => d.deviceId);
+  const report = (
+    id: number,
+    deviceId: string,
+    outcome: 'committed' | 'rolled-back' | 'failed',
+    path = RELEASE,
+  ) =>
+    recordOutcome(t.storage.db, {
+      deviceId,
+      deploymentId: String(id),
+      path,
+      outcome,
+      receiptId: `r-${id}-${deviceId}`,
+      at: now.toISOString(),
+    });
+  const directorHas = async (db: Executor, deviceId: string) =>
+    (
+      await db
+        .selectFrom('update_assignments')
+        .select('deployment_id')
+        .where('device_id', '=', deviceId)
+        .executeTakeFirst()
+    )?.deployment_id ?? null;
+
+  beforeAll(() => {
+    fleet = new FleetRegistry(t.storage);
+  });
+
+  beforeEach(async () => {
+    const db = t.storage.db;
+    for (const table of [
+      'deployment_events',
+      'deployment_devices',
+      'deployments',
+      'update_assignments',
+    ] as const)
+      await db.deleteFrom(table).execute();
+    await db.deleteFrom('update_releases').execute();
+    await db.deleteFrom('update_artifacts').execute();
+    await db.deleteFrom('device_group_members').execute();
+    await db.deleteFrom('device_groups').execute();
+    await db.deleteFrom('devices').execute();
+    await db.deleteFrom('hardware_revisions').execute();
+    await db.deleteFrom('device_models').execute();
+    await fleet.models.create(db, { id: 'DW100' });
+    for (const id of devices(20)) await fleet.devices.create(db, { id, model: 'DW100' });
+    await fleet.groups.create(db, { id: 'all', query: 'model = "DW100"' });
+    await db
+      .insertInto('update_artifacts')
+      .values({ sha256: 'a'.repeat(64), length: 10, location: 'x', created_at: '2025-01-01T00:00:00.000Z' })
+      .execute();
+    for (const [path, state] of [
+      [RELEASE, 'published'],
+      [OTHER, 'published'],
+      ['DW100/fw-3.0.0.bin', 'pending'],
+    ] as const)
+      await db
+        .insertInto('update_releases')
+        .values({
+          path,
+          role: 'targets',
+          name: 'fw',
+          version: path,
+          sha256: 'a'.repeat(64),
+          length: 10,
+          first_model: 'DW100',
+          release_counter: 1,
+          custom: '{}',
+          state,
+          signing_request: null,
+          created_at: '2025-01-01T00:00:00.000Z',
+          created_by: 'test',
+        })
+        .execute();
+    now = new Date('2025-03-03T00:00:00Z'); // a Monday
+    calls.length = 0;
+    engine = new DeploymentEngine(t.storage.db, t.storage.dialect, sink, () => now, null);
+  });
+
+  it('assigns the canary first, then devices at the rate per minute, and completes', async () => {
+    const d = await create({ canary: 2, ratePerMinute: 3 });
+    expect(d).toMatchObject({ state: 'running', canarySize: 2, counts: { total: 20, pending: 20 } });
+    await at(0);
+    const canary = await assigned(d.id);
+    expect(canary).toHaveLength(2);
+    expect(await directorHas(t.storage.db, canary[0]!)).toBe(String(d.id));
+    await at(5);
+    expect(await assigned(d.id)).toEqual(canary); // waits for the canary's receipts
+    for (const dev of canary) expect(await report(d.id, dev, 'committed')).toBe('succeeded');
+    await at(0); // canary done: the rollout starts with one device
+    expect(await assigned(d.id)).toHaveLength(1);
+    await at(1);
+    expect(await assigned(d.id)).toHaveLength(4);
+    await at(1);
+    expect(await assigned(d.id)).toHaveLength(7);
+    // 11 more at 3 per minute: all assigned five minutes later.
+    await at(5);
+    const all = await assigned(d.id);
+    expect(all).toHaveLength(18);
+    for (const dev of all) await report(d.id, dev, 'committed');
+    await at(0);
+    const v = await engine.view(t.storage.db, d.id);
+    expect(v).toMatchObject({ state: 'completed', counts: { total: 20, succeeded: 20 } });
+    expect(v.phases.map((p) => [p.name, p.counts.succeeded])).toEqual([
+      ['canary', 2],
+      ['rollout', 18],
+    ]);
+  });
+
+  it('grows the rate phase by phase', async () => {
+    const d = await create({ canary: 0, ratePerMinute: 2, rateGrowth: 2, phaseMinutes: 2 });
+    await at(0); // no canary: the rollout starts now, with one device
+    await at(1); // phase 1: 2/min
+    expect(await assigned(d.id)).toHaveLength(3);
+    await at(0.5);
+    expect(await assigned(d.id)).toHaveLength(4);
+    await at(1.5); // phase 2 from minute 2: 4/min
+    expect(await assigned(d.id)).toHaveLength(10);
+    const v = await engine.view(t.storage.db, d.id);
+    expect(v.phase).toBe(2);
+    expect(v.phases.map((p) => [p.index, p.ratePerMinute, p.counts.assigned, p.counts.pending])).toEqual([
+      [1, 2, 4, 0],
+      [2, 4, 6, 10],
+    ]);
+  });
+
+  it('assigns nothing while the maintenance window is closed', async () => {
+    // Monday 00:00 UTC is 01:00 in Berlin: closed for a 02:00-03:00 window, open an hour later.
+    const d = await create({ canary: 1, window: 'Mon-Fri 02:00-03:00 Europe/Berlin' });
+    await at(0);
+    await at(30);
+    expect(await assigned(d.id)).toEqual([]);
+    expect((await engine.view(t.storage.db, d.id)).windowOpen).toBe(false);
+    await at(31);
+    expect(await assigned(d.id)).toHaveLength(1);
+    expect(calls).toHaveLength(1);
+  });
+
+  it('trips the abort rule once the minimum sample is reached and stops assigning', async () => {
+    const d = await create({ canary: 4, ratePerMinute: 10, abortAtPercent: 50, minSample: 3 });
+    await at(0);
+    const canary = await assigned(d.id);
+    await report(d.id, canary[0]!, 'rolled-back');
+    await report(d.id, canary[1]!, 'failed');
+    await at(1);
+    // Two failures of two finished: under the minimum sample, still running.
+    expect((await engine.view(t.storage.db, d.id)).state).toBe('running');
+    await report(d.id, canary[2]!, 'committed');
+    await at(1);
+    const v = await engine.view(t.storage.db, d.id);
+    expect(v.state).toBe('aborted');
+    expect(v.reason).toMatch(/abort rule: 2 of 3/);
+    // The unfinished canary device is unassigned; nothing else was ever assigned.
+    expect(await directorHas(t.storage.db, canary[3]!)).toBeNull();
+    expect(v.counts).toMatchObject({ succeeded: 1, failed: 2, assigned: 0, pending: 0 });
+    await at(10);
+    expect(calls.filter((c) => c.startsWith('assign'))).toHaveLength(4);
+  });
+
+  it('counts a device without a receipt within the time-out as failed, and a late receipt changes nothing', async () => {
+    const d = await create({ canary: 1, receiptTimeout: '10m', abortAtPercent: 100, minSample: 1 });
+    await at(0);
+    const [dev] = await assigned(d.id);
+    await at(9);
+    expect(await assigned(d.id)).toEqual([dev]);
+    await at(1);
+    const devs = await stateOf(d.id);
+    expect(devs.find((x) => x.deviceId === dev)?.state).toBe('timed-out');
+    expect(await directorHas(t.storage.db, dev!)).toBeNull();
+    expect(await report(d.id, dev!, 'committed')).toBe('timed-out');
+    expect((await engine.view(t.storage.db, d.id)).state).toBe('aborted');
+    expect((await engine.history(t.storage.db, dev!)).map((e) => e.event)).toEqual([
+      'late-receipt',
+      'timed-out',
+      'assigned',
+    ]);
+  });
+
+  it('ignores a receipt for another release or deployment, and the same receipt twice', async () => {
+    const d = await create({ canary: 1 });
+    await at(0);
+    const [dev] = await assigned(d.id);
+    expect(await report(d.id, dev!, 'committed', OTHER)).toBeNull();
+    expect(await report(d.id + 1, dev!, 'committed')).toBeNull();
+    expect(await report(d.id, dev!, 'committed')).toBe('succeeded');
+    expect(await report(d.id, dev!, 'committed')).toBe('succeeded');
+    expect((await engine.history(t.storage.db, dev!)).map((e) => e.event)).toEqual(['succeeded', 'assigned']);
+  });
+
+  it('pauses, resumes without a burst, and cancels (unassigning devices not done)', async () => {
+    const d = await create({ ratePerMinute: 2, receiptTimeout: '2h' });
+    await at(0);
+    await at(1);
+    expect(await assigned(d.id)).toHaveLength(3);
+    await t.storage.db.transaction().execute((tx) => engine.pause(tx, d.id));
+    await at(30);
+    expect(await assigned(d.id)).toHaveLength(3);
+    expect((await rejectionOf(t.storage.db.transaction().execute((tx) => engine.pause(tx, d.id)))).code).toBe(
+      'CONFLICT',
+    );
+    await t.storage.db.transaction().execute((tx) => engine.resume(tx, d.id));
+    await at(1);
+    expect(await assigned(d.id)).toHaveLength(5); // one minute's worth, not thirty
+    const [done] = await assigned(d.id);
+    await report(d.id, done!, 'committed');
+    const v = await t.storage.db.transaction().execute((tx) => engine.cancel(tx, d.id, 'token:test'));
+    expect(v).toMatchObject({
+      state: 'cancelled',
+      counts: { succeeded: 1, assigned: 0, pending: 0, other: 19 },
+    });
+    expect(calls.filter((c) => c.startsWith('unassign'))).toHaveLength(4);
+    expect(await directorHas(t.storage.db, done!)).toBe(String(d.id)); // the finished device keeps its release
+    await at(5);
+    expect(await assigned(d.id)).toEqual([]);
+  });
+
+  it('in continuous mode follows a device that enters the group later; otherwise not', async () => {
+    await fleet.groups.create(t.storage.db, { id: 'lab' });
+    await fleet.groups.addMembers(t.storage.db, 'lab', ['dev-000']);
+    const cont = await create({ target: { group: 'lab' }, continuous: true, ratePerMinute: 60 });
+    const once = await create({ target: { group: 'lab' }, release: OTHER, priority: 1, ratePerMinute: 60 });
+    expect((await stateOf(cont.id))[0]?.state).toBe('superseded'); // taken over by the higher priority
+    await at(0);
+    await at(1);
+    await report(once.id, 'dev-000', 'committed', OTHER);
+    await at(1);
+    expect((await engine.view(t.storage.db, once.id)).state).toBe('completed');
+    await fleet.groups.addMembers(t.storage.db, 'lab', ['dev-001']);
+    await at(1);
+    await at(1);
+    expect(await assigned(cont.id)).toEqual(['dev-001']);
+    expect((await engine.view(t.storage.db, cont.id)).state).toBe('running');
+  });
+
+  it('refuses an overlapping deployment of equal priority, and a higher priority takes devices over', async () => {
+    const low = await create({ target: { devices: ['dev-000', 'dev-001'] }, ratePerMinute: 60 });
+    await at(0);
+    await at(1);
+    expect((await assigned(low.id)).sort()).toEqual(['dev-000', 'dev-001']);
+    const e = await rejectionOf(create({ target: { devices: ['dev-001', 'dev-002'] }, release: OTHER }));
+    expect(e.code).toBe('CONFLICT');
+    expect(e.message).toContain('dev-001');
+    const high = await create({ target: { devices: ['dev-001', 'dev-002'] }, release: OTHER, priority: 5 });
+    expect((await stateOf(low.id)).find((x) => x.deviceId === 'dev-001')?.state).toBe('superseded');
+    expect(await directorHas(t.storage.db, 'dev-001')).toBeNull();
+    await at(1);
+    await at(1);
+    expect(await directorHas(t.storage.db, 'dev-001')).toBe(String(high.id));
+    expect((await engine.history(t.storage.db, 'dev-001')).map((e) => [e.deploymentId, e.event])).toEqual([
+      [high.id, 'assigned'],
+      [low.id, 'superseded'],
+      [low.id, 'assigned'],
+    ]);
+  });
+
+  it('refuses an unknown or unpublished release, unknown devices and groups, bad queries and windows', async () => {
+    const codes = async (body: Partial<CreateDeploymentBody>) => {
+      const e = await rejectionOf(create(body));
+      return [e.code, e.errors[0]?.field];
+    };
+    expect(await codes({ release: 'DW100/none.bin' })).toEqual(['VALIDATION', 'release']);
+    expect(await codes({ release: 'DW100/fw-3.0.0.bin' })).toEqual(['VALIDATION', 'release']);
+    expect(await codes({ target: { devices: ['dev-000', 'ghost'] } })).toEqual([
+      'VALIDATION',
+      'target.devices',
+    ]);
+    expect(await codes({ target: { group: 'nope' } })).toEqual(['VALIDATION', 'target.group']);
+    expect(await codes({ target: { query: 'group = "nope"' } })).toEqual(['QUERY_INVALID', 'query']);
+    expect(await codes({ window: 'Mon 01:00-02:00 Nowhere/City' })).toEqual(['VALIDATION', 'window']);
+    expect(await t.storage.db.selectFrom('deployments').select('id').execute()).toEqual([]);
+  });
+});

@@ -1,0 +1,438 @@
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createLogger } from '@rampart/shared/logging';
+import { verifyReceipt } from '@rampart/shared/updates';
+import { startTestPlatform, type TestPlatform } from '../../test-support/platform.js';
+// The device side is the real agent code, talking to the real platform over mutual TLS.
+import { EstClient } from '../../../../agent/src/est/client.js';
+import { enrollDevice } from '../../../../agent/src/identity/enroll.js';
+import { mutualTlsIdentity } from '../../../../agent/src/identity/current.js';
+import { IdentityStore } from '../../../../agent/src/identity/store.js';
+import { SoftwareTrustAnchor } from '../../../../agent/src/trust-anchor/software.js';
+import { FileRollbackCounter } from '../../../../agent/src/updates/counter.js';
+import { Installer } from '../../../../agent/src/updates/installer.js';
+import { UpdateClient } from '../../../../agent/src/updates/client.js';
+import { AgentError } from '../../../../agent/src/errors.js';
+
+interface Device {
+  id: string;
+  dataDir: string;
+  store: IdentityStore;
+  anchor: SoftwareTrustAnchor;
+  logs: string[];
+  client(opts?: { model?: string; now?: () => Date }): UpdateClient;
+}
+
+describe('director and the agent update loop (Uptane style)', { timeout: 60_000 }, () => {
+  let t: TestPlatform;
+  let estUrl: string;
+  const dirs: string[] = [];
+  const v1 = randomBytes(30_000);
+  const v2 = randomBytes(20_000);
+  const v0 = randomBytes(10_000);
+
+  const upload = async (query: string, body: Buffer) => {
+    const r = await t.call('POST', `/api/v1/updates/releases?${query}`, {
+      raw: body,
+      contentType: 'application/octet-stream',
+    });
+    expect(r.status, JSON.stringify(r.body)).toBe(201);
+    return r.body as { path: string; sha256: string };
+  };
+  const db = () => t.platform.updates.storage.db;
+
+  async function enroll(id: string): Promise<Device> {
+    const r = await t.call('POST', '/api/v1/devices', { body: { id, model: 'DW100' } });
+    expect(r.status).toBe(201);
+    const tok = await t.call('POST', '/api/v1/enrollment-tokens', {
+      body: { deviceId: id, expiresIn: '1h' },
+    });
+    const dataDir = mkdtempSync(join(tmpdir(), 'rampart-director-device-'));
+    dirs.push(dataDir);
+    const anchor = new SoftwareTrustAnchor(join(dataDir, 'identity', 'device-key.pem'));
+    const store = new IdentityStore(dataDir);
+    const rootPem = readFileSync(join(t.dataDir, 'ca.pem'), 'utf8');
+    await enrollDevice({
+      anchor,
+      store,
+      est: new EstClient({ url: estUrl, caPem: rootPem }),
+      rootPem,
+      deviceId: id,
+      credentials: { deviceId: id, token: tok.body.token as string },
+    });
+    const logs: string[] = [];
+    const log = createLogger({ level: 'info', destination: { write: (l: string) => void logs.push(l) } });
+    const publicKey = (await anchor.publicKey())!;
+    const installer = new Installer({
+      dataDir,
+      counter: new FileRollbackCounter(join(dataDir, 'slots', 'counters.json')),
+      log,
+      selfTest: { timeoutMs: 5000 },
+      maxBootAttempts: 3,
+      commitTimeoutMs: 60_000,
+      signer: async () => ({ deviceId: id, publicKey, sign: (d) => anchor.sign(d) }),
+    });
+    return {
+      id,
+      dataDir,
+      store,
+      anchor,
+      logs,
+      client: (opts = {}) =>
+        new UpdateClient({
+          dataDir,
+          estUrl,
+          model: opts.model ?? 'DW100',
+          installer,
+          log,
+          download: { retryDelayMs: 10 },
+          ...(opts.now ? { now: opts.now } : {}),
+          identity: async () => {
+            const m = await mutualTlsIdentity(store, anchor, Date.now(), 'the director');
+            return {
+              deviceId: m.deviceId,
+              certPem: store.clientCertificatePem(),
+              tls: m.tls,
+              caPem: m.rootPem,
+            };
+          },
+        }),
+    };
+  }
+
+  async function refused(p: Promise<unknown>, message: RegExp, device: Device) {
+    const err = await p.then(
+      () => null,
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(AgentError);
+    expect((err as AgentError).code).toBe('UPDATE_REFUSED');
+    expect((err as AgentError).message).toMatch(message);
+    expect(device.logs.some((l) => l.includes('"update.refused"'))).toBe(true);
+    device.logs.length = 0;
+  }
+
+  let dev: Device;
+  let rel1: { path: string; sha256: string };
+  let rel0: { path: string; sha256: string };
+
+  beforeAll(async () => {
+    t = await startTestPlatform('sqlite', {
+      'updates.development': true,
+      'updates.maxArtifactBytes': 100_000,
+    });
+    estUrl = t.platform.listeners.find((l) => l.name === 'est')!.url;
+    await t.call('POST', '/api/v1/device-models', { body: { id: 'DW100' } });
+    await t.call('POST', '/api/v1/device-models', { body: { id: 'OTHER' } });
+    rel0 = await upload('name=fw&version=0.9.0&model=DW100&releaseCounter=3&fileName=fw.bin', v0);
+    rel1 = await upload('name=fw&version=1.0.0&model=DW100&releaseCounter=5&fileName=fw.bin', v1);
+    dev = await enroll('DIR-0001');
+  });
+  afterAll(async () => {
+    await t?.close();
+    for (const d of dirs) rmSync(d, { recursive: true, force: true });
+  });
+
+  it('with nothing assigned, the device installs nothing', async () => {
+    const r = await dev.client().check();
+    expect(r.outcome).toBe('nothing-assigned');
+  });
+
+  it('installs the assigned release, commits, and the platform stores a receipt that verifies', async () => {
+    const a = await t.call('PUT', `/api/v1/devices/${dev.id}/update-assignment`, {
+      body: { path: rel1.path },
+    });
+    expect(a.status, JSON.stringify(a.body)).toBe(200);
+    const r = await dev.client().check();
+    expect(r).toMatchObject({ outcome: 'installed', target: rel1.path, version: '1.0.0', receiptSent: true });
+    expect(r.result?.outcome).toBe('committed');
+    const rows = await db()
+      .selectFrom('update_receipts')
+      .selectAll()
+      .where('device_id', '=', dev.id)
+      .execute();
+    expect(rows).toHaveLength(1);
+    expect(rows[0]).toMatchObject({ outcome: 'committed', target_path: rel1.path, sha256: rel1.sha256 });
+    const receipt = verifyReceipt(JSON.parse(rows[0]!.document), (await dev.anchor.publicKey())!);
+    expect(receipt.release.version).toBe('1.0.0');
+    // The next check finds it running.
+    expect((await dev.client().check()).outcome).toBe('up-to-date');
+  });
+
+  it('refuses a receipt that does not verify with the device key', async () => {
+    const file = JSON.parse(
+      (await db().selectFrom('update_receipts').select('document').executeTakeFirstOrThrow()).document,
+    ) as Record<string, unknown>;
+    file.detail = 'changed after signing';
+    file.id = randomBytes(16).toString('hex');
+    const tmp = join(dev.dataDir, 'forged-receipt.json');
+    (await import('node:fs')).writeFileSync(tmp, JSON.stringify(file));
+    expect(await dev.client().sendReceipt(tmp)).toBe(false);
+    const n = await db()
+      .selectFrom('update_receipts')
+      .select('id')
+      .where('id', '=', file.id as string)
+      .execute();
+    expect(n).toHaveLength(0);
+  });
+
+  it('refuses a release the director lists with other hashes than the release repository (compromised director)', async () => {
+    const up = await upload('name=fw&version=2.0.0&model=DW100&releaseCounter=6&fileName=fw.bin', v2);
+    await t.call('PUT', `/api/v1/devices/${dev.id}/update-assignment`, { body: { path: up.path } });
+    // The director's database is tampered with: it now signs another hash and length for the target.
+    await db()
+      .updateTable('update_releases')
+      .set({ sha256: rel1.sha256, length: v1.length })
+      .where('path', '=', up.path)
+      .execute();
+    await refused(dev.client().check(), /disagree on .*fw-2\.0\.0/, dev);
+    await db()
+      .updateTable('update_releases')
+      .set({ sha256: up.sha256, length: v2.length })
+      .where('path', '=', up.path)
+      .execute();
+  });
+
+  it('refuses a target the release repository does not have (compromised director)', async () => {
+    await db()
+      .insertInto('update_releases')
+      .values({
+        path: 'DW100/evil-6.6.6.bin',
+        role: 'targets',
+        name: 'evil',
+        version: '6.6.6',
+        sha256: rel1.sha256,
+        length: v1.length,
+        first_model: 'DW100',
+        release_counter: 99,
+        custom: JSON.stringify({ models: ['DW100'], releaseCounter: 99, kind: 'firmware', version: '6.6.6' }),
+        state: 'published',
+        signing_request: null,
+        created_at: new Date().toISOString(),
+        created_by: 'attacker',
+      })
+      .execute();
+    await db()
+      .updateTable('update_assignments')
+      .set({ target_path: 'DW100/evil-6.6.6.bin' })
+      .where('device_id', '=', dev.id)
+      .execute();
+    await refused(dev.client().check(), /release repository does not have/, dev);
+  });
+
+  it('refuses a release for another hardware model', async () => {
+    const other = await upload(
+      'name=fw&version=3.0.0&model=OTHER&releaseCounter=7&fileName=fw.bin',
+      randomBytes(5000),
+    );
+    // The API refuses to assign it ...
+    const a = await t.call('PUT', `/api/v1/devices/${dev.id}/update-assignment`, {
+      body: { path: other.path },
+    });
+    expect(a.status).toBe(400);
+    // ... and a device told to install it anyway refuses.
+    await db()
+      .updateTable('update_assignments')
+      .set({ target_path: other.path })
+      .where('device_id', '=', dev.id)
+      .execute();
+    await refused(dev.client().check(), /is for OTHER, this device is a DW100/, dev);
+  });
+
+  it('refuses a rollback to a lower release counter', async () => {
+    const a = await t.call('PUT', `/api/v1/devices/${dev.id}/update-assignment`, {
+      body: { path: rel0.path },
+    });
+    expect(a.status).toBe(200);
+    await refused(dev.client().check(), /release counter 3 .* below the 5 .*\(rollback\)/, dev);
+  });
+
+  it('refuses expired director metadata (freeze)', async () => {
+    const later = () => new Date(Date.now() + 3 * 24 * 3600_000);
+    await refused(dev.client({ now: later }).check(), /expired .*frozen or replayed/, dev);
+  });
+
+  it("refuses a device reading another device's director metadata", async () => {
+    const other = await enroll('DIR-0002');
+    const id = await mutualTlsIdentity(other.store, other.anchor, Date.now(), 'test');
+    // DIR-0002's certificate asks for DIR-0001's metadata.
+    const { request } = await import('node:http');
+    const url = new URL(`/director/v1/devices/${dev.id}/targets.json`, estUrl);
+    const status = await new Promise<number>((resolve, reject) => {
+      const req = request({
+        host: url.hostname,
+        port: url.port,
+        path: url.pathname,
+        headers: { host: url.host },
+        createConnection: () =>
+          id.tls.connect({
+            host: url.hostname,
+            port: Number(url.port),
+            certPem: other.store.clientCertificatePem(),
+            caPem: id.rootPem,
+          }),
+      });
+      req.on('response', (res) => {
+        res.resume();
+        resolve(res.statusCode ?? 0);
+      });
+      req.on('error', reject);
+      req.end();
+    });
+    expect(status).toBe(403);
+    const audit = await t.call('GET', '/api/v1/audit/entries?action=director.read');
+    expect(
+      (audit.body.items as { action: string; actor: string; target: string; outcome: string }[]).some(
+        (e) =>
+          e.action === 'director.read' &&
+          e.actor === 'device:DIR-0002' &&
+          e.target === `device:${dev.id}` &&
+          e.outcome === 'failure',
+      ),
+    ).toBe(true);
+    // Without a certificate there is nothing at all.
+    const anon = await fetch(new URL('/director/v1/root.json', estUrl), {
+      // @ts-expect-error undici option: trust the test platform's CA
+      dispatcher: new (await import('undici')).Agent({ connect: { rejectUnauthorized: false } }),
+    });
+    expect(anon.status).toBe(401);
+  });
+
+  it('clears an assignment through the API (audited), after which the director lists nothing', async () => {
+    const viewer = await t.tokenFor('viewer');
+    const denied = await t.call('DELETE', `/api/v1/devices/${dev.id}/update-assignment`, { token: viewer });
+    expect(denied.status).toBe(403);
+    const del = await t.call('DELETE', `/api/v1/devices/${dev.id}/update-assignment`);
+    expect(del.status).toBe(204);
+    expect((await dev.client().check()).outcome).toBe('nothing-assigned');
+    expect((await t.call('DELETE', `/api/v1/devices/${dev.id}/update-assignment`)).status).toBe(404);
+    expect(
+      (await t.call('PUT', '/api/v1/devices/NO-SUCH/update-assignment', { body: { path: rel1.path } }))
+        .status,
+    ).toBe(404);
+    const audit = await t.call('GET', '/api/v1/audit/entries?action=device.update-assignment.clear');
+    expect((audit.body.items as { target: string }[]).some((e) => e.target === `device:${dev.id}`)).toBe(
+      true,
+    );
+  });
+
+  it('counts the device as succeeded in the deployment that assigned the release, once its receipt arrives', async () => {
+    const v3 = Buffer.concat([v2, Buffer.from('release 3.0.0')]);
+    const up = await upload('name=fw&version=3.0.0&model=DW100&releaseCounter=20&fileName=fw.bin', v3);
+    const created = await t.call('POST', '/api/v1/deployments', {
+      body: { release: up.path, target: { devices: [dev.id] }, ratePerMinute: 60 },
+    });
+    expect(created.status, JSON.stringify(created.body)).toBe(201);
+    const id = created.body.id as string | number;
+    await t.platform.deployments.tick();
+    const r = await dev.client().check();
+    expect(r).toMatchObject({ outcome: 'installed', target: up.path, receiptSent: true });
+    const shown = await t.call('GET', `/api/v1/deployments/${id}`);
+    expect(shown.body.devices).toEqual([expect.objectContaining({ deviceId: dev.id, state: 'succeeded' })]);
+    await t.platform.deployments.tick();
+    expect((await t.call('GET', `/api/v1/deployments/${id}`)).body.deployment.state).toBe('completed');
+  });
+
+  describe('a hostile updates listener (a test server in front of the real one)', () => {
+    let proxy: Server;
+    let realUrl: string;
+    let mode: 'flip' | 'truncate' | 'endless' = 'flip';
+
+    beforeAll(async () => {
+      realUrl = t.platform.updates.url!;
+      proxy = createServer((req, res) => {
+        void (async () => {
+          const real = await fetch(realUrl + req.url, {
+            headers: req.headers.range ? { range: req.headers.range } : {},
+          });
+          const body = Buffer.from(await real.arrayBuffer());
+          const headers: Record<string, string> = {};
+          real.headers.forEach((v, k) => {
+            if (k !== 'content-length' && k !== 'transfer-encoding' && k !== 'connection') headers[k] = v;
+          });
+          if (mode === 'endless' && req.url!.endsWith('timestamp.json')) {
+            // Never-ending metadata: keep sending until the client hangs up.
+            res.writeHead(200, { 'content-type': 'application/json' });
+            const more = () => {
+              while (res.write(Buffer.alloc(64 * 1024, 0x20)));
+            };
+            res.on('drain', more);
+            res.on('close', () => res.off('drain', more));
+            more();
+            return;
+          }
+          if (req.url!.startsWith('/targets/')) {
+            if (mode === 'flip' && body.length > 100) body[100] = body[100]! ^ 1;
+            if (mode === 'truncate') {
+              res.writeHead(real.status, { ...headers, 'content-length': String(body.length) });
+              res.write(body.subarray(0, Math.floor(body.length / 2)));
+              res.destroy();
+              return;
+            }
+          }
+          res.writeHead(real.status, { ...headers, 'content-length': String(body.length) });
+          res.end(body);
+        })();
+      });
+      await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+      t.platform.updates.url = `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`;
+    });
+    afterAll(async () => {
+      t.platform.updates.url = realUrl;
+      proxy.closeAllConnections();
+      await new Promise((resolve) => proxy.close(resolve));
+    });
+
+    const expectNothingInstalled = (d: Device) => {
+      expect(
+        d.logs.some((l) => l.includes('"update.download-failed"') || l.includes('"update.refused"')),
+      ).toBe(true);
+      expect(existsSync(join(d.dataDir, 'slots', 'a', 'fw.bin'))).toBe(false);
+      expect(existsSync(join(d.dataDir, 'slots', 'b', 'fw.bin'))).toBe(false);
+    };
+
+    it('refuses a bit-flipped artifact', async () => {
+      const d = await enroll('DIR-0003');
+      await t.call('PUT', `/api/v1/devices/${d.id}/update-assignment`, { body: { path: rel1.path } });
+      mode = 'flip';
+      const err = await d
+        .client()
+        .check()
+        .then(
+          () => null,
+          (e: unknown) => e,
+        );
+      expect(err).toBeInstanceOf(AgentError);
+      expect((err as AgentError).code).toMatch(/^DOWNLOAD_/);
+      expectNothingInstalled(d);
+    });
+
+    it('does not install a truncated artifact', async () => {
+      const d = await enroll('DIR-0004');
+      await t.call('PUT', `/api/v1/devices/${d.id}/update-assignment`, { body: { path: rel1.path } });
+      mode = 'truncate';
+      const err = await d
+        .client()
+        .check()
+        .then(
+          () => null,
+          (e: unknown) => e,
+        );
+      expect(err).toBeInstanceOf(AgentError);
+      expect((err as AgentError).code).toMatch(/^DOWNLOAD_/);
+      expectNothingInstalled(d);
+    });
+
+    it('refuses endless metadata', async () => {
+      const d = await enroll('DIR-0005');
+      await t.call('PUT', `/api/v1/devices/${d.id}/update-assignment`, { body: { path: rel1.path } });
+      mode = 'endless';
+      await refused(d.client().check(), /release repository's metadata does not verify/, d);
+    });
+  });
+});

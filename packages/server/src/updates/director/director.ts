@@ -1,0 +1,385 @@
+import type { X509Certificate } from 'node:crypto';
+import { Key, Metadata, MetadataKind, Root, Signature, Targets, TargetFile } from '@tufjs/models';
+import { Role } from '@tufjs/models/dist/role.js';
+import type { Logger } from '@rampart/shared/logging';
+import { normalizeSerial } from '@rampart/shared/pki';
+import type { RampartTarget } from '@rampart/shared/updates';
+import {
+  CUSTOM_KEY,
+  receiptProblem,
+  signedBytes,
+  tufKeyId,
+  tufKeyOf,
+  type SignedUpdateReceipt,
+} from '@rampart/shared/updates';
+import { canonicalJson } from '@rampart/shared/audit';
+import type { AuditLog } from '../../audit/log.js';
+import { RampartError } from '../../errors.js';
+import { deviceIdOf } from '../../gateway/gateway.js';
+import type { KeyStore, PlatformKey } from '../../keystore/index.js';
+import type { Db, Executor, Storage, Tx } from '../../storage/index.js';
+import { isoNow } from '../../time.js';
+import { tableAssignments, type DirectorAssignments } from './assignments.js';
+
+type TufJSON = Parameters<typeof Key.fromJSON>[1];
+
+/** Key store labels of the director's keys. */
+export const DIRECTOR_KEY_LABELS = { root: 'director-root', targets: 'director-targets-1' } as const;
+
+/** Where the director's per-device facts go in a target's `custom`, next to the release's `rampart`. */
+export const DIRECTOR_CUSTOM_KEY = 'director';
+
+export interface DirectorCustom {
+  /** The device this metadata was signed for: a device refuses metadata for another. */
+  deviceId: string;
+  deploymentId: string | null;
+}
+
+export interface DirectorSettings {
+  /** Lifetime of the director root, in milliseconds. */
+  rootLifetimeMs: number;
+  /** Lifetime of a device's targets metadata, in milliseconds: re-signed when half of it has passed. */
+  targetsLifetimeMs: number;
+}
+
+/** A device authenticated by its operational certificate on the EST listener. */
+export interface AuthenticatedDevice {
+  deviceId: string;
+  serial: string;
+  certificate: X509Certificate;
+}
+
+function expiresIn(ms: number, now = Date.now()): string {
+  return new Date(Math.floor((now + ms) / 1000) * 1000).toISOString().replace('.000Z', 'Z');
+}
+
+/**
+ * The director (Uptane's second repository): tells each device, in targets metadata signed for it
+ * alone, exactly which target of the release repository it must install. Its root is its own (a
+ * device pins it); the per-device `targets` role is signed online. Devices install only what the
+ * director and the release repository agree on, so neither a compromised director nor a compromised
+ * release repository alone can make a device install something.
+ */
+export class Director {
+  private chain: Promise<unknown> = Promise.resolve();
+  private readonly keyCache = new Map<string, PlatformKey>();
+
+  constructor(
+    private readonly storage: Storage,
+    private readonly keys: KeyStore,
+    private readonly audit: AuditLog,
+    readonly settings: DirectorSettings,
+    private readonly logger: Logger,
+    readonly assignments: DirectorAssignments = tableAssignments,
+  ) {}
+
+  /** Where receipts for a deployment's assignment are reported (the deployment engine). */
+  private outcomes:
+    | ((
+        tx: Executor,
+        report: {
+          deviceId: string;
+          deploymentId: string;
+          path: string;
+          outcome: 'committed' | 'rolled-back';
+          receiptId: string;
+          at: string;
+        },
+      ) => Promise<unknown>)
+    | null = null;
+
+  onOutcome(sink: NonNullable<Director['outcomes']>): void {
+    this.outcomes = sink;
+  }
+
+  private exclusive<T>(work: () => Promise<T>): Promise<T> {
+    const next = this.chain.then(work, work);
+    this.chain = next.catch(() => undefined);
+    return next;
+  }
+
+  private async key(label: string): Promise<PlatformKey> {
+    const cached = this.keyCache.get(label);
+    if (cached) return cached;
+    const key = (await this.keys.get(label)) ?? (await this.keys.create(label, 'ec-p256'));
+    this.keyCache.set(label, key);
+    return key;
+  }
+
+  private static async sign(md: Metadata<Root | Targets>, key: PlatformKey): Promise<void> {
+    const id = tufKeyId(tufKeyOf(key.publicKey));
+    const sig = await key.sign(signedBytes(md.signed.toJSON()));
+    md.signatures[id] = new Signature({ keyID: id, sig: sig.toString('hex') });
+  }
+
+  /** Create the director root on first start: root key and online targets key in the key store, threshold 1. */
+  async open(): Promise<void> {
+    await this.exclusive(async () => {
+      if (await this.rootDocument(this.storage.db)) return;
+      const rootKey = await this.key(DIRECTOR_KEY_LABELS.root);
+      const targetsKey = await this.key(DIRECTOR_KEY_LABELS.targets);
+      const tufRoot = tufKeyOf(rootKey.publicKey);
+      const tufTargets = tufKeyOf(targetsKey.publicKey);
+      const rootId = tufKeyId(tufRoot);
+      const targetsId = tufKeyId(tufTargets);
+      const root = new Root({
+        version: 1,
+        specVersion: '1.0.31',
+        expires: expiresIn(this.settings.rootLifetimeMs),
+        consistentSnapshot: false,
+        keys: {
+          [rootId]: Key.fromJSON(rootId, tufRoot as unknown as TufJSON),
+          [targetsId]: Key.fromJSON(targetsId, tufTargets as unknown as TufJSON),
+        },
+        roles: {
+          root: new Role({ keyIDs: [rootId], threshold: 1 }),
+          targets: new Role({ keyIDs: [targetsId], threshold: 1 }),
+          // Not used by the director's chain (see docs/updates.md "Director"), present for TUF's schema.
+          snapshot: new Role({ keyIDs: [targetsId], threshold: 1 }),
+          timestamp: new Role({ keyIDs: [targetsId], threshold: 1 }),
+        },
+      });
+      const md = new Metadata(root);
+      await Director.sign(md, rootKey);
+      await this.storage.db.transaction().execute(async (tx) => {
+        await tx
+          .insertInto('director_roots')
+          .values({
+            version: 1,
+            document: JSON.stringify(md.toJSON()),
+            expires: root.expires,
+            created_at: isoNow(),
+          })
+          .execute();
+        await this.audit.append(tx, {
+          actor: 'system',
+          action: 'director.init',
+          target: 'director:root',
+          outcome: 'success',
+          details: { rootKeyId: rootId, targetsKeyId: targetsId },
+        });
+      });
+      this.audit.sealSoon();
+      this.logger.info('director root created');
+    });
+  }
+
+  async rootDocument(db: Db | Tx, version?: number): Promise<string | null> {
+    let q = db.selectFrom('director_roots').select('document').orderBy('version', 'desc').limit(1);
+    if (version !== undefined) q = q.where('version', '=', version);
+    return (await q.executeTakeFirst())?.document ?? null;
+  }
+
+  /** What the device must install, as the director lists it (before signing), or null for nothing. */
+  private async plannedTarget(db: Db, deviceId: string): Promise<TargetFile | null> {
+    const assignment = await this.assignments.forDevice(db, deviceId);
+    if (!assignment) return null;
+    const release = await db
+      .selectFrom('update_releases')
+      .select(['sha256', 'length', 'custom'])
+      .where('path', '=', assignment.path)
+      .where('state', '=', 'published')
+      .executeTakeFirst();
+    if (!release) {
+      this.logger.warn(
+        { deviceId, path: assignment.path },
+        'the device is assigned a target that is not published: the director lists nothing for it',
+      );
+      return null;
+    }
+    const custom: DirectorCustom = { deviceId, deploymentId: assignment.deploymentId };
+    return new TargetFile({
+      path: assignment.path,
+      length: Number(release.length),
+      hashes: { sha256: release.sha256 },
+      unrecognizedFields: {
+        custom: JSON.parse(
+          JSON.stringify({
+            [CUSTOM_KEY]: JSON.parse(release.custom) as RampartTarget,
+            [DIRECTOR_CUSTOM_KEY]: custom,
+          }),
+        ) as Record<string, never>,
+      },
+    });
+  }
+
+  /**
+   * The device's targets metadata: signed anew (a higher version) when what it lists changed or half
+   * its lifetime has passed, else the stored one.
+   */
+  async targetsFor(deviceId: string, now = Date.now()): Promise<string> {
+    return this.exclusive(async () => {
+      const db = this.storage.db;
+      const target = await this.plannedTarget(db, deviceId);
+      const targets: Record<string, TargetFile> = target ? { [target.path]: target } : {};
+      const content = canonicalJson(
+        Object.fromEntries(Object.entries(targets).map(([p, t]) => [p, t.toJSON()])),
+      );
+      const stored = await db
+        .selectFrom('director_metadata')
+        .selectAll()
+        .where('device_id', '=', deviceId)
+        .executeTakeFirst();
+      const fresh =
+        stored &&
+        stored.content === content &&
+        Date.parse(stored.expires) - now > this.settings.targetsLifetimeMs / 2;
+      if (fresh) return stored.document;
+      const version = (stored ? Number(stored.version) : 0) + 1;
+      const signed = new Targets({
+        version,
+        specVersion: '1.0.31',
+        expires: expiresIn(this.settings.targetsLifetimeMs, now),
+        targets,
+      });
+      const md = new Metadata(signed);
+      await Director.sign(md, await this.key(DIRECTOR_KEY_LABELS.targets));
+      const document = JSON.stringify(md.toJSON());
+      const row = { version, content, document, expires: signed.expires, signed_at: isoNow() };
+      await db
+        .insertInto('director_metadata')
+        .values({ device_id: deviceId, ...row })
+        .onConflict((oc) => oc.column('device_id').doUpdateSet(row))
+        .execute();
+      this.logger.info({ deviceId, version, target: target?.path ?? null }, 'director targets signed');
+      return document;
+    });
+  }
+
+  /**
+   * The device a client certificate on the EST listener belongs to: an operational certificate
+   * Rampart issued to that device, good and unexpired. Throws UNAUTHORIZED otherwise.
+   */
+  async authenticate(certificate: X509Certificate | undefined): Promise<AuthenticatedDevice> {
+    if (!certificate)
+      throw new RampartError(
+        'UNAUTHORIZED',
+        'the director needs the device certificate over mutual TLS (an operational certificate Rampart issued)',
+      );
+    const deviceId = deviceIdOf(certificate);
+    const serial = normalizeSerial(certificate.serialNumber);
+    const record = await this.storage.db
+      .selectFrom('certificates')
+      .select(['status', 'not_after', 'device_id', 'profile'])
+      .where('serial', '=', serial)
+      .executeTakeFirst();
+    if (!deviceId || !record || record.profile !== 'device' || record.device_id !== deviceId)
+      throw new RampartError(
+        'UNAUTHORIZED',
+        `certificate ${serial} is not a device certificate Rampart issued`,
+      );
+    if (record.status !== 'good') throw new RampartError('UNAUTHORIZED', `certificate ${serial} is revoked`);
+    if (record.not_after <= isoNow())
+      throw new RampartError('UNAUTHORIZED', `certificate ${serial} has expired`);
+    return { deviceId, serial, certificate };
+  }
+
+  /** Refuse (and audit) a device asking for another device's metadata. */
+  async refuseOther(device: AuthenticatedDevice, asked: string, remoteAddress: string): Promise<never> {
+    this.logger.warn(
+      { event: 'director.refused', deviceId: device.deviceId, asked, sourceAddress: remoteAddress },
+      'a device asked for another device’s director metadata',
+    );
+    await this.audit.record({
+      actor: `device:${device.deviceId}`,
+      action: 'director.read',
+      target: `device:${asked}`,
+      outcome: 'failure',
+      details: { reason: 'a device may read only its own director metadata', sourceAddress: remoteAddress },
+    });
+    throw new RampartError('FORBIDDEN', `device ${device.deviceId} may read only its own director metadata`);
+  }
+
+  /**
+   * Store a signed install receipt: it must verify with the key of the certificate the device
+   * connected with and name that device. Audited; a receipt already stored is accepted again (a
+   * device may resend after a lost reply) without a second row.
+   */
+  async storeReceipt(
+    device: AuthenticatedDevice,
+    document: unknown,
+  ): Promise<{ id: string; stored: boolean; receipt: SignedUpdateReceipt }> {
+    const problem = receiptProblem(document, device.certificate.publicKey);
+    if (problem) {
+      await this.audit.record({
+        actor: `device:${device.deviceId}`,
+        action: 'update.receipt',
+        target: `device:${device.deviceId}`,
+        outcome: 'failure',
+        details: { reason: problem.slice(0, 300) },
+      });
+      this.logger.warn(
+        { event: 'receipt.refused', deviceId: device.deviceId, reason: problem },
+        'receipt refused',
+      );
+      throw new RampartError('VALIDATION', `the receipt was refused: ${problem}`);
+    }
+    const receipt = document as SignedUpdateReceipt;
+    if (receipt.deviceId !== device.deviceId)
+      throw new RampartError(
+        'FORBIDDEN',
+        `the receipt names device ${receipt.deviceId}, the certificate ${device.deviceId}`,
+      );
+    const assignment = await this.assignments.forDevice(this.storage.db, device.deviceId);
+    const stored = await this.storage.db.transaction().execute(async (tx) => {
+      const seen = await tx
+        .selectFrom('update_receipts')
+        .select('id')
+        .where('id', '=', receipt.id)
+        .executeTakeFirst();
+      if (seen) return false;
+      const release = await tx
+        .selectFrom('update_releases')
+        .select('path')
+        .where('sha256', '=', receipt.release.sha256)
+        .executeTakeFirst();
+      const deploymentId =
+        assignment && release && assignment.path === release.path ? assignment.deploymentId : null;
+      await tx
+        .insertInto('update_receipts')
+        .values({
+          id: receipt.id,
+          device_id: device.deviceId,
+          outcome: receipt.outcome,
+          target_path: release?.path ?? null,
+          deployment_id: deploymentId,
+          version: receipt.release.version,
+          sha256: receipt.release.sha256,
+          document: JSON.stringify(receipt),
+          certificate_serial: device.serial,
+          received_at: isoNow(),
+        })
+        .execute();
+      await this.audit.append(tx, {
+        actor: `device:${device.deviceId}`,
+        action: 'update.receipt',
+        target: `device:${device.deviceId}`,
+        outcome: 'success',
+        details: {
+          receipt: receipt.id,
+          outcome: receipt.outcome,
+          version: receipt.release.version,
+          ...(receipt.reason ? { reason: receipt.reason } : {}),
+        },
+      });
+      // The deployment that assigned this release counts the device as done (in the same commit).
+      if (deploymentId !== null && release)
+        await this.outcomes?.(tx, {
+          deviceId: device.deviceId,
+          deploymentId,
+          path: release.path,
+          outcome: receipt.outcome,
+          receiptId: receipt.id,
+          at: isoNow(),
+        });
+      return true;
+    });
+    if (stored) this.audit.sealSoon();
+    return { id: receipt.id, stored, receipt };
+  }
+
+  /** Parse a director root document (for tests and tools). */
+  static parseRoot(text: string): Metadata<Root> {
+    return Metadata.fromJSON(MetadataKind.Root, JSON.parse(text) as TufJSON);
+  }
+}
