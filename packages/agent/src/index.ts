@@ -147,3 +147,20 @@ export {
   type AgentStatus,
 } from './daemon.js';
 export { VERSION as AGENT_VERSION } from './version.js';
+export { mutualTlsIdentity, type MutualTlsIdentity } from './identity/current.js';
+export {
+  UpdateClient,
+  type DirectorIdentity,
+  type UpdateCheck,
+  type UpdateClientOptions,
+} from './updates/client.js';
+export {
+  INSTALL_STEPS,
+  Installer,
+  type InstallRequest,
+  type InstallStep,
+  type InstallerOptions,
+  type ReceiptSigner,
+  type UpdateResult,
+} from './updates/installer.js';
+export { FileRollbackCounter } from './updates/counter.js';

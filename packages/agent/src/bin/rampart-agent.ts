@@ -449,10 +449,13 @@ async function runAction(o: RunFlags, cmd: Command) {
   const store = new IdentityStore(config.dataDir);
   const est = renewalClient(config, store);
   const installer = installerFor(config, anchor, log);
-  await updateStartupCheck(installer, log);
+  const booted = await updateStartupCheck(installer, log);
   const updates = config.updates.model
     ? updateClientFor({ config, anchor, store, installer, log })
     : undefined;
+  // An update decided at this start (committed after a reboot, rolled back after a crash loop)
+  // is reported like one decided while running, so that its deployment counts it.
+  if (updates && booted?.receipt) void updates.sendReceipt(booted.receipt);
   if (!updates && config.updates.checkIntervalSeconds > 0)
     log.warn(
       'periodic update checks are off: set updates.model (the device model releases are checked against)',

@@ -84,6 +84,12 @@ export interface InstallerOptions {
   signer: () => Promise<ReceiptSigner | null>;
   /** Fault injection: SIGKILL this process on reaching this step. */
   killAt?: string;
+  /**
+   * Called at every step, before `killAt` is looked at; whatever it throws ends the install (or the
+   * start-up check) right there, as a power cut would, for simulations that run many devices in
+   * one process.
+   */
+  onStep?: (step: InstallStep) => void;
   now?: () => Date;
 }
 
@@ -665,6 +671,7 @@ export class Installer {
 
   /** Fault injection: die here, as a power cut would, when asked to. */
   private step(step: InstallStep): void {
+    this.o.onStep?.(step);
     if (this.o.killAt === step) process.kill(process.pid, 'SIGKILL');
   }
 }

@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
-import { generateKeyPairSync } from 'node:crypto';
-import { readFileSync, readdirSync } from 'node:fs';
+import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { signatureProblem } from '@rampart/shared/provisioning';
@@ -17,6 +17,8 @@ interface SimLine {
   byProfile?: Record<string, { devices: number; online: number }>;
   byTrustAnchor?: Record<string, { devices: number; online: number }>;
   totals?: Record<string, number>;
+  updates?: Record<string, number> | null;
+  updateFaults?: string;
   provisioning?: Record<string, unknown>;
 }
 
@@ -24,7 +26,7 @@ interface SimLine {
 function runSim(
   args: string[],
   env: Record<string, string>,
-  whileRunning: (lines: SimLine[]) => Promise<void> = async () => {},
+  whileRunning: (lines: SimLine[], stop: () => void) => Promise<void> = async () => {},
 ): Promise<{ code: number | null; lines: SimLine[]; stderr: string; during: unknown }> {
   const child = spawn(process.execPath, [CLI_BIN, 'sim', ...args, '--json'], {
     env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', ...env },
@@ -43,7 +45,7 @@ function runSim(
       buffered = buffered.slice(nl + 1);
       lines.push(line);
       if (line.event === 'started')
-        during = whileRunning(lines).then(
+        during = whileRunning(lines, () => child.kill('SIGTERM')).then(
           () => null,
           (err: unknown) => err,
         );
@@ -290,6 +292,200 @@ describe('rampart sim', () => {
     const after = await t.call('GET', '/api/v1/batches');
     expect(after.body.filter((b: { station: string }) => b.station === 'zt-station')).toHaveLength(1);
   }, 90_000);
+
+  it('runs the update flow on every device: a deployment rolls out, healthy devices commit, the one whose self-test fails rolls back', async () => {
+    const ids = ['upd-0001', 'upd-0002', 'upd-0003', 'upd-0004'];
+    const faulty = 'upd-0003';
+    const image = randomBytes(50_000);
+    let deployment = 0;
+    let release = { path: '', sha256: '' };
+    const run = await runSim(
+      [
+        ...['--devices', '4', '--prefix', 'upd', '--duration', '60s', '--every', '1s'],
+        ...['--update-every', '1s', '--update-faults', `self-test=${faulty}`],
+      ],
+      env,
+      async (_lines, stop) => {
+        try {
+          // A release for the simulated model, published at once in the development repository.
+          const up = await t.call(
+            'POST',
+            '/api/v1/updates/releases?name=sim-fw&version=2.0.0&model=SIM-1&fileName=sim-fw.bin',
+            { raw: image, contentType: 'application/octet-stream' },
+          );
+          expect(up.status, JSON.stringify(up.body)).toBe(201);
+          release = up.body as { path: string; sha256: string };
+          const created = await t.call('POST', '/api/v1/deployments', {
+            body: {
+              release: release.path,
+              target: { devices: ids },
+              ratePerMinute: 6000,
+              receiptTimeout: '45s',
+            },
+          });
+          expect(created.status, JSON.stringify(created.body)).toBe(201);
+          deployment = Number(created.body.id);
+          for (let i = 0; i < 200; i++) {
+            await t.platform.deployments.tick();
+            const shown = await t.call('GET', `/api/v1/deployments/${deployment}`);
+            const states = (shown.body.devices as { state: string }[]).map((d) => d.state);
+            if (states.length === ids.length && !states.includes('assigned') && !states.includes('pending'))
+              return;
+            await new Promise((r) => setTimeout(r, 250));
+          }
+          throw new Error('the deployment did not finish on every device');
+        } finally {
+          // Let the devices' last status be counted, then stop the simulator.
+          await new Promise((r) => setTimeout(r, 1500));
+          stop();
+        }
+      },
+    );
+    expect(run.code, run.stderr).toBe(0);
+    expect(run.during).toBeNull();
+    expect(run.lines[0]).toMatchObject({ event: 'started', devices: 4, updateFaults: `self-test=${faulty}` });
+
+    // Per device, through the API: three succeeded, the faulty one rolled back.
+    const shown = await t.call('GET', `/api/v1/deployments/${deployment}`);
+    const byDevice = Object.fromEntries(
+      (shown.body.devices as { deviceId: string; state: string; receiptId: string | null }[]).map((d) => [
+        d.deviceId,
+        d,
+      ]),
+    );
+    for (const id of ids) {
+      expect(byDevice[id], id).toMatchObject({
+        state: id === faulty ? 'rolled-back' : 'succeeded',
+        receiptId: expect.any(String),
+      });
+    }
+
+    // The signed receipts are stored, one per device, naming the release and the deployment.
+    const receipts = await t.platform.updates.storage.db
+      .selectFrom('update_receipts')
+      .selectAll()
+      .where('device_id', 'in', ids)
+      .execute();
+    expect(receipts.map((r) => [r.device_id, r.outcome]).sort()).toEqual(
+      ids.map((id) => [id, id === faulty ? 'rolled-back' : 'committed']),
+    );
+    for (const r of receipts)
+      expect(r).toMatchObject({
+        target_path: release.path,
+        deployment_id: String(deployment),
+        sha256: release.sha256,
+        version: '2.0.0',
+      });
+    const rolledBack = JSON.parse(receipts.find((r) => r.device_id === faulty)!.document);
+    expect(rolledBack).toMatchObject({ reason: 'self-test-failed', runningVersion: null });
+    expect(rolledBack.detail).toContain('simulated self-test failure');
+
+    // On the devices: the new release runs in slot b on the healthy ones; the faulty one runs
+    // what it ran before and did not try the release again.
+    const simDir = join(t.dataDir, 'sim', 'upd');
+    const file = release.path.slice(release.path.lastIndexOf('/') + 1);
+    for (const id of ids) {
+      const state = JSON.parse(readFileSync(join(simDir, id, 'slots', 'state.json'), 'utf8'));
+      if (id === faulty) {
+        expect(state).toMatchObject({ active: 'a', pending: null, slots: { b: { status: 'failed' } } });
+        expect(existsSync(join(simDir, id, 'slots', 'a', file))).toBe(false);
+      } else {
+        expect(state).toMatchObject({ active: 'b', pending: null, slots: { b: { status: 'committed' } } });
+        expect(readFileSync(join(simDir, id, 'slots', 'b', file)).equals(image)).toBe(true);
+      }
+    }
+
+    // The counts in the JSON lines: every device checked; four installs, three commits, one rollback.
+    const stopped = run.lines.at(-1)!;
+    expect(stopped.event).toBe('stopped');
+    expect(stopped.updates).toMatchObject({ installed: 4, committed: 3, rolledBack: 1, interrupted: 0 });
+    expect(stopped.updates!.checked).toBeGreaterThanOrEqual(8);
+    expect(run.lines.filter((l) => l.event === 'status').every((l) => l.updates !== null)).toBe(true);
+  }, 90_000);
+
+  it('settles a power loss in mid-install to one whole release, and rolls back a release that crashes at every start', async () => {
+    const [cut, crashing] = ['flt-0001', 'flt-0002'];
+    let deployment = 0;
+    const run = await runSim(
+      [
+        ...['--devices', '2', '--prefix', 'flt', '--duration', '60s', '--every', '1s', '--speed', '4'],
+        ...['--update-every', '2s', '--update-faults', `power-loss=${cut},crash-after-boot=${crashing}`],
+      ],
+      env,
+      async (_lines, stop) => {
+        try {
+          const up = await t.call(
+            'POST',
+            '/api/v1/updates/releases?name=flt-fw&version=3.0.0&model=SIM-1&fileName=flt-fw.bin',
+            { raw: randomBytes(40_000), contentType: 'application/octet-stream' },
+          );
+          expect(up.status, JSON.stringify(up.body)).toBe(201);
+          const created = await t.call('POST', '/api/v1/deployments', {
+            body: { release: up.body.path, target: { devices: [cut, crashing] }, ratePerMinute: 6000 },
+          });
+          expect(created.status, JSON.stringify(created.body)).toBe(201);
+          deployment = Number(created.body.id);
+          for (let i = 0; i < 200; i++) {
+            await t.platform.deployments.tick();
+            const shown = await t.call('GET', `/api/v1/deployments/${deployment}`);
+            const states = (shown.body.devices as { state: string }[]).map((d) => d.state);
+            if (states.length === 2 && !states.includes('assigned') && !states.includes('pending')) return;
+            await new Promise((r) => setTimeout(r, 250));
+          }
+          throw new Error('the deployment did not finish on both devices');
+        } finally {
+          await new Promise((r) => setTimeout(r, 1000));
+          stop();
+        }
+      },
+    );
+    expect(run.code, run.stderr).toBe(0);
+    expect(run.during).toBeNull();
+    const shown = await t.call('GET', `/api/v1/deployments/${deployment}`);
+    const state = (id: string) =>
+      (shown.body.devices as { deviceId: string; state: string }[]).find((d) => d.deviceId === id)?.state;
+    // Power went at a random step of every install of the first device; each restart left it running
+    // a whole release, and the install was done again until one came through.
+    expect(state(cut)).toBe('succeeded');
+    // The second device's new slot crashed at each start until the crash-loop limit.
+    expect(state(crashing)).toBe('rolled-back');
+    const receipts = await t.platform.updates.storage.db
+      .selectFrom('update_receipts')
+      .select(['device_id', 'document'])
+      .where('device_id', 'in', [cut, crashing])
+      .execute();
+    const crashed = JSON.parse(receipts.find((r) => r.device_id === crashing)!.document);
+    expect(crashed).toMatchObject({ outcome: 'rolled-back', reason: 'crash-loop', bootAttempts: 4 });
+    expect(JSON.parse(receipts.find((r) => r.device_id === cut)!.document)).toMatchObject({
+      outcome: 'committed',
+    });
+    const slots = JSON.parse(readFileSync(join(t.dataDir, 'sim', 'flt', cut, 'slots', 'state.json'), 'utf8'));
+    expect(slots).toMatchObject({ install: null, pending: null, finishing: null });
+    const stopped = run.lines.at(-1)!;
+    expect(stopped.updates).toMatchObject({ committed: 1, rolledBack: 1 });
+    expect(stopped.updates!.interrupted).toBeGreaterThanOrEqual(1);
+    // Three starts of the crashing slot went down.
+    expect(stopped.totals!.crashes).toBe(3);
+  }, 90_000);
+
+  it('refuses --update-faults without --update-every, and an unknown fault', async () => {
+    const lone = await runCli(
+      ['sim', '--devices', '1', '--prefix', 'bad', '--update-faults', 'self-test=5%'],
+      {
+        env,
+      },
+    );
+    expect(lone.code).toBe(2);
+    expect(lone.stderr).toContain('--update-faults applies only when the devices run updates');
+    const unknown = await runCli(
+      ['sim', '--devices', '1', '--prefix', 'bad', '--update-every', '5s', '--update-faults', 'meltdown=5%'],
+      { env },
+    );
+    expect(unknown.code).toBe(2);
+    expect(unknown.stderr).toContain(
+      'unknown update fault "meltdown"; choose from self-test, crash-after-boot, power-loss',
+    );
+  });
 
   it('will not act as a station whose key it does not hold, and makes nothing', async () => {
     const { publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });

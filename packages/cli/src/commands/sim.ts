@@ -9,8 +9,12 @@ import {
   PROFILES,
   PROFILE_NAMES,
   missingTpmTools,
+  UPDATE_FAULTS,
+  describeUpdateFaults,
   parseProfileMix,
+  parseUpdateFaults,
   type FleetStats,
+  type UpdateFaults,
   type ProfileShare,
   type ProvisionResult,
   type Provisioner,
@@ -102,7 +106,16 @@ export function statusLine(s: FleetStats): string {
     `${s.online}/${s.devices} online (${profiles}${tpm ? `; with a TPM ${tpm.online}/${tpm.devices}` : ''})` +
     ` · telemetry ${t.telemetry}, delivered ${t.delivered}` +
     `, dropped ${t.dropped} · commands ${t.commands}, shadow deltas ${t.deltas}` +
-    ` · reconnects ${Math.max(0, t.connects - s.devices)}, crashes ${t.crashes}, refused attempts ${t.attacks}`
+    ` · reconnects ${Math.max(0, t.connects - s.devices)}, crashes ${t.crashes}, refused attempts ${t.attacks}` +
+    (s.updates ? ` · ${updatesText(s.updates)}` : '')
+  );
+}
+
+/** The update part of a status line. */
+export function updatesText(u: NonNullable<FleetStats['updates']>): string {
+  return (
+    `updates: checked ${u.checked}, installed ${u.installed}, committed ${u.committed}, rolled back ${u.rolledBack}` +
+    `, interrupted ${u.interrupted}${u.failed ? `, failed checks ${u.failed}` : ''}`
   );
 }
 
@@ -121,6 +134,8 @@ interface SimOptions {
   zeroTouch?: boolean;
   tpm: number;
   station?: string;
+  updateEvery: string;
+  updateFaults?: string;
 }
 
 /** A station name as the platform accepts it (lower case). */
@@ -177,6 +192,21 @@ Zero-touch (--zero-touch):
   (operator). A device with a TPM (--tpm) gets swtpm behind tpm2-abrmd, started and stopped by the
   simulator, and signs its gateway handshakes in the TPM through the agent's TLS tunnel (an
   openssl s_client per connection). A device keeps the trust anchor it was made with.
+`;
+
+const UPDATES_HELP = `
+Updates (--update-every):
+  Every device runs the agent's own update loop: it asks the director (over mutual TLS) what to
+  install, refreshes the release repository with the TUF client, downloads the target chunk by
+  chunk, installs it into slot a or b under <sim-dir>/<id>/slots/, self-tests it and commits or
+  rolls back, and sends its signed receipt; a deployment to the devices (rampart deploy create)
+  rolls out to them. A device does not install again a release it rolled back. The period is
+  divided by --speed. --update-faults makes installs fail, on a share of installs (10%) or always
+  on the devices named (sim-0003+sim-0007):
+    self-test         the self-test fails: rolled back, receipt rolled-back
+    crash-after-boot  the new slot crashes at every start until the crash-loop limit (3): rolled back
+    power-loss        the device loses power at a random step of the install, and on restart runs the
+                      old release or the new one, never neither
 `;
 
 /** Software TPMs at most: each is a swtpm process of its own. */
@@ -245,7 +275,16 @@ export function simCommand(): Command {
         '--station <name>',
         'with --zero-touch: the factory station, registered on first use (default <prefix>-station)',
       )
-      .addHelpText('after', `\nProfiles:\n${PROFILE_HELP}\n${ZERO_TOUCH_HELP}`)
+      .option(
+        '--update-every <d>',
+        "run the agent's update loop on every device, checking this often (30s, 5m; divided by --speed); 0: no updates",
+        '0',
+      )
+      .option(
+        '--update-faults <spec>',
+        `with --update-every: failures to inject, ${UPDATE_FAULTS.map((f) => `${f}=P%`).join(',')} or FAULT=ID+ID (see below)`,
+      )
+      .addHelpText('after', `\nProfiles:\n${PROFILE_HELP}\n${ZERO_TOUCH_HELP}${UPDATES_HELP}`)
       .action(async (_o, cmd: Command) => {
         const o = globalsOf<SimOptions>(cmd);
         let mix: ProfileShare[];
@@ -255,6 +294,19 @@ export function simCommand(): Command {
           throw new CliError(`--profile: ${(err as Error).message}`, EXIT.usage);
         }
         const runFor = durationMs(o.duration, '--duration', true);
+        const updateEvery = durationMs(o.updateEvery, '--update-every', true);
+        let faults: UpdateFaults | undefined;
+        if (o.updateFaults !== undefined) {
+          if (updateEvery === 0)
+            throw new CliError('--update-faults applies only when the devices run updates', EXIT.usage, [
+              'add --update-every 30s',
+            ]);
+          try {
+            faults = parseUpdateFaults(o.updateFaults);
+          } catch (err) {
+            throw new CliError(`--update-faults: ${(err as Error).message}`, EXIT.usage);
+          }
+        }
         const every = durationMs(o.every, '--every', false);
         const dataDir = dataDirOf(o);
         const connection = resolveConnection(o);
@@ -298,9 +350,18 @@ export function simCommand(): Command {
             : { provisioner: new ApiProvisioner(client) }),
           concurrency: o.concurrency,
           speed: o.speed,
+          ...(updateEvery > 0
+            ? { updates: { everyMs: updateEvery, faults: faults ?? parseUpdateFaults('') } }
+            : {}),
         });
         try {
-          await runSimulation(fleet, { json: o.json === true, runForMs: runFor, everyMs: every, mix });
+          await runSimulation(fleet, {
+            json: o.json === true,
+            runForMs: runFor,
+            everyMs: every,
+            mix,
+            ...(faults ? { faults } : {}),
+          });
         } finally {
           await client.close();
         }
@@ -312,6 +373,9 @@ export function simCommand(): Command {
       'rampart sim --devices 50 --json --duration 1m > fleet.jsonl',
       'rampart sim --devices 200 --zero-touch',
       'rampart sim --devices 20 --zero-touch --tpm 2 --station line-7 --duration 5m',
+      'rampart sim --devices 30 --update-every 30s',
+      'rampart sim --devices 20 --update-every 1m --speed 10 --update-faults self-test=10%,crash-after-boot=5%,power-loss=5%',
+      'rampart sim --devices 5 --update-every 10s --update-faults self-test=sim-0003 --json',
     ],
   );
 }
@@ -322,7 +386,13 @@ export function simCommand(): Command {
  */
 export async function runSimulation(
   fleet: FleetSimulator,
-  opts: { json: boolean; runForMs: number; everyMs: number; mix: readonly ProfileShare[] },
+  opts: {
+    json: boolean;
+    runForMs: number;
+    everyMs: number;
+    mix: readonly ProfileShare[];
+    faults?: UpdateFaults;
+  },
 ): Promise<void> {
   const out = process.stdout;
   const bar = progress(fleet.zeroTouch ? 'provisioning' : 'enrolling', fleet.devices.length, {
@@ -362,11 +432,13 @@ export async function runSimulation(
     enrolled: provisioned.enrolled,
     reused: provisioned.reused,
     provisioning: summary,
+    ...(opts.faults ? { updateFaults: describeUpdateFaults(opts.faults) } : {}),
   };
   if (opts.json) printJsonLine(header);
   else
     out.write(
-      `${color.bold('sim')}: ${fleet.devices.length} devices (${describeMix(opts.mix)}); ${provisioningText(provisioned)}\n`,
+      `${color.bold('sim')}: ${fleet.devices.length} devices (${describeMix(opts.mix)}); ${provisioningText(provisioned)}` +
+        `${opts.faults ? `; update faults ${describeUpdateFaults(opts.faults)}` : ''}\n`,
     );
   fleet.start();
 

@@ -24,6 +24,7 @@ import {
   type Factory,
   type FactoryStation,
 } from './zero-touch.js';
+import { zeroUpdateCounters, type UpdateCounters, type UpdateFaults } from './updates.js';
 
 /**
  * How the simulator gets its devices into the registry and their one-time enrollment tokens: the
@@ -74,6 +75,14 @@ export interface FleetOptions {
   concurrency?: number;
   random?: () => number;
   log?: Logger;
+  /** Run the agent's update loop on every device. */
+  updates?: FleetUpdateOptions;
+}
+
+export interface FleetUpdateOptions {
+  /** How often each device checks for an update (divided by `speed`). */
+  everyMs: number;
+  faults: UpdateFaults;
 }
 
 export interface ProvisionResult {
@@ -103,6 +112,8 @@ export interface FleetStats {
   /** Devices by trust anchor. */
   byTrustAnchor: Partial<Record<SimulatedAnchor, { devices: number; online: number }>>;
   totals: DeviceCounters;
+  /** What the devices' update loops did, added up; null when the fleet does not run updates. */
+  updates: UpdateCounters | null;
 }
 
 export const DEFAULT_PREFIX = 'sim';
@@ -134,6 +145,10 @@ export class FleetSimulator {
     const prefix = options.prefix ?? DEFAULT_PREFIX;
     const ids = fleetDeviceIds(prefix, options.count);
     const profiles = assignProfiles(options.count, options.mix);
+    const speed = options.speed ?? 1;
+    const u = options.updates;
+    if (u && !(u.everyMs > 0)) throw new Error(`the update period must be above 0 (got ${u.everyMs})`);
+    const hardwareRevision = options.zeroTouch?.hardwareRevision;
     this.devices = ids.map(
       (id, i) =>
         new VirtualDevice({
@@ -144,6 +159,18 @@ export class FleetSimulator {
           peers: ids,
           ...(options.random ? { random: options.random } : {}),
           ...(options.log ? { log: options.log } : {}),
+          ...(u
+            ? {
+                updates: {
+                  estUrl: options.estUrl,
+                  model: options.model ?? DEFAULT_MODEL,
+                  ...(hardwareRevision ? { hardwareRevision } : {}),
+                  everyMs: Math.max(10, u.everyMs / speed),
+                  faults: u.faults,
+                  downMs: Math.max(10, 2000 / speed),
+                },
+              }
+            : {}),
         }),
     );
   }
@@ -317,7 +344,15 @@ export class FleetSimulator {
     }
     const ordered: FleetStats['byProfile'] = {};
     for (const name of PROFILE_NAMES) if (byProfile[name]) ordered[name] = byProfile[name];
-    return { devices: this.devices.length, online, byProfile: ordered, byTrustAnchor, totals };
+    let updates: UpdateCounters | null = null;
+    if (this.options.updates) {
+      updates = zeroUpdateCounters();
+      for (const d of this.devices)
+        if (d.updater)
+          for (const k of Object.keys(updates) as (keyof UpdateCounters)[])
+            updates[k] += d.updater.counters[k];
+    }
+    return { devices: this.devices.length, online, byProfile: ordered, byTrustAnchor, totals, updates };
   }
 
   async stop(): Promise<void> {

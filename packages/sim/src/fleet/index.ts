@@ -15,8 +15,23 @@ export {
   type DeviceCounters,
   type ManufacturedDevice,
   type SimulatedAnchor,
+  type DeviceUpdateOptions,
   type VirtualDeviceOptions,
 } from './virtual-device.js';
+export {
+  DeviceUpdater,
+  SimulatedOutage,
+  UPDATE_FAULTS,
+  describeUpdateFaults,
+  noUpdateFaults,
+  parseUpdateFaults,
+  zeroUpdateCounters,
+  type DeviceUpdaterOptions,
+  type FaultRate,
+  type UpdateCounters,
+  type UpdateFault,
+  type UpdateFaults,
+} from './updates.js';
 export {
   DEFAULT_MODEL,
   DEFAULT_PREFIX,
@@ -24,6 +39,7 @@ export {
   fleetDeviceIds,
   type FleetOptions,
   type FleetStats,
+  type FleetUpdateOptions,
   type Provisioner,
   type ProvisionResult,
   type ZeroTouchOptions,

@@ -26,6 +26,7 @@ import type { ManifestDevice } from '@rampart/shared/provisioning';
 import { shadowTopics } from '@rampart/shared/shadow';
 import type { Profile } from './profiles.js';
 import { startSoftwareTpm, type SoftwareTpm } from './swtpm.js';
+import { DeviceUpdater, SimulatedOutage, type UpdateFaults } from './updates.js';
 import { measureSimulatedBoot, type FactoryStation } from './zero-touch.js';
 
 /** What one virtual device has done so far; the fleet adds these up. */
@@ -67,6 +68,21 @@ export interface VirtualDeviceOptions {
   peers?: readonly string[];
   random?: () => number;
   log?: Logger;
+  /** Run the agent's update loop: check this often, with these faults injected. */
+  updates?: DeviceUpdateOptions;
+}
+
+export interface DeviceUpdateOptions {
+  /** The EST server (the director is served there). */
+  estUrl: string;
+  /** The model the releases must name. */
+  model: string;
+  hardwareRevision?: string;
+  /** How often the device checks for an update. */
+  everyMs: number;
+  faults: UpdateFaults;
+  /** How long the device stays down after a simulated power loss or crash. */
+  downMs: number;
 }
 
 /** The firmware version a virtual device reports. */
@@ -124,6 +140,11 @@ export class VirtualDevice extends EventEmitter<{ counted: [] }> {
   private seq = 0;
   private bootedAt = 0;
   private running = false;
+  /** The agent's update loop, when the fleet runs updates. */
+  readonly updater: DeviceUpdater | null;
+  /** Update work (start-up check, update checks) runs one at a time, in order. */
+  private updateWork: Promise<void> = Promise.resolve();
+  private checkQueued = false;
 
   constructor(private readonly options: VirtualDeviceOptions) {
     super();
@@ -136,6 +157,21 @@ export class VirtualDevice extends EventEmitter<{ counted: [] }> {
     this.anchor = new SoftwareTrustAnchor(join(options.dir, 'identity', 'device-key.pem'));
     this.anchorKind = madeWith(options.dir) ?? 'software';
     this.store = new IdentityStore(options.dir);
+    const u = options.updates;
+    this.updater = u
+      ? new DeviceUpdater({
+          deviceId: this.id,
+          dir: options.dir,
+          estUrl: u.estUrl,
+          model: u.model,
+          ...(u.hardwareRevision ? { hardwareRevision: u.hardwareRevision } : {}),
+          store: this.store,
+          anchor: () => this.anchor,
+          faults: u.faults,
+          random: this.random,
+          ...(this.log ? { log: this.log } : {}),
+        })
+      : null;
   }
 
   /** Where the device's key lives: what its factory record says, or what `useTpm` chose. */
@@ -290,6 +326,7 @@ export class VirtualDevice extends EventEmitter<{ counted: [] }> {
     for (const t of this.timers) clearTimeout(t);
     this.timers.clear();
     await this.shutdown();
+    await this.updateWork;
     const tpm = this.tpm;
     this.tpm = null;
     await tpm?.stop();
@@ -352,6 +389,44 @@ export class VirtualDevice extends EventEmitter<{ counted: [] }> {
     if (burst) this.every(burst.everyMs, () => this.burst(burst.messages));
     if (attackEveryMs) this.every(attackEveryMs, () => void this.attack());
     if (crash) this.after(-Math.log(1 - this.random()) * crash.meanUptimeMs, () => void this.crash());
+    const updates = this.options.updates;
+    if (this.updater && updates) {
+      const updater = this.updater;
+      this.updateStep(() => updater.boot());
+      this.every(updates.everyMs, () => {
+        // A check still waiting its turn is enough; checks do not pile up behind a slow one.
+        if (this.checkQueued) return;
+        this.checkQueued = true;
+        this.updateStep(() => {
+          this.checkQueued = false;
+          return updater.check();
+        });
+      });
+    }
+  }
+
+  /**
+   * Run one piece of update work after the others. A simulated power loss or crash in it takes the
+   * device down (abruptly, like `crash`), and its start-up check settles the slots when it comes back.
+   */
+  private updateStep(work: () => Promise<void>): void {
+    this.updateWork = this.updateWork.then(async () => {
+      if (!this.running) return;
+      try {
+        await work();
+        this.emit('counted');
+        void this.reportState();
+      } catch (err) {
+        if (!(err instanceof SimulatedOutage)) {
+          this.log?.warn({ err }, `update work failed: ${(err as Error).message}`);
+          return;
+        }
+        this.log?.info({ step: err.step }, err.message);
+        if (err.kind === 'crash') this.count('crashes');
+        else this.emit('counted');
+        await this.restart(true, this.options.updates!.downMs);
+      }
+    });
   }
 
   private async shutdown(abrupt = false): Promise<void> {
@@ -415,7 +490,7 @@ export class VirtualDevice extends EventEmitter<{ counted: [] }> {
   private async reportState(): Promise<void> {
     try {
       await this.shadow?.report({
-        firmware: SIMULATED_FIRMWARE,
+        firmware: this.updater?.runningVersion() ?? SIMULATED_FIRMWARE,
         profile: this.profile.name,
         telemetryEveryMs: this.telemetryEveryMs,
       });

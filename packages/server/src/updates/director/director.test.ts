@@ -46,7 +46,7 @@ describe('director and the agent update loop (Uptane style)', { timeout: 60_000 
   };
   const db = () => t.platform.updates.storage.db;
 
-  async function enroll(id: string): Promise<Device> {
+  async function enroll(id: string, options: { selfTest?: string } = {}): Promise<Device> {
     const r = await t.call('POST', '/api/v1/devices', { body: { id, model: 'DW100' } });
     expect(r.status).toBe(201);
     const tok = await t.call('POST', '/api/v1/enrollment-tokens', {
@@ -72,7 +72,7 @@ describe('director and the agent update loop (Uptane style)', { timeout: 60_000 
       dataDir,
       counter: new FileRollbackCounter(join(dataDir, 'slots', 'counters.json')),
       log,
-      selfTest: { timeoutMs: 5000 },
+      selfTest: { timeoutMs: 5000, ...(options.selfTest ? { command: options.selfTest } : {}) },
       maxBootAttempts: 3,
       commitTimeoutMs: 60_000,
       signer: async () => ({ deviceId: id, publicKey, sign: (d) => anchor.sign(d) }),
@@ -336,6 +336,27 @@ describe('director and the agent update loop (Uptane style)', { timeout: 60_000 
     expect(shown.body.devices).toEqual([expect.objectContaining({ deviceId: dev.id, state: 'succeeded' })]);
     await t.platform.deployments.tick();
     expect((await t.call('GET', `/api/v1/deployments/${id}`)).body.deployment.state).toBe('completed');
+  });
+
+  it('counts a rollback as a failure of the deployment, and does not ask the device for that release again', async () => {
+    const faulty = await enroll('DIR-0009', { selfTest: 'exit 3' });
+    const up = await upload(
+      'name=fw&version=4.0.0&model=DW100&releaseCounter=30&fileName=fw.bin',
+      Buffer.concat([v1, Buffer.from('release 4.0.0')]),
+    );
+    const created = await t.call('POST', '/api/v1/deployments', {
+      body: { release: up.path, target: { devices: [faulty.id] }, ratePerMinute: 60 },
+    });
+    expect(created.status, JSON.stringify(created.body)).toBe(201);
+    await t.platform.deployments.tick();
+    const r = await faulty.client().check();
+    expect(r).toMatchObject({ outcome: 'installed', receiptSent: true });
+    expect(r.result?.outcome).toBe('rolled-back');
+    const shown = await t.call('GET', `/api/v1/deployments/${created.body.id}`);
+    expect(shown.body.devices).toEqual([
+      expect.objectContaining({ deviceId: faulty.id, state: 'rolled-back' }),
+    ]);
+    expect((await faulty.client().check()).outcome).toBe('nothing-assigned');
   });
 
   describe('a hostile updates listener (a test server in front of the real one)', () => {

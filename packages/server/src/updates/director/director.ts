@@ -19,7 +19,7 @@ import { deviceIdOf } from '../../gateway/gateway.js';
 import type { KeyStore, PlatformKey } from '../../keystore/index.js';
 import type { Db, Executor, Storage, Tx } from '../../storage/index.js';
 import { isoNow } from '../../time.js';
-import { tableAssignments, type DirectorAssignments } from './assignments.js';
+import { tableAssignments, unassign, type DirectorAssignments } from './assignments.js';
 
 type TufJSON = Parameters<typeof Key.fromJSON>[1];
 
@@ -362,6 +362,9 @@ export class Director {
           ...(receipt.reason ? { reason: receipt.reason } : {}),
         },
       });
+      // A device that rolled the assigned release back is not asked to install it again.
+      if (receipt.outcome !== 'committed' && assignment && release && assignment.path === release.path)
+        await unassign(tx, device.deviceId);
       // The deployment that assigned this release counts the device as done (in the same commit).
       if (deploymentId !== null && release)
         await this.outcomes?.(tx, {
