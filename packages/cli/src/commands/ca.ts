@@ -17,6 +17,7 @@ import { withClient } from '../connection.js';
 import { CliError, EXIT } from '../errors.js';
 import { color, output, printFields, printJson, printTable, shortTime } from '../output.js';
 import { loadServer } from '../server.js';
+import { readPassphrase as sharedReadPassphrase } from '../passphrase.js';
 
 const KEY_ALGORITHMS = ['ec-p256', 'ec-p384', 'rsa-2048', 'rsa-3072'] as const;
 export const PASSPHRASE_ENV = 'RAMPART_EXPORT_PASSPHRASE';
@@ -29,26 +30,7 @@ const seg = (s: string) => encodeURIComponent(s);
  * input; its first line) or RAMPART_EXPORT_PASSPHRASE. Never a flag value: argv is visible to other users.
  */
 export function readPassphrase(o: { passphraseFile?: string }, env = process.env): string {
-  if (o.passphraseFile) {
-    let text: string;
-    try {
-      text = readFileSync(o.passphraseFile === '-' ? 0 : o.passphraseFile, 'utf8');
-    } catch (err) {
-      throw new CliError(
-        `cannot read passphrase file ${o.passphraseFile}: ${(err as Error).message}`,
-        EXIT.usage,
-      );
-    }
-    const passphrase = text.split(/\r?\n/)[0] ?? '';
-    if (!passphrase) throw new CliError(`passphrase file ${o.passphraseFile} is empty`, EXIT.usage);
-    return passphrase;
-  }
-  const fromEnv = env[PASSPHRASE_ENV];
-  if (fromEnv) return fromEnv;
-  throw new CliError('no passphrase for the root key', EXIT.usage, [
-    `set ${PASSPHRASE_ENV} or pass --passphrase-file FILE (- reads standard input)`,
-    'it is never taken as a flag value: other users of the machine can read the command line',
-  ]);
+  return sharedReadPassphrase(o, { envVar: PASSPHRASE_ENV, what: 'the root key' }, env);
 }
 
 function keyStateText(ca: CertificateAuthority): string {

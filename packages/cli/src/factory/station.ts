@@ -5,11 +5,12 @@ import {
   generateKeyPairSync,
   type KeyObject,
 } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { keyIdOf } from '@rampart/shared/provisioning';
 import { CliError, EXIT } from '../errors.js';
 import { createFile, readStationFile, readStationJson, replaceFile } from './files.js';
+import { readPassphrase as sharedReadPassphrase } from '../passphrase.js';
 
 /**
  * A factory station: a directory on an offline machine that holds the station's key (encrypted at
@@ -96,26 +97,7 @@ export interface StationCa {
  * its first line) or RAMPART_STATION_PASSPHRASE. Never a flag value: argv is visible to other users.
  */
 export function readStationPassphrase(o: { passphraseFile?: string }, env = process.env): string {
-  if (o.passphraseFile) {
-    let text: string;
-    try {
-      text = readFileSync(o.passphraseFile === '-' ? 0 : o.passphraseFile, 'utf8');
-    } catch (err) {
-      throw new CliError(
-        `cannot read passphrase file ${o.passphraseFile}: ${(err as Error).message}`,
-        EXIT.usage,
-      );
-    }
-    const passphrase = text.split(/\r?\n/)[0] ?? '';
-    if (!passphrase) throw new CliError(`passphrase file ${o.passphraseFile} is empty`, EXIT.usage);
-    return passphrase;
-  }
-  const fromEnv = env[PASSPHRASE_ENV];
-  if (fromEnv) return fromEnv;
-  throw new CliError('no passphrase for the station key', EXIT.usage, [
-    `set ${PASSPHRASE_ENV} or pass --passphrase-file FILE (- reads standard input)`,
-    'it is never taken as a flag value: other users of the machine can read the command line',
-  ]);
+  return sharedReadPassphrase(o, { envVar: PASSPHRASE_ENV, what: 'the station key' }, env);
 }
 
 /** `rampart factory init`: a new station key, encrypted at rest, and the station's record. */
