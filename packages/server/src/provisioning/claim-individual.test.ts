@@ -19,18 +19,44 @@ let tp: TestPlatform;
 let peers: PkiPeers;
 const MODEL = 'cl100';
 
-async function claimEnroll(name: string, deviceId: string, claim = 'claim') {
+/** EST simpleenroll with curl, `<holder>.crt`/`<holder>.key` as the TLS client certificate. */
+function enrollWithCert(name: string, deviceId: string, holder: string, csrOpts: { key?: string } = {}) {
   return peers.curl([
     '--cert',
-    peers.path(`${claim}.crt`),
+    peers.path(`${holder}.crt`),
     '--key',
-    peers.path(`${claim}.key`),
+    peers.path(`${holder}.key`),
     '-H',
     'Content-Type: application/pkcs10',
     '--data-binary',
-    `@${peers.csr(name, deviceId)}`,
+    `@${peers.csr(name, deviceId, csrOpts)}`,
     `${peers.est}/simpleenroll`,
   ]);
+}
+
+const claimEnroll = (name: string, deviceId: string, claim = 'claim') =>
+  enrollWithCert(name, deviceId, claim);
+
+/** A self-signed P-256 certificate made by openssl as `<name>.crt`/`<name>.key`; openssl's output. */
+function selfSigned(name: string, cn: string, extra: string[] = []): string {
+  return peers.openssl(
+    'req',
+    '-x509',
+    '-newkey',
+    'ec',
+    '-pkeyopt',
+    'ec_paramgen_curve:P-256',
+    '-nodes',
+    '-keyout',
+    `${name}.key`,
+    '-out',
+    `${name}.crt`,
+    '-days',
+    '30',
+    '-subj',
+    `/CN=${cn}`,
+    ...extra,
+  );
 }
 
 async function createPolicy(body: Record<string, unknown>) {
@@ -127,25 +153,10 @@ describe('claim-certificate enrollment', () => {
 
   it('refuses a look-alike claim certificate Rampart did not issue, and a revoked one', async () => {
     // Same SAN, self-signed: TLS proves the key, but Rampart never issued this certificate.
-    peers.openssl(
-      'req',
-      '-x509',
-      '-newkey',
-      'ec',
-      '-pkeyopt',
-      'ec_paramgen_curve:P-256',
-      '-nodes',
-      '-keyout',
-      'fake.key',
-      '-out',
-      'fake.crt',
-      '-days',
-      '30',
-      '-subj',
-      '/CN=Claim batch-7-claim',
+    selfSigned('fake', 'Claim batch-7-claim', [
       '-addext',
       'subjectAltName=URI:urn:rampart:claim:batch-7-claim',
-    );
+    ]);
     const fake = await claimEnroll('cl-2f', 'cl-2', 'fake');
     expect(fake.status).toBe(401);
     expect(fake.body.toString()).toMatch(/not issued by this Rampart/);
@@ -179,37 +190,6 @@ describe('claim-certificate enrollment', () => {
 });
 
 describe('individual enrollment', () => {
-  const selfSigned = (name: string, cn: string) =>
-    peers.openssl(
-      'req',
-      '-x509',
-      '-newkey',
-      'ec',
-      '-pkeyopt',
-      'ec_paramgen_curve:P-256',
-      '-nodes',
-      '-keyout',
-      `${name}.key`,
-      '-out',
-      `${name}.crt`,
-      '-days',
-      '30',
-      '-subj',
-      `/CN=${cn}`,
-    );
-  const enrollWith = (name: string, deviceId: string, holder: string, csrOpts: { key?: string } = {}) =>
-    peers.curl([
-      '--cert',
-      peers.path(`${holder}.crt`),
-      '--key',
-      peers.path(`${holder}.key`),
-      '-H',
-      'Content-Type: application/pkcs10',
-      '--data-binary',
-      `@${peers.csr(name, deviceId, csrOpts)}`,
-      `${peers.est}/simpleenroll`,
-    ]);
-
   it('enrolls a device known by its key, for that key only', async () => {
     selfSigned('known', 'ind-1');
     const spki = new X509Certificate(readFileSync(peers.path('known.crt'))).publicKey.export({
@@ -223,16 +203,16 @@ describe('individual enrollment', () => {
       placement: { model: MODEL },
     });
     expect(created.status).toBe(201);
-    const other = await enrollWith('ind-1-other', 'ind-1', 'known');
+    const other = await enrollWithCert('ind-1-other', 'ind-1', 'known');
     expect(other.status).toBe(403);
     expect(other.body.toString()).toMatch(/for its registered key only/);
-    const same = await enrollWith('ind-1', 'ind-1', 'known', { key: peers.path('known.key') });
+    const same = await enrollWithCert('ind-1', 'ind-1', 'known', { key: peers.path('known.key') });
     expect(same.status, same.body.toString()).toBe(200);
     expect((await tp.call('GET', '/api/v1/devices/ind-1')).body).toMatchObject({
       model: MODEL,
       status: 'active',
     });
-    const wrongId = await enrollWith('ind-1-x', 'ind-2', 'known', { key: peers.path('known.key') });
+    const wrongId = await enrollWithCert('ind-1-x', 'ind-2', 'known', { key: peers.path('known.key') });
     expect(wrongId.status).toBe(403);
     expect(wrongId.body.toString()).toMatch(/credentials are for device "ind-1"/);
   });
@@ -253,15 +233,15 @@ describe('individual enrollment', () => {
         })
       ).status,
     ).toBe(201);
-    const r = await enrollWith('ind-2', 'ind-2', 'vendor');
+    const r = await enrollWithCert('ind-2', 'ind-2', 'vendor');
     expect(r.status, r.body.toString()).toBe(200);
     selfSigned('unknown', 'ind-3');
-    const refused = await enrollWith('ind-3', 'ind-3', 'unknown');
+    const refused = await enrollWithCert('ind-3', 'ind-3', 'unknown');
     expect(refused.status).toBe(403);
     expect((await tp.call('GET', '/api/v1/devices/ind-3')).status).toBe(404);
     // A disabled policy enrolls nobody.
     await tp.call('PATCH', '/api/v1/enrollment-policies/ind-2', { body: { enabled: false } });
-    expect((await enrollWith('ind-2b', 'ind-2', 'vendor')).status).toBe(403);
+    expect((await enrollWithCert('ind-2b', 'ind-2', 'vendor')).status).toBe(403);
   });
 });
 
@@ -330,23 +310,7 @@ describe('the device agent with a claim certificate', () => {
 describe('a policy that cannot place the device', () => {
   it('refuses with the reason (409), not an internal error, when the placement model is gone', async () => {
     await tp.call('POST', '/api/v1/device-models', { body: { id: 'gone-1' } });
-    const cert = peers.openssl(
-      'req',
-      '-x509',
-      '-newkey',
-      'ec',
-      '-pkeyopt',
-      'ec_paramgen_curve:P-256',
-      '-nodes',
-      '-keyout',
-      'orphan.key',
-      '-out',
-      'orphan.crt',
-      '-days',
-      '30',
-      '-subj',
-      '/CN=orphan-1',
-    );
+    const cert = selfSigned('orphan', 'orphan-1');
     expect(cert).toBe('');
     const der = new X509Certificate(readFileSync(peers.path('orphan.crt'))).raw;
     expect(
@@ -363,17 +327,7 @@ describe('a policy that cannot place the device', () => {
       ).status,
     ).toBe(201);
     expect((await tp.call('DELETE', '/api/v1/device-models/gone-1')).status).toBe(200);
-    const r = await peers.curl([
-      '--cert',
-      peers.path('orphan.crt'),
-      '--key',
-      peers.path('orphan.key'),
-      '-H',
-      'Content-Type: application/pkcs10',
-      '--data-binary',
-      `@${peers.csr('orphan-1', 'orphan-1')}`,
-      `${peers.est}/simpleenroll`,
-    ]);
+    const r = await enrollWithCert('orphan-1', 'orphan-1', 'orphan');
     expect(r.status).toBe(409);
     expect(r.body.toString()).toMatch(/device model gone-1 is not registered/);
   });
