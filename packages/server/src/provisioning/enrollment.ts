@@ -60,7 +60,12 @@ export class ZeroTouchPolicy implements EnrollmentPolicy {
     );
   }
 
-  async decide(db: Executor, ctx: EnrollmentContext): Promise<EnrollmentDecision> {
+  /** `redeemed`: the token's lookup when the caller made it already (the router does). */
+  async decide(
+    db: Executor,
+    ctx: EnrollmentContext,
+    redeemed?: AttestationResultsTable | string,
+  ): Promise<EnrollmentDecision> {
     const claimed = ctx.csr.commonName ?? undefined;
     let result: AttestationResultsTable | null = null;
     // With a token, the device is the one its attestation found in a manifest (the birth
@@ -68,7 +73,7 @@ export class ZeroTouchPolicy implements EnrollmentPolicy {
     let record: ManifestRecord | null = null;
     let birthPem: string;
     if (ctx.credentials.attestationToken) {
-      const r = await this.attestation.redeemable(db, ctx.credentials.attestationToken);
+      const r = redeemed ?? (await this.attestation.redeemable(db, ctx.credentials.attestationToken));
       if (typeof r === 'string') throw new EnrollmentRefusal(401, r, claimed);
       result = r;
       if (!r.birth_fingerprint)
@@ -192,20 +197,22 @@ export class ProvisioningEnrollment implements EnrollmentPolicy {
     if (leaf && claimPolicyOf(leaf) !== null) return this.claim.decide(db, ctx, leaf);
     let keyFingerprint: string | null = null;
     let certFingerprint: string | null = null;
+    let redeemed: AttestationResultsTable | string | undefined;
     if (leaf) {
       keyFingerprint = keyFingerprintOf(leaf.publicKey.export({ type: 'spki', format: 'der' }));
       certFingerprint = certificateFingerprint(leaf);
     } else if (ctx.credentials.attestationToken) {
       // A token earned without a birth certificate: the evidence was signed by the device key.
-      const r = await this.attestation.redeemable(db, ctx.credentials.attestationToken);
-      if (typeof r !== 'string' && !r.birth_fingerprint) keyFingerprint = r.key_fingerprint;
+      redeemed = await this.attestation.redeemable(db, ctx.credentials.attestationToken);
+      if (typeof redeemed !== 'string' && !redeemed.birth_fingerprint)
+        keyFingerprint = redeemed.key_fingerprint;
     }
     const match = await this.individual.match(db, {
       keyFingerprint,
       certificateFingerprint: certFingerprint,
     });
     if (match) return this.individual.decide(db, ctx, match);
-    return this.zeroTouch.decide(db, ctx);
+    return this.zeroTouch.decide(db, ctx, redeemed);
   }
 }
 
