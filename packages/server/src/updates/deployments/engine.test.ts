@@ -9,6 +9,8 @@ import { isWindowOpen, parseWindows } from './windows.js';
 
 const RELEASE = 'DW100/fw-2.0.0.bin';
 const OTHER = 'DW100/fw-2.1.0.bin';
+/** A release for hardware revision B of the DW100 only. */
+const REV_B = 'DW100/fw-2.2.0-revb.bin';
 const MINUTE = 60_000;
 
 describe('maintenance windows', () => {
@@ -122,10 +124,11 @@ describe.each(DIALECTS)('deployment engine on %s', (dialect) => {
       .insertInto('update_artifacts')
       .values({ sha256: 'a'.repeat(64), length: 10, location: 'x', created_at: '2025-01-01T00:00:00.000Z' })
       .execute();
-    for (const [path, state] of [
-      [RELEASE, 'published'],
-      [OTHER, 'published'],
-      ['DW100/fw-3.0.0.bin', 'pending'],
+    for (const [path, state, custom] of [
+      [RELEASE, 'published', { models: ['DW100'] }],
+      [OTHER, 'published', { models: ['DW100'] }],
+      ['DW100/fw-3.0.0.bin', 'pending', { models: ['DW100'] }],
+      [REV_B, 'published', { models: ['DW100'], hardwareRevisions: ['B'] }],
     ] as const)
       await db
         .insertInto('update_releases')
@@ -138,7 +141,7 @@ describe.each(DIALECTS)('deployment engine on %s', (dialect) => {
           length: 10,
           first_model: 'DW100',
           release_counter: 1,
-          custom: '{}',
+          custom: JSON.stringify(custom),
           state,
           signing_request: null,
           created_at: '2025-01-01T00:00:00.000Z',
@@ -324,6 +327,45 @@ describe.each(DIALECTS)('deployment engine on %s', (dialect) => {
       [low.id, 'superseded'],
       [low.id, 'assigned'],
     ]);
+  });
+
+  it('refuses a target with devices the release does not fit (model, hardware revision), naming them and the fix', async () => {
+    const db = t.storage.db;
+    await fleet.models.create(db, { id: 'GW200' });
+    await fleet.devices.create(db, { id: 'gw-1', model: 'GW200' });
+    await fleet.groups.create(db, { id: 'mixed' });
+    await fleet.groups.addMembers(db, 'mixed', ['dev-000', 'gw-1']);
+    const list = await rejectionOf(create({ target: { devices: ['dev-000', 'gw-1'] } }));
+    expect(list.code).toBe('VALIDATION');
+    expect(list.errors[0]?.field).toBe('target.devices');
+    expect(list.message).toMatch(
+      /1 device\(s\) .* do not fit release DW100\/fw-2\.0\.0\.bin, which is for DW100: gw-1 \(GW200\)/,
+    );
+    const group = await rejectionOf(create({ target: { group: 'mixed' } }));
+    expect(group.message).toContain('group = "mixed" and model = "DW100"');
+    const query = await rejectionOf(create({ target: { query: 'model in ("DW100", "GW200")' } }));
+    expect(query.message).toContain('and model = "DW100"');
+    // A release for revision B: a DW100 without a revision, or of revision A, does not fit either.
+    const rev = await rejectionOf(create({ target: { devices: ['dev-000'] }, release: REV_B }));
+    expect(rev.message).toContain('hardware revision(s) B');
+    expect(await db.selectFrom('deployments').select('id').execute()).toEqual([]);
+    // Narrowed to the devices that fit, it is accepted.
+    expect((await create({ target: { query: 'group = "mixed" and model = "DW100"' } })).counts.total).toBe(1);
+  });
+
+  it('in continuous mode leaves out a device entering the target that the release does not fit', async () => {
+    const db = t.storage.db;
+    await fleet.models.create(db, { id: 'GW200' });
+    await fleet.groups.create(db, { id: 'site' });
+    await fleet.groups.addMembers(db, 'site', ['dev-000']);
+    const cont = await create({ target: { group: 'site' }, continuous: true, ratePerMinute: 60 });
+    await fleet.devices.create(db, { id: 'gw-2', model: 'GW200' });
+    await fleet.groups.addMembers(db, 'site', ['gw-2', 'dev-001']);
+    await at(0);
+    await at(1);
+    await at(1);
+    const rows = (await stateOf(cont.id)).map((x) => x.deviceId).sort();
+    expect(rows).toEqual(['dev-000', 'dev-001']);
   });
 
   it('refuses an unknown or unpublished release, unknown devices and groups, bad queries and windows', async () => {

@@ -128,6 +128,28 @@ export class DeploymentEngine {
     const devices = await this.resolveTarget(tx, kind, value);
     const priority = body.priority ?? 0;
 
+    // Every device in the target must be one the release fits: its model, and its hardware
+    // revision when the release names revisions. The agent would refuse the others anyway.
+    const fits = await this.releaseFit(tx, body.release);
+    const misfits = await this.misfits(tx, devices, fits);
+    if (misfits.length) {
+      const sample = misfits
+        .slice(0, 5)
+        .map((m) => `${m.id} (${m.model}${m.revision ? ` rev ${m.revision}` : ''})`)
+        .join(', ');
+      const narrow =
+        kind === 'query'
+          ? `add \`and model = "${fits.models[0]}"\` to the query`
+          : kind === 'group'
+            ? `target the query \`group = "${value}" and model = "${fits.models[0]}"\` instead`
+            : 'leave them out of the list';
+      const message =
+        `${misfits.length} device(s) in the target do not fit release ${body.release}, which is for ` +
+        `${fits.models.join(', ')}${fits.revisions ? ` hardware revision(s) ${fits.revisions.join(', ')}` : ''}: ` +
+        `${sample}${misfits.length > 5 ? ', …' : ''}; ${narrow}`;
+      throw new RampartError('VALIDATION', message, [{ field: `target.${kind}`, message }]);
+    }
+
     // One active deployment per device: equal priority overlapping is refused; a higher priority
     // takes devices over; devices held by a higher-priority deployment are left to it.
     const holders = await this.holders(tx, devices);
@@ -362,7 +384,13 @@ export class DeploymentEngine {
         .where('device_id', 'in', part)
         .where('state', '=', 'pending')
         .execute();
-    const entered = target.filter((dev) => !knownIds.has(dev));
+    // Devices entering the target that the release does not fit are left out (and not retried).
+    let entered = target.filter((dev) => !knownIds.has(dev));
+    if (!entered.length) return;
+    const misfit = new Set(
+      (await this.misfits(tx, entered, await this.releaseFit(tx, d.release_path))).map((m) => m.id),
+    );
+    entered = entered.filter((dev) => !misfit.has(dev));
     if (!entered.length) return;
     const holders = await this.holders(tx, entered, d.id);
     const seq = known.reduce((m, r) => Math.max(m, r.seq), 0) + 1;
@@ -526,6 +554,44 @@ export class DeploymentEngine {
         : await compileFleetQuery(tx, this.dialect, value);
     const rows = await tx.selectFrom('devices').select('id').where(filter).orderBy('id').execute();
     return rows.map((r) => r.id);
+  }
+
+  /** The models and hardware revisions a release is for (from its signed target metadata). */
+  private async releaseFit(
+    tx: Executor,
+    path: string,
+  ): Promise<{ models: string[]; revisions: string[] | null }> {
+    const row = await tx
+      .selectFrom('update_releases')
+      .select('custom')
+      .where('path', '=', path)
+      .executeTakeFirstOrThrow();
+    const custom = JSON.parse(row.custom) as { models: string[]; hardwareRevisions?: string[] };
+    return { models: custom.models, revisions: custom.hardwareRevisions ?? null };
+  }
+
+  /** The devices a release does not fit: another model, or a hardware revision it does not name. */
+  private async misfits(
+    tx: Executor,
+    devices: readonly string[],
+    fits: { models: string[]; revisions: string[] | null },
+  ): Promise<{ id: string; model: string; revision: string | null }[]> {
+    const out: { id: string; model: string; revision: string | null }[] = [];
+    for (const part of chunks([...devices], IN_CHUNK)) {
+      const rows = await tx
+        .selectFrom('devices')
+        .select(['id', 'model_id', 'hardware_revision'])
+        .where('id', 'in', part)
+        .execute();
+      for (const r of rows)
+        if (
+          !fits.models.includes(r.model_id) ||
+          (fits.revisions !== null &&
+            (r.hardware_revision === null || !fits.revisions.includes(r.hardware_revision)))
+        )
+          out.push({ id: r.id, model: r.model_id, revision: r.hardware_revision });
+    }
+    return out.sort((a, b) => a.id.localeCompare(b.id));
   }
 
   /** Active deployments (other than `except`) holding each of these devices (pending or assigned). */
