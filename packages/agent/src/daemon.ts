@@ -147,6 +147,8 @@ export interface AgentDaemonOptions {
   est: EstClient;
   /** Periodic update checks (updates.checkIntervalSeconds), when given. */
   updates?: UpdateClient;
+  /** The signed receipt of an update decided at this start, delivered to the director through `updates`. */
+  receipt?: string | null;
 }
 
 /** How often the status file is refreshed while nothing else changes. */
@@ -175,6 +177,9 @@ export class AgentDaemon {
   private statusTimer: NodeJS.Timeout | null = null;
   private updateTimer: NodeJS.Timeout | null = null;
   private checking = false;
+  /** A signed receipt the director has not taken yet: sent again at every connection and update check. */
+  private unsentReceipt: string | null = null;
+  private sendingReceipt: Promise<void> | null = null;
 
   private constructor(options: AgentDaemonOptions) {
     this.options = options;
@@ -235,9 +240,11 @@ export class AgentDaemon {
         this.writeStatus();
       },
     });
-    this.connection.on('state', () => {
+    this.connection.on('state', (state) => {
       this.since = new Date();
       this.writeStatus();
+      // Online again: the platform is reachable, so a receipt that could not be sent goes now.
+      if (state === 'online') void this.deliverReceipt();
     });
     this.connection.on('offline', (e: OfflineEvent) => {
       this.lastFailure = { kind: e.failure.kind, message: e.failure.message, at: new Date().toISOString() };
@@ -271,6 +278,32 @@ export class AgentDaemon {
       this.updateTimer = setInterval(() => this.checkForUpdate(), every);
       this.updateTimer.unref();
     }
+    if (options.receipt) {
+      this.unsentReceipt = options.receipt;
+      void this.deliverReceipt();
+    }
+  }
+
+  /**
+   * Send the receipt the director has not taken yet, if any. One that cannot be delivered (the
+   * network is not up yet after a reboot, the platform is down) is kept and sent again, so that a
+   * deployment still counts the device. One the director refuses is dropped: sending it again
+   * cannot change the answer.
+   */
+  private deliverReceipt(): Promise<void> {
+    const { updates, log } = this.options;
+    const file = this.unsentReceipt;
+    if (!updates || !file || this.stopping) return Promise.resolve();
+    this.sendingReceipt ??= updates
+      .sendReceipt(file)
+      .then((delivery) => {
+        if (delivery === 'unreachable' || this.unsentReceipt !== file) return;
+        this.unsentReceipt = null;
+        if (delivery === 'delivered') log.info({ receipt: file }, 'update receipt delivered to the platform');
+        else log.warn({ receipt: file }, 'the director refused the update receipt; it is not sent again');
+      })
+      .finally(() => (this.sendingReceipt = null));
+    return this.sendingReceipt;
   }
 
   /** One update cycle; its failures are logged (refusals as `update.refused`), never fatal. */
@@ -278,11 +311,12 @@ export class AgentDaemon {
     const updates = this.options.updates;
     if (!updates || this.checking || this.stopping) return;
     this.checking = true;
-    updates
-      .check()
-      .then((r) =>
-        this.options.log.info({ update: r.outcome, target: r.target }, `update check: ${r.detail}`),
-      )
+    this.deliverReceipt()
+      .then(() => updates.check())
+      .then((r) => {
+        this.options.log.info({ update: r.outcome, target: r.target }, `update check: ${r.detail}`);
+        if (r.result?.receipt && !r.receiptSent) this.unsentReceipt = r.result.receipt;
+      })
       .catch((err: unknown) =>
         this.options.log.warn({ err }, `update check failed: ${(err as Error).message}`),
       )

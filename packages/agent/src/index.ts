@@ -151,6 +151,7 @@ export { mutualTlsIdentity, type MutualTlsIdentity } from './identity/current.js
 export {
   UpdateClient,
   type DirectorIdentity,
+  type ReceiptDelivery,
   type UpdateCheck,
   type UpdateClientOptions,
 } from './updates/client.js';

@@ -268,6 +268,7 @@ async function startLocked(
       logger.child({ component: 'updates' }),
     );
     await updates.open();
+    updates.onServed((kind, bytes) => metrics.updatesServedBytes.inc({ kind }, bytes));
     updatesListener = buildUpdatesListener(updates, logger.child({ component: 'updates' }));
     let updatesAddress: AddressInfo;
     try {
@@ -456,7 +457,7 @@ async function startLocked(
         running.identity.stop();
         audit.stopSealer();
         running.commands.stop();
-        running.updates.stop();
+        await running.updates.stop();
         await running.deploymentScheduler.stop();
         await running.broker.close();
         await running.gateway.stats.stop();

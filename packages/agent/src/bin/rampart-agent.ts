@@ -453,14 +453,21 @@ async function runAction(o: RunFlags, cmd: Command) {
   const updates = config.updates.model
     ? updateClientFor({ config, anchor, store, installer, log })
     : undefined;
-  // An update decided at this start (committed after a reboot, rolled back after a crash loop)
-  // is reported like one decided while running, so that its deployment counts it.
-  if (updates && booted?.receipt) void updates.sendReceipt(booted.receipt);
   if (!updates && config.updates.checkIntervalSeconds > 0)
     log.warn(
       'periodic update checks are off: set updates.model (the device model releases are checked against)',
     );
-  const daemon = AgentDaemon.start({ config, log, anchor, store, est, ...(updates ? { updates } : {}) });
+  // An update decided at this start (committed after a reboot, rolled back after a crash loop) is
+  // reported like one decided while running, so that its deployment counts it; the daemon sends
+  // its receipt, and again when the platform could not be reached.
+  const daemon = AgentDaemon.start({
+    config,
+    log,
+    anchor,
+    store,
+    est,
+    ...(updates ? { updates, receipt: booted?.receipt ?? null } : {}),
+  });
   const stop = (signal: NodeJS.Signals) => {
     log.info({ signal }, `${signal}: stopping (flushing the offline queue)`);
     void daemon.stop();
@@ -783,7 +790,9 @@ update
   .command('check')
   .description(
     'Run one update cycle: ask the director what this device must install, check it against the release repository ' +
-      '(path, length, hashes, model, hardware revision, release counter), download it chunk-verified, install it and ' +
+      '(path, length, hashes, model, hardware revision, release counter), download it chunk-verified — only a patch ' +
+      'when the release offers a delta from the image this device runs, the full image otherwise or when the patch ' +
+      'fails — install it and ' +
       'send the signed receipt. Exit 0 when nothing is to do or the release was installed and committed; 1 when it ' +
       'rolled back or the download failed; 3 when the platform cannot be reached; 4 when the update is refused ' +
       '(the repositories disagree, another model, a rollback, expired metadata) or the platform refuses the device',
@@ -793,6 +802,7 @@ update
     examples(
       'rampart-agent update check',
       'rampart-agent update check --json | jq .outcome',
+      "rampart-agent update check --json | jq '{transfer, downloadedBytes}'",
       'RAMPART_AGENT_UPDATES_MODEL=DW100 rampart-agent update check',
     ),
   )
@@ -806,7 +816,10 @@ update
       const r: UpdateCheck = await updateClientFor({ config, anchor, store, installer, log }).check();
       print(opts.json, r, () =>
         r.result
-          ? updateResultText(r.result) +
+          ? (r.transfer
+              ? `downloaded ${r.downloadedBytes ?? 0} bytes: ${r.transfer === 'delta' ? 'a delta from the running image' : 'the full image'}\n`
+              : '') +
+            updateResultText(r.result) +
             (r.receiptSent ? 'receipt sent to the platform\n' : 'receipt NOT sent yet\n')
           : `${r.detail}\n`,
       );

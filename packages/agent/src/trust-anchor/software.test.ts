@@ -1,7 +1,8 @@
 import { chmodSync, mkdtempSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { sign, verify } from 'node:crypto';
+import { randomBytes, sign, verify } from 'node:crypto';
+import { CompactEncrypt } from 'jose';
 import { describe, expect, it } from 'vitest';
 import { SoftwareTrustAnchor } from './software.js';
 
@@ -44,5 +45,22 @@ describe('software trust anchor for TLS', () => {
     expect(key?.type).toBe('private');
     // The TLS key is the identity key itself: what it signs verifies with the anchor's public key.
     expect(verify('sha256', Buffer.from('x'), pub, sign('sha256', Buffer.from('x'), key!))).toBe(true);
+  });
+
+  it('unwraps a JWE (ECDH-ES+A256KW) encrypted to its key, and nothing encrypted to another key', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'agent-'));
+    const anchor = new SoftwareTrustAnchor(join(dir, 'key.pem'));
+    await expect(anchor.unwrapKey('a.b.c.d.e')).rejects.toThrow(/no identity key yet/);
+    const pub = await anchor.ensureKey();
+    const secret = randomBytes(32);
+    const jwe = await new CompactEncrypt(secret)
+      .setProtectedHeader({ alg: 'ECDH-ES+A256KW', enc: 'A256GCM' })
+      .encrypt(pub);
+    expect(Buffer.from(await anchor.unwrapKey(jwe)).equals(secret)).toBe(true);
+    const other = await new SoftwareTrustAnchor(join(dir, 'other.pem')).ensureKey();
+    const toOther = await new CompactEncrypt(secret)
+      .setProtectedHeader({ alg: 'ECDH-ES+A256KW', enc: 'A256GCM' })
+      .encrypt(other);
+    await expect(anchor.unwrapKey(toOther)).rejects.toThrow();
   });
 });

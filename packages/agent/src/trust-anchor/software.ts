@@ -1,6 +1,8 @@
 import { createPrivateKey, createPublicKey, generateKeyPairSync, sign, type KeyObject } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
+import { compactDecrypt } from 'jose';
+import { CONTENT_KEY_ALG, CONTENT_KEY_ENC } from '@rampart/shared/updates';
 import { AgentError } from '../errors.js';
 import type { TrustAnchor } from './trust-anchor.js';
 
@@ -50,6 +52,21 @@ export class SoftwareTrustAnchor implements TrustAnchor {
   /** The key file's key, for mutual TLS; null before `ensureKey`. */
   async tlsKey(): Promise<KeyObject | null> {
     return this.load();
+  }
+
+  /** Open a JWE encrypted to the device key (ECDH-ES+A256KW / A256GCM only); throws when it does not open. */
+  async unwrapKey(jwe: string): Promise<Uint8Array> {
+    const k = this.load();
+    if (!k)
+      throw new AgentError(
+        'TRUST_ANCHOR',
+        'the device has no identity key yet; run: rampart-agent identity init',
+      );
+    const { plaintext } = await compactDecrypt(jwe, k, {
+      keyManagementAlgorithms: [CONTENT_KEY_ALG],
+      contentEncryptionAlgorithms: [CONTENT_KEY_ENC],
+    });
+    return plaintext;
   }
 
   async sign(data: Uint8Array): Promise<Buffer> {

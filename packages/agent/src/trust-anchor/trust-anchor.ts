@@ -25,6 +25,13 @@ export interface TrustAnchor {
    */
   tlsKey(): Promise<KeyObject | null>;
   /**
+   * Open a JWE (RFC 7516 compact serialization, `ECDH-ES+A256KW` / `A256GCM`) encrypted to the
+   * device key, returning its plaintext: how the content key of an encrypted release reaches the
+   * device. Optional: only the software anchor has it today; without it the agent refuses
+   * encrypted releases.
+   */
+  unwrapKey?(jwe: string): Promise<Uint8Array>;
+  /**
    * Let go of what the anchor holds open (a PKCS#11 session and login), when it has anything; called
    * when the agent is done with the anchor. The anchor opens it again if it is used afterwards.
    */

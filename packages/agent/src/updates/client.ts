@@ -1,11 +1,19 @@
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
-import { request as httpRequest } from 'node:http';
+import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { Agent as HttpAgent, request as httpRequest, type ClientRequestArgs } from 'node:http';
+import type { Duplex } from 'node:stream';
 import { join } from 'node:path';
 import type { Root, Targets } from '@tufjs/models';
 import { Metadata, MetadataKind } from '@tufjs/models';
 import { Updater } from 'tuf-js';
 import type { Logger } from '@rampart/shared/logging';
-import { CUSTOM_KEY, type RampartTarget } from '@rampart/shared/updates';
+import {
+  CUSTOM_KEY,
+  applyDelta,
+  chooseDelta,
+  type DeltaDescriptor,
+  type ImageDigest,
+  type RampartTarget,
+} from '@rampart/shared/updates';
 import type { AgentConfig } from '../config.js';
 import { AgentError } from '../errors.js';
 import { mutualTlsIdentity } from '../identity/current.js';
@@ -14,6 +22,7 @@ import type { TrustAnchor } from '../trust-anchor/trust-anchor.js';
 import { writeFileAtomic } from '../identity/files.js';
 import type { MutualTls } from '../tls/mutual-tls.js';
 import { downloadArtifact, type DownloadOptions } from './download.js';
+import { decryptArtifact, wrappedContentKey } from './decrypt.js';
 import type { Installer, UpdateResult } from './installer.js';
 
 type TufJSON = Parameters<typeof Metadata.fromJSON>[1];
@@ -36,6 +45,8 @@ export interface UpdateClientOptions {
   model: string;
   hardwareRevision?: string;
   installer: Installer;
+  /** The trust anchor, to unwrap the content keys of encrypted releases (refused without `unwrapKey`). */
+  anchor?: Pick<TrustAnchor, 'kind' | 'unwrapKey'>;
   log: Logger;
   timeoutMs?: number;
   /** Retry tuning of the artifact download (the pinned root is always its CA for https). */
@@ -45,6 +56,9 @@ export interface UpdateClientOptions {
   >;
   now?: () => Date;
 }
+
+/** What came of posting a receipt: see `UpdateClient.sendReceipt`. */
+export type ReceiptDelivery = 'delivered' | 'refused' | 'unreachable';
 
 /** What one update check came to. */
 export interface UpdateCheck {
@@ -56,6 +70,15 @@ export interface UpdateCheck {
   result: UpdateResult | null;
   /** Whether the signed receipt reached the platform. */
   receiptSent: boolean;
+  /** When something was downloaded: a patch from the running image (`delta`) or the whole image (`full`). */
+  transfer?: 'delta' | 'full';
+  /** Bytes received over the network for it in this check (a resumed download counts only the rest). */
+  downloadedBytes?: number;
+  /**
+   * Milliseconds: `metadata` from the start of the check until both repositories were refreshed,
+   * verified and found to agree (or until it was clear nothing is assigned); `total` the whole check.
+   */
+  timings?: { metadataMs: number; totalMs: number };
 }
 
 interface Reply {
@@ -74,10 +97,19 @@ interface Reply {
 export class UpdateClient {
   readonly dir: string;
   private readonly o: UpdateClientOptions;
+  private session: DirectorConnection | null = null;
+  /** The identity for the check under way: read once per check (parsing certificates is not free on a device). */
+  private checking: DirectorIdentity | null = null;
+  /** When the check under way had both repositories' metadata verified (for `timings`). */
+  private metadataDone: number | null = null;
 
   constructor(options: UpdateClientOptions) {
     this.o = options;
     this.dir = join(options.dataDir, 'updates');
+  }
+
+  private identity(): Promise<DirectorIdentity> {
+    return this.checking ? Promise.resolve(this.checking) : this.o.identity();
   }
 
   private get now(): Date {
@@ -89,12 +121,66 @@ export class UpdateClient {
     throw new AgentError('UPDATE_REFUSED', `update refused: ${reason}; nothing was installed`);
   }
 
-  /** A request to the director over mutual TLS with the device certificate. */
+  /**
+   * Open one mutual-TLS connection to the director for the requests of a check: the repository,
+   * the director root, this device's targets and the receipt go over a single handshake, which on a
+   * TPM or a token is the slow part. Closed at the end of the check.
+   */
+  private async beginSession(): Promise<void> {
+    this.endSession();
+    const id = await this.identity();
+    const url = new URL(this.o.estUrl);
+    const timeoutMs = this.o.timeoutMs ?? 30_000;
+    this.session = new DirectorConnection(() =>
+      id.tls.connect({
+        host: url.hostname.replace(/^\[|\]$/g, ''),
+        port: Number(url.port || 443),
+        certPem: id.certPem,
+        caPem: id.caPem,
+        timeoutMs,
+      }),
+    );
+  }
+
+  private endSession(): void {
+    this.session?.destroy();
+    this.session = null;
+  }
+
+  /**
+   * A request to the director over mutual TLS with the device certificate, over the session's
+   * connection when one is open. A kept-alive connection the server closed meanwhile (its idle
+   * time-out, during a long install) fails before any answer: the request is sent once more on a
+   * new connection.
+   */
   private async director(method: 'GET' | 'POST', path: string, body?: unknown): Promise<Reply> {
-    const id = await this.o.identity();
+    try {
+      return await this.directorOnce(method, path, body, true);
+    } catch (err) {
+      if (!(err instanceof StaleConnection)) throw err;
+      this.endSession();
+      return this.directorOnce(method, path, body, false);
+    }
+  }
+
+  private async directorOnce(
+    method: 'GET' | 'POST',
+    path: string,
+    body: unknown,
+    reuse: boolean,
+  ): Promise<Reply> {
+    const id = await this.identity();
     const url = new URL(path, this.o.estUrl);
     const data = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
     const timeoutMs = this.o.timeoutMs ?? 30_000;
+    const connect = () =>
+      id.tls.connect({
+        host: url.hostname.replace(/^\[|\]$/g, ''),
+        port: Number(url.port || 443),
+        certPem: id.certPem,
+        caPem: id.caPem,
+        timeoutMs,
+      });
     return new Promise<Reply>((resolve, reject) => {
       const req = httpRequest({
         host: url.hostname,
@@ -107,25 +193,20 @@ export class UpdateClient {
           ...(data ? { 'content-type': 'application/json', 'content-length': String(data.length) } : {}),
         },
         timeout: timeoutMs,
-        createConnection: () =>
-          id.tls.connect({
-            host: url.hostname.replace(/^\[|\]$/g, ''),
-            port: Number(url.port || 443),
-            certPem: id.certPem,
-            caPem: id.caPem,
-            timeoutMs,
-          }),
+        ...(this.session && reuse ? { agent: this.session } : { createConnection: connect }),
       });
       req.on('timeout', () => req.destroy(new Error(`no answer within ${timeoutMs / 1000} s`)));
-      req.on('error', (err) =>
+      req.on('error', (err: NodeJS.ErrnoException) =>
         reject(
-          err instanceof AgentError
-            ? err
-            : new AgentError(
-                'EST_UNREACHABLE',
-                `cannot reach the director at ${url.origin}: ${err.message}; check the network and est.url`,
-                { cause: err },
-              ),
+          req.reusedSocket && ['ECONNRESET', 'EPIPE', 'ECONNABORTED'].includes(err.code ?? '')
+            ? new StaleConnection()
+            : err instanceof AgentError
+              ? err
+              : new AgentError(
+                  'EST_UNREACHABLE',
+                  `cannot reach the director at ${url.origin}: ${err.message}; check the network and est.url`,
+                  { cause: err },
+                ),
         ),
       );
       req.on('response', (res) => {
@@ -232,7 +313,22 @@ export class UpdateClient {
 
   /** Run one update cycle. Throws UPDATE_REFUSED (logged as `update.refused`) for every check that fails. */
   async check(): Promise<UpdateCheck> {
-    const { deviceId } = await this.o.identity();
+    const started = performance.now();
+    this.metadataDone = null;
+    this.checking = await this.o.identity();
+    try {
+      await this.beginSession();
+      const r = await this.cycle();
+      const now = performance.now();
+      return { ...r, timings: { metadataMs: (this.metadataDone ?? now) - started, totalMs: now - started } };
+    } finally {
+      this.endSession();
+      this.checking = null;
+    }
+  }
+
+  private async cycle(): Promise<UpdateCheck> {
+    const { deviceId } = await this.identity();
     const targets = await this.directorTargets(deviceId);
     const listed = Object.values(targets.signed.targets);
     if (listed.length === 0)
@@ -270,6 +366,7 @@ export class UpdateClient {
       this.refuse(`the release repository's metadata does not verify: ${(err as Error).message}`);
     }
     const info = await updater.getTargetInfo(wanted.path);
+    this.metadataDone = performance.now();
     if (!info)
       this.refuse(`the director assigns ${wanted.path}, which the release repository does not have`, {
         target: wanted.path,
@@ -300,7 +397,9 @@ export class UpdateClient {
     const kind = release.kind;
     const state = this.o.installer.state();
     const running = state.slots[state.active];
-    if (running?.sha256 === info.hashes.sha256)
+    // A slot holds the plaintext: for an encrypted release that is the signed plaintext hash.
+    const encryption = release.encryption;
+    if (running?.sha256 === (encryption?.sha256 ?? info.hashes.sha256))
       return {
         outcome: 'up-to-date',
         detail: `${wanted.path} (version ${release.version}) runs already`,
@@ -314,39 +413,82 @@ export class UpdateClient {
         `release counter ${release.releaseCounter} of ${wanted.path} is below the ${running.releaseCounter} of the running version ${running.version} (rollback)`,
       );
     if (!release.chunks) this.refuse(`${wanted.path} has no chunk hashes to verify its download against`);
+    const refuse = (reason: string, details?: Record<string, unknown>) => this.refuse(reason, details);
+    const wrappedKey = encryption
+      ? wrappedContentKey(
+          this.o.anchor,
+          wanted.path,
+          (wanted.custom as { director?: unknown }).director,
+          refuse,
+        )
+      : null;
 
     // Download, chunk-verified and resumable, from the consistent-snapshot target URL.
     const slash = wanted.path.lastIndexOf('/');
     const file = wanted.path.slice(slash + 1);
     const url = `${repo.url}/targets/${wanted.path.slice(0, slash + 1)}${info.hashes.sha256}.${file}`;
     const destination = join(downloads, `${info.hashes.sha256}.${file}`);
-    try {
-      await downloadArtifact(
-        {
-          url,
+    const caPem = (await this.identity()).caPem;
+    // A patch from the image in the active slot, when the release offers one (encrypted ones never do).
+    const patched = encryption
+      ? null
+      : await this.buildFromDelta({
+          repoUrl: repo.url,
+          target: wanted.path,
+          deltas: release.deltas,
+          image: { length: info.length, sha256: info.hashes.sha256! },
           destination,
-          length: info.length,
-          sha256: info.hashes.sha256!,
-          chunks: release.chunks,
-        },
-        { ...this.o.download, caPem: (await this.o.identity()).caPem },
-      );
-    } catch (err) {
-      this.o.log.warn(
-        { event: 'update.download-failed', target: wanted.path, err },
-        `the download of ${wanted.path} failed: ${(err as Error).message}`,
-      );
-      throw err;
+          downloads,
+          caPem,
+        });
+    let transfer: Pick<UpdateCheck, 'transfer' | 'downloadedBytes'>;
+    if (patched) transfer = { transfer: 'delta', downloadedBytes: patched.downloadedBytes };
+    else
+      try {
+        const got = await downloadArtifact(
+          {
+            url,
+            destination,
+            length: info.length,
+            sha256: info.hashes.sha256!,
+            chunks: release.chunks,
+          },
+          { ...this.o.download, caPem },
+        );
+        transfer = { transfer: 'full', downloadedBytes: got.transferredBytes };
+      } catch (err) {
+        this.o.log.warn(
+          { event: 'update.download-failed', target: wanted.path, err },
+          `the download of ${wanted.path} failed: ${(err as Error).message}`,
+        );
+        throw err;
+      }
+    // Encrypted: the verified ciphertext is decrypted next to it; the plaintext is removed after the install.
+    const image = encryption ? join(downloads, `${encryption.sha256}.${file}`) : destination;
+    if (encryption)
+      await decryptArtifact({
+        anchor: this.o.anchor!,
+        target: wanted.path,
+        ciphertext: destination,
+        destination: image,
+        encryption,
+        wrappedKey: wrappedKey!,
+        refuse,
+      });
+    let result: UpdateResult;
+    try {
+      result = await this.o.installer.install({
+        file: image,
+        version: release.version,
+        kind,
+        releaseCounter: release.releaseCounter,
+        sha256: encryption?.sha256 ?? info.hashes.sha256!,
+        name: file,
+      });
+    } finally {
+      if (encryption) rmSync(image, { force: true });
     }
-    const result = await this.o.installer.install({
-      file: destination,
-      version: release.version,
-      kind,
-      releaseCounter: release.releaseCounter,
-      sha256: info.hashes.sha256!,
-      name: file,
-    });
-    const receiptSent = result.receipt ? await this.sendReceipt(result.receipt) : false;
+    const receiptSent = result.receipt ? (await this.sendReceipt(result.receipt)) === 'delivered' : false;
     return {
       outcome: 'installed',
       detail: result.detail,
@@ -354,22 +496,93 @@ export class UpdateClient {
       version: release.version,
       result,
       receiptSent,
+      ...transfer,
     };
   }
 
-  /** Post a signed receipt file to the director; false (logged) when it could not be delivered. */
-  async sendReceipt(file: string): Promise<boolean> {
+  /**
+   * Rebuild the target image from a patch, when the signed target offers one whose base is exactly
+   * the image in the active slot (length and SHA-256). The patch is downloaded like an image
+   * (chunk-verified against the signed descriptor, resumable) from its consistent-snapshot URL,
+   * applied by `applyDelta`, which accepts only the signed patch and only a result with the target's
+   * length and SHA-256, and written where the full download would have gone. Null when no patch
+   * fits, or when anything fails — logged as `update.delta-failed`; the caller then downloads the
+   * full image.
+   */
+  private async buildFromDelta(o: {
+    repoUrl: string;
+    target: string;
+    deltas: readonly DeltaDescriptor[] | undefined;
+    image: ImageDigest;
+    destination: string;
+    downloads: string;
+    caPem: string;
+  }): Promise<{ downloadedBytes: number } | null> {
+    const state = this.o.installer.state();
+    const running = state.slots[state.active];
+    const delta = chooseDelta(o.deltas, running);
+    if (!delta || !running) return null;
+    const slash = delta.path.lastIndexOf('/');
+    const file = delta.path.slice(slash + 1);
+    const patchFile = join(o.downloads, `${delta.sha256}.${file}`);
+    const context = { target: o.target, patch: delta.path, from: delta.from.version };
+    try {
+      if (!delta.chunks)
+        throw new AgentError(
+          'UPDATE_REFUSED',
+          'the delta has no chunk hashes to verify its download against',
+        );
+      const got = await downloadArtifact(
+        {
+          url: `${o.repoUrl}/targets/${delta.path.slice(0, slash + 1)}${delta.sha256}.${file}`,
+          destination: patchFile,
+          length: delta.length,
+          sha256: delta.sha256,
+          chunks: delta.chunks,
+        },
+        { ...this.o.download, caPem: o.caPem },
+      );
+      const base = readFileSync(join(this.o.installer.slotDir(state.active), running.name));
+      writeFileAtomic(o.destination, applyDelta(base, readFileSync(patchFile), delta, o.image), 0o600);
+      this.o.log.info(
+        {
+          event: 'update.delta',
+          ...context,
+          downloadedBytes: got.transferredBytes,
+          imageBytes: o.image.length,
+        },
+        `${o.target} rebuilt from a ${delta.length}-byte patch from version ${delta.from.version} (image ${o.image.length} bytes)`,
+      );
+      return { downloadedBytes: got.transferredBytes };
+    } catch (err) {
+      this.o.log.warn(
+        { event: 'update.delta-failed', ...context, err },
+        `the delta from version ${delta.from.version} for ${o.target} could not be used (${(err as Error).message}); downloading the full image`,
+      );
+      return null;
+    } finally {
+      for (const f of [patchFile, `${patchFile}.part`, `${patchFile}.part.json`]) rmSync(f, { force: true });
+    }
+  }
+
+  /**
+   * Post a signed receipt file to the director. `delivered`: the director took it (or had it);
+   * `refused`: it answered with a refusal (a bad or foreign receipt — sending it again cannot help);
+   * `unreachable`: no answer (no network yet, the platform down) — worth sending again. Logged.
+   */
+  async sendReceipt(file: string): Promise<ReceiptDelivery> {
     try {
       const r = await this.director('POST', '/director/v1/receipts', JSON.parse(readFileSync(file, 'utf8')));
-      if (r.status === 200 || r.status === 201) return true;
+      if (r.status === 200 || r.status === 201) return 'delivered';
       this.o.log.warn(
         { status: r.status, body: r.body.toString('utf8').slice(0, 300) },
         'the director refused the receipt',
       );
+      return r.status >= 500 ? 'unreachable' : 'refused';
     } catch (err) {
       this.o.log.warn({ err }, `the receipt could not be sent: ${(err as Error).message}`);
+      return 'unreachable';
     }
-    return false;
   }
 }
 
@@ -402,6 +615,7 @@ export function updateClientFor(opts: {
     model: config.updates.model,
     ...(config.updates.hardwareRevision ? { hardwareRevision: config.updates.hardwareRevision } : {}),
     installer: opts.installer,
+    anchor,
     log: opts.log,
     timeoutMs: config.est.timeoutMs,
     identity: async () => {
@@ -409,4 +623,33 @@ export function updateClientFor(opts: {
       return { deviceId: m.deviceId, certPem: store.clientCertificatePem(), tls: m.tls, caPem: m.rootPem };
     },
   });
+}
+
+/** A kept-alive connection that the server had closed: the request goes again on a new one. */
+class StaleConnection extends Error {}
+
+/**
+ * Keeps one connection to the director open across the requests of an update check. The socket
+ * may be an `openssl s_client` tunnel rather than a net.Socket, so keep-alive and ref/unref are
+ * applied only where the socket has them.
+ */
+class DirectorConnection extends HttpAgent {
+  constructor(private readonly open: () => Duplex) {
+    super({ keepAlive: true, maxSockets: 1 });
+  }
+
+  override createConnection(_options: ClientRequestArgs): Duplex {
+    return this.open();
+  }
+
+  override keepSocketAlive(socket: Duplex): boolean {
+    const s = socket as Duplex & { setKeepAlive?: (on: boolean, ms: number) => void; unref?: () => void };
+    s.setKeepAlive?.(true, 1000);
+    s.unref?.();
+    return true;
+  }
+
+  override reuseSocket(socket: Duplex): void {
+    (socket as Duplex & { ref?: () => void }).ref?.();
+  }
 }

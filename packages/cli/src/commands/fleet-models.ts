@@ -10,6 +10,7 @@ function printModel(m: DeviceModel): void {
   process.stdout.write(
     `${color.bold(m.id)}  ${m.name}\n` +
       (m.description ? `${m.description}\n` : '') +
+      `updates: ${m.encryptUpdates ? 'encrypted (every release for this model)' : 'not encrypted'}\n` +
       color.dim(`created ${m.createdAt}, updated ${m.updatedAt}\n\n`),
   );
   printTable(
@@ -35,8 +36,17 @@ export function modelCommand(): Command {
         .option('--name <name>', 'display name (default: the id)')
         .option('--description <text>', 'what the model is')
         .option('--revision <revision>', 'a hardware revision of the model; repeatable', collect, [])
+        .option(
+          '--encrypt-updates',
+          'encrypt every release for this model (AES-256-GCM; devices need an EC P-256/P-384 key and the software trust anchor)',
+        )
         .action(async (id: string, _o, cmd: Command) => {
-          const o = globalsOf<{ name?: string; description?: string; revision: string[] }>(cmd);
+          const o = globalsOf<{
+            name?: string;
+            description?: string;
+            revision: string[];
+            encryptUpdates?: boolean;
+          }>(cmd);
           const created = await withClient(o, (c) =>
             c.post<DeviceModel>('/api/v1/device-models', {
               id,
@@ -45,6 +55,7 @@ export function modelCommand(): Command {
               ...(o.revision.length
                 ? { hardwareRevisions: o.revision.map((revision) => ({ revision })) }
                 : {}),
+              ...(o.encryptUpdates ? { encryptUpdates: true } : {}),
             }),
           );
           output(o, created, (m) =>
@@ -60,6 +71,7 @@ export function modelCommand(): Command {
       [
         'rampart model create DW100 --name "Door sensor" --revision rev-a --revision rev-b',
         'rampart model create GW-2 --description "LTE gateway" --json',
+        'rampart model create DW300 --encrypt-updates',
       ],
     ),
   );
@@ -76,6 +88,7 @@ export function modelCommand(): Command {
               ['ID', (m) => m.id],
               ['NAME', (m) => m.name],
               ['REVISIONS', (m) => m.hardwareRevisions.map((r) => r.revision).join(', ')],
+              ['ENCRYPTED', (m) => (m.encryptUpdates ? 'yes' : 'no')],
               ['DESCRIPTION', (m) => m.description],
               ['CREATED', (m) => m.createdAt],
             ],
@@ -104,24 +117,41 @@ export function modelCommand(): Command {
   model.addCommand(
     withExamples(
       new Command('update')
-        .description('Change the name or description of a device model')
+        .description('Change the name, the description or the update encryption of a device model')
         .argument('<id>', 'model id')
         .option('--name <name>', 'new display name')
         .option('--description <text>', 'new description')
+        .option(
+          '--encrypt-updates',
+          'encrypt releases created from now on for this model (AES-256-GCM, key wrapped to each device)',
+        )
+        .option('--no-encrypt-updates', 'stop requiring encryption for new releases of this model')
         .action(async (id: string, _o, cmd: Command) => {
-          const o = globalsOf<{ name?: string; description?: string }>(cmd);
-          if (o.name === undefined && o.description === undefined) {
-            throw new CliError('nothing to change: pass --name and/or --description', EXIT.usage);
+          const o = globalsOf<{ name?: string; description?: string; encryptUpdates?: boolean }>(cmd);
+          if (o.name === undefined && o.description === undefined && o.encryptUpdates === undefined) {
+            throw new CliError(
+              'nothing to change: pass --name, --description, --encrypt-updates or --no-encrypt-updates',
+              EXIT.usage,
+            );
           }
           const m = await withClient(o, (c) =>
             c.patch<DeviceModel>(`/api/v1/device-models/${seg(id)}`, {
               ...(o.name !== undefined ? { name: o.name } : {}),
               ...(o.description !== undefined ? { description: o.description } : {}),
+              ...(o.encryptUpdates !== undefined ? { encryptUpdates: o.encryptUpdates } : {}),
             }),
           );
-          output(o, m, (x) => process.stdout.write(`updated device model ${color.bold(x.id)} (${x.name})\n`));
+          output(o, m, (x) =>
+            process.stdout.write(
+              `updated device model ${color.bold(x.id)} (${x.name}${x.encryptUpdates ? ', updates encrypted' : ''})\n`,
+            ),
+          );
         }),
-      ['rampart model update DW100 --name "Door sensor v1" --description "battery powered"'],
+      [
+        'rampart model update DW100 --name "Door sensor v1" --description "battery powered"',
+        'rampart model update DW100 --encrypt-updates',
+        'rampart model update DW100 --no-encrypt-updates',
+      ],
     ),
   );
 

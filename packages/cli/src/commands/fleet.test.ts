@@ -160,6 +160,21 @@ describe('rampart model / device / group', () => {
     expect(shown.groups).toEqual(['berlin']);
   });
 
+  it('switches update encryption of a model on and off', async () => {
+    const created = await cli('model', 'create', 'SECRET-1', '--encrypt-updates', '--json');
+    expect(created.code, created.stderr).toBe(0);
+    expect(JSON.parse(created.stdout).encryptUpdates).toBe(true);
+    const off = await cli('model', 'update', 'SECRET-1', '--no-encrypt-updates', '--json');
+    expect(off.code, off.stderr).toBe(0);
+    expect(JSON.parse(off.stdout).encryptUpdates).toBe(false);
+    const on = await cli('model', 'update', 'SECRET-1', '--encrypt-updates');
+    expect(on.stdout).toContain('updates encrypted');
+    expect((await cli('model', 'show', 'SECRET-1')).stdout).toContain('updates: encrypted');
+    const nothing = await cli('model', 'update', 'SECRET-1');
+    expect(nothing.code).toBe(2);
+    expect(nothing.stderr).toMatch(/--encrypt-updates or --no-encrypt-updates/);
+  });
+
   it('prints help with examples', async () => {
     const importHelp = await runCli(['device', 'import', '--help']);
     expect(importHelp.code).toBe(0);

@@ -1,7 +1,7 @@
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Updater } from 'tuf-js';
 import { startTestPlatform, type TestPlatform } from '../../../server/src/test-support/platform.js';
@@ -78,6 +78,72 @@ describe('rampart release: offline M-of-N approval and root rotation', { timeout
     const usage = await cli(['release', 'create', 'fw.bin', '--version', '1.0.1']);
     expect(usage.code).toBe(2);
     expect(usage.stderr).toMatch(/--model/);
+  });
+
+  it('waits while deltas from the earlier release are generated and shows them; --no-wait returns at once', async () => {
+    const next = Buffer.concat([fw.subarray(0, 10_000), Buffer.from('changed'), fw.subarray(10_007)]);
+    writeFileSync(join(work, 'fw-next.bin'), next);
+    const create = (version: string, ...more: string[]) =>
+      cli([
+        'release',
+        'create',
+        'fw-next.bin',
+        '--name',
+        'fw',
+        '--version',
+        version,
+        '--model',
+        'DW100',
+        ...more,
+      ]);
+    const r = await create('1.1.0', '--json');
+    expect(r.code, r.stderr).toBe(0);
+    const view = json(r.stdout);
+    expect(view).toMatchObject({ path: 'DW100/fw-1.1.0.bin', state: 'published' });
+    expect(view.deltas).toEqual([expect.objectContaining({ fromVersion: '1.0.0' })]);
+    expect(view.custom.deltas[0].from.version).toBe('1.0.0');
+
+    const shown = await cli(['release', 'status', 'DW100/fw-1.1.0.bin']);
+    expect(shown.code, shown.stderr).toBe(0);
+    expect(shown.stdout).toMatch(/Deltas\s+from 1\.0\.0: \d+ B \(\d+\.\d%\)/);
+    const list = await cli(['release', 'list', '--model', 'DW100']);
+    expect(list.stdout).toMatch(/DELTAS FROM/);
+    expect((await cli(['release', 'status', 'DW100/no-such.bin'])).code).toBe(5);
+
+    const quick = await create('1.2.0', '--no-wait', '--json');
+    expect(quick.code, quick.stderr).toBe(0);
+    expect(json(quick.stdout).state).toBe('preparing');
+    await t.platform.updates.preparationsSettled();
+    const after = await cli(['release', 'status', 'DW100/fw-1.2.0.bin', '--json']);
+    expect(json(after.stdout).state).toBe('published');
+  });
+
+  it('encrypts a release with --encrypt: the repository serves ciphertext and signs the plaintext hash', async () => {
+    const r = await cli([
+      'release',
+      'create',
+      'fw.bin',
+      '--version',
+      '1.0.0-enc',
+      '--model',
+      'DW100',
+      '--encrypt',
+    ]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/Encrypted\s+yes \(AES-256-GCM; plaintext 20000 bytes/);
+    const shown = json((await cli(['release', 'list', '--model', 'DW100', '--json'])).stdout).items.find(
+      (x: { version: string }) => x.version === '1.0.0-enc',
+    );
+    const plainSha = createHash('sha256').update(fw).digest('hex');
+    expect(shown.custom.encryption).toMatchObject({
+      algorithm: 'aes-256-gcm',
+      length: fw.length,
+      sha256: plainSha,
+    });
+    expect(shown.sha256).not.toBe(plainSha);
+    const served = Buffer.from(await (await fetch(shown.url)).arrayBuffer());
+    expect(served.length).toBe(fw.length);
+    expect(served.equals(fw)).toBe(false);
   });
 
   let requestId: number;

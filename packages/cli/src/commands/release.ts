@@ -3,7 +3,12 @@ import { createReadStream, statSync, writeFileSync } from 'node:fs';
 import { basename } from 'node:path';
 import { Transform } from 'node:stream';
 import { Command, Option } from 'commander';
-import type { ReleaseView, RepositoryView, SigningRequestView } from '@rampart/shared/api';
+import {
+  RELEASE_STATES,
+  type ReleaseView,
+  type RepositoryView,
+  type SigningRequestView,
+} from '@rampart/shared/api';
 import {
   ARTIFACT_KINDS,
   DETACHED_SIGNATURE_FORMAT,
@@ -15,9 +20,18 @@ import {
   type DetachedSignature,
 } from '@rampart/shared/updates';
 import { collect, globalsOf, withExamples } from '../command.js';
-import { withClient } from '../connection.js';
+import { withClient, type ApiClient } from '../connection.js';
 import { CliError, EXIT } from '../errors.js';
-import { color, output, printFields, printJson, printTable, progress, shortTime } from '../output.js';
+import {
+  color,
+  counter as secondsCounter,
+  output,
+  printFields,
+  printJson,
+  printTable,
+  progress,
+  shortTime,
+} from '../output.js';
 import { mustNotExist, readJson, readText } from './files.js';
 
 /** What `rampart release request ID --out FILE` writes: the document to sign and what it is. */
@@ -102,10 +116,50 @@ function counting(path: string, opts: { json?: boolean }): Transform {
   });
 }
 
+const STATE_TEXT: Record<ReleaseView['state'], string> = {
+  published: color.green('published'),
+  pending: color.yellow('pending signatures'),
+  preparing: color.yellow('preparing deltas'),
+  failed: color.red('failed'),
+};
+
+function deltasText(r: ReleaseView): string {
+  return r.deltas
+    .map((d) => `from ${d.fromVersion}: ${d.length} B (${(d.ratio * 100).toFixed(1)}%)`)
+    .join(', ');
+}
+
+/** Poll a release until it leaves `preparing` (deltas being generated), with a line of seconds waited on standard error. */
+async function untilPrepared(
+  client: ApiClient,
+  release: ReleaseView,
+  opts: { json?: boolean },
+): Promise<ReleaseView> {
+  const line = secondsCounter('generating deltas from earlier releases, seconds', opts, 0);
+  try {
+    while (release.state === 'preparing') {
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+      line.increment(1);
+      const list = await client.get<{ items: ReleaseView[] }>('/api/v1/updates/releases', {
+        path: release.path,
+      });
+      if (!list.items[0])
+        throw new CliError(
+          `release ${release.path} is gone; see rampart audit for what happened`,
+          EXIT.failed,
+        );
+      release = list.items[0];
+    }
+  } finally {
+    line.stop();
+  }
+  return release;
+}
+
 function printRelease(r: ReleaseView): void {
   printFields([
     ['Path', r.path],
-    ['State', r.state === 'published' ? color.green('published') : color.yellow('pending signatures')],
+    ['State', STATE_TEXT[r.state] ?? r.state],
     ['Role', r.role],
     ['Version', r.version],
     ['Kind', r.custom.kind],
@@ -114,8 +168,16 @@ function printRelease(r: ReleaseView): void {
     ['Counter', r.custom.releaseCounter],
     ['SHA-256', r.sha256],
     ['Length', r.length],
+    [
+      'Encrypted',
+      r.custom.encryption
+        ? `yes (AES-256-GCM; plaintext ${r.custom.encryption.length} bytes, SHA-256 ${r.custom.encryption.sha256})`
+        : 'no',
+    ],
     ['Download', r.url ?? '-'],
+    ['Deltas', r.state === 'preparing' ? 'being generated' : deltasText(r) || 'none'],
     ...(r.signingRequest !== null ? ([['Request', r.signingRequest]] as [string, unknown][]) : []),
+    ...(r.failure ? ([['Failure', r.failure]] as [string, unknown][]) : []),
   ]);
   if (r.signingRequest !== null)
     process.stdout.write(
@@ -170,6 +232,15 @@ export function releaseCommand(): Command {
         collect,
       )
       .option('--path <path>', 'TUF target path (default <model>/<name>-<version><ext>)')
+      .option(
+        '--encrypt',
+        'store and serve it encrypted (AES-256-GCM; each device gets the key wrapped to its own key) even ' +
+          'when no model requires it (rampart model update M --encrypt-updates); always so when one does',
+      )
+      .option(
+        '--no-wait',
+        'return at once, also while deltas from earlier releases are being generated (state preparing)',
+      )
       .action(async (file: string, _o, command: Command) => {
         const o = globalsOf<{
           version: string;
@@ -181,6 +252,8 @@ export function releaseCommand(): Command {
           dependency?: string[];
           measurement?: string[];
           path?: string;
+          encrypt?: boolean;
+          wait: boolean;
         }>(command);
         if (!o.model?.length)
           throw new CliError('at least one --model is required', EXIT.usage, ['e.g. --model DW100']);
@@ -206,17 +279,23 @@ export function releaseCommand(): Command {
           for (const m of o.measurement ?? []) query.append('measurement', m);
           if (counter !== undefined) query.set('releaseCounter', String(counter));
           if (o.path) query.set('path', o.path);
+          if (o.encrypt) query.set('encrypt', 'true');
           const body = createReadStream(file).pipe(counting(file, o));
           const res = await client.call<ReleaseView>(`/api/v1/updates/releases?${query.toString()}`, {
             method: 'POST',
             raw: { contentType: 'application/octet-stream', data: body },
           });
-          output(o, res.body, printRelease);
+          // With earlier releases stored, the server first generates deltas from them, then signs it.
+          const release = o.wait ? await untilPrepared(client, res.body, o) : res.body;
+          output(o, release, printRelease);
+          if (release.state === 'failed') process.exitCode = EXIT.failed;
         });
       }),
     [
       'rampart release create build/sensor-fw.bin --version 1.4.2 --model DW100',
       'rampart release create app.tar --version 2.0.0 --model DW100 --model DW200 --kind application --hardware-revision B --json',
+      'rampart release create secret-fw.bin --version 1.5.0 --model DW100 --encrypt',
+      'rampart release create sensor-fw-1.4.3.bin --version 1.4.3 --model DW100 --no-wait --json | jq .state',
     ],
   );
 
@@ -225,7 +304,9 @@ export function releaseCommand(): Command {
       .command('list')
       .description('List releases')
       .option('--model <model>', 'only releases for this model')
-      .addOption(new Option('--state <state>', 'published or pending').choices(['published', 'pending']))
+      .addOption(
+        new Option('--state <state>', 'preparing, published, pending or failed').choices([...RELEASE_STATES]),
+      )
       .action(async (_o, command: Command) => {
         const o = globalsOf<{ model?: string; state?: string }>(command);
         await withClient(o, async (client) => {
@@ -242,6 +323,7 @@ export function releaseCommand(): Command {
               ['COUNTER', (x) => x.custom.releaseCounter],
               ['STATE', (x) => x.state],
               ['ROLE', (x) => x.role],
+              ['DELTAS FROM', (x) => x.deltas.map((d) => d.fromVersion).join(',')],
               ['CREATED', (x) => shortTime(x.createdAt)],
             ]),
           );
@@ -253,10 +335,21 @@ export function releaseCommand(): Command {
   withExamples(
     cmd
       .command('status')
-      .description('The repository: development or not, the updates listener, every TUF role')
-      .action(async (_o, command: Command) => {
+      .description(
+        'The repository: development or not, the updates listener, every TUF role; with a target path, that release: ' +
+          'its state and the deltas offered with it',
+      )
+      .argument('[path]', 'a release (target path)')
+      .action(async (path: string | undefined, _o, command: Command) => {
         const o = globalsOf(command);
         await withClient(o, async (client) => {
+          if (path !== undefined) {
+            const list = await client.get<{ items: ReleaseView[] }>('/api/v1/updates/releases', { path });
+            if (!list.items[0])
+              throw new CliError(`no release ${path}`, EXIT.notFound, ['rampart release list shows them']);
+            output(o, list.items[0], printRelease);
+            return;
+          }
           const r = await client.get<RepositoryView>('/api/v1/updates/repository');
           output(o, r, (v) => {
             if (v.warning) process.stdout.write(color.yellow(`WARNING: ${v.warning}`) + '\n\n');
@@ -277,7 +370,11 @@ export function releaseCommand(): Command {
           });
         });
       }),
-    ['rampart release status', 'rampart release status --json'],
+    [
+      'rampart release status',
+      'rampart release status DW100/sensor-fw-1.4.3.bin',
+      'rampart release status --json',
+    ],
   );
 
   withExamples(

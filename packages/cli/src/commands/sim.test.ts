@@ -420,6 +420,8 @@ describe('rampart sim', () => {
             { raw: randomBytes(40_000), contentType: 'application/octet-stream' },
           );
           expect(up.status, JSON.stringify(up.body)).toBe(201);
+          // After the earlier SIM-1 release it is `preparing` (deltas) for a moment.
+          await t.platform.updates.preparationsSettled();
           const created = await t.call('POST', '/api/v1/deployments', {
             body: { release: up.body.path, target: { devices: [cut, crashing] }, ratePerMinute: 6000 },
           });

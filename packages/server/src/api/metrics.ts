@@ -16,6 +16,7 @@ export class PlatformMetrics {
   readonly gatewayRefusals: Counter<'kind'>;
   readonly gatewayMessages: Counter<'direction'>;
   readonly gatewayBytes: Counter<'direction'>;
+  readonly updatesServedBytes: Counter<'kind'>;
 
   constructor(version: string) {
     collectDefaultMetrics({ register: this.registry, prefix: 'rampart_process_' });
@@ -77,6 +78,12 @@ export class PlatformMetrics {
       name: 'rampart_gateway_payload_bytes_total',
       help: 'MQTT payload bytes through the gateway, in and out.',
       labelNames: ['direction'],
+      registers: [this.registry],
+    });
+    this.updatesServedBytes = new Counter({
+      name: 'rampart_updates_served_bytes_total',
+      help: 'Body bytes served to devices by the updates listener (metadata, target, delta) and the director (director).',
+      labelNames: ['kind'],
       registers: [this.registry],
     });
     this.ocspResponses = new Counter({

@@ -244,6 +244,28 @@ export const ServerConfigSchema = Type.Object(
           pattern: '^\\d+[smhdw]$',
           description: 'Lifetime of timestamp metadata (re-signed automatically at half of it).',
         }),
+        deltas: Type.Object(
+          {
+            enabled: Type.Boolean({
+              default: true,
+              description:
+                'Generate binary deltas (xdelta3) from earlier releases of the same model and kind when a release is created; devices running one of those download the patch instead of the image.',
+            }),
+            fromReleases: Type.Integer({
+              default: 3,
+              minimum: 1,
+              maximum: 8,
+              description: 'How many of the most recent earlier releases get a delta to a new release.',
+            }),
+            xdelta3: Type.String({
+              default: 'xdelta3',
+              minLength: 1,
+              description:
+                'The xdelta3 program that encodes deltas (Debian package xdelta3); without it releases publish without deltas.',
+            }),
+          },
+          { additionalProperties: false, default: {} },
+        ),
       },
       { additionalProperties: false, default: {} },
     ),

@@ -6,6 +6,7 @@ import type {
   UpdateDeviceModelBody,
 } from '@rampart/shared/api';
 import { RampartError, notFound } from '../errors.js';
+import type { Selectable } from 'kysely';
 import type { Executor } from '../storage/index.js';
 import type { DeviceModelsTable, HardwareRevisionsTable } from '../storage/schema.js';
 import { isoNow } from '../time.js';
@@ -15,12 +16,13 @@ function toRevision(row: HardwareRevisionsTable): HardwareRevision {
   return { revision: row.revision, description: row.description, createdAt: row.created_at };
 }
 
-function toModel(row: DeviceModelsTable, revisions: HardwareRevisionsTable[]): DeviceModel {
+function toModel(row: Selectable<DeviceModelsTable>, revisions: HardwareRevisionsTable[]): DeviceModel {
   return {
     id: row.id,
     name: row.name,
     description: row.description,
     hardwareRevisions: revisions.map(toRevision),
+    encryptUpdates: Number(row.encrypt_updates) === 1,
     createdAt: row.created_at,
     updatedAt: row.updated_at,
   };
@@ -56,10 +58,11 @@ export class DeviceModels {
       .executeTakeFirst();
     if (existing) throw conflictModelExists(body.id);
     const now = isoNow();
-    const row: DeviceModelsTable = {
+    const row: Selectable<DeviceModelsTable> = {
       id: body.id,
       name: body.name ?? body.id,
       description: body.description ?? '',
+      encrypt_updates: body.encryptUpdates ? 1 : 0,
       created_at: now,
       updated_at: now,
     };
@@ -119,6 +122,7 @@ export class DeviceModels {
       .set({
         ...(patch.name !== undefined ? { name: patch.name } : {}),
         ...(patch.description !== undefined ? { description: patch.description } : {}),
+        ...(patch.encryptUpdates !== undefined ? { encrypt_updates: patch.encryptUpdates ? 1 : 0 } : {}),
         updated_at: isoNow(),
       })
       .where('id', '=', id)

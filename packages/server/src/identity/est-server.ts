@@ -370,11 +370,16 @@ export async function buildEstServer(options: EstServerOptions): Promise<EstServ
   }
 
   if (options.updates) {
-    registerDirectorDeviceRoutes(
-      app,
-      options.updates,
-      (request) => credentialsOf(request, issuingCas).clientCertificate,
-    );
+    // The peer certificate and its chain are fixed for a TLS connection: checked once per
+    // connection, not on every request a device sends over it (the director's are kept alive).
+    const peers = new WeakMap<object, X509Certificate | undefined>();
+    registerDirectorDeviceRoutes(app, options.updates, (request) => {
+      const socket = request.raw.socket;
+      if (peers.has(socket)) return peers.get(socket);
+      const certificate = credentialsOf(request, issuingCas).clientCertificate;
+      peers.set(socket, certificate);
+      return certificate;
+    });
   }
 
   app.post(`${EST_PATH}/simpleenroll`, enroll('simpleenroll'));

@@ -57,6 +57,8 @@ export interface DeviceModelsTable {
   id: string;
   name: string;
   description: string;
+  /** 1 when releases for the model are encrypted (0012). */
+  encrypt_updates: Generated<number>;
   created_at: string;
   updated_at: string;
 }
@@ -388,6 +390,16 @@ export interface UpdateArtifactsTable {
   created_at: string;
 }
 
+/** The content key of an encrypted artifact, wrapped to the key store's content-key KEK (never in clear). */
+export interface UpdateContentKeysTable {
+  /** SHA-256 of the ciphertext (the stored artifact). */
+  sha256: string;
+  plaintext_sha256: string;
+  /** JWE compact serialization (ECDH-ES+A256KW, A256GCM) whose plaintext is the content key. */
+  wrapped_key: string;
+  created_at: string;
+}
+
 export interface UpdateReleasesTable {
   path: string;
   role: string;
@@ -402,6 +414,23 @@ export interface UpdateReleasesTable {
   signing_request: number | null;
   created_at: string;
   created_by: string;
+  /** Why signing failed after the release was prepared (state `failed`), 0011. */
+  failure: Generated<string | null>;
+}
+
+/** A patch offered with a release, from an earlier release's image (0011). */
+export interface UpdateDeltasTable {
+  release_path: string;
+  from_path: string;
+  from_version: string;
+  from_sha256: string;
+  /** The patch's path under the targets URL (not a TUF target: its digest is in the release's signed metadata). */
+  target_path: string;
+  /** The patch file in the artifact store. */
+  sha256: string;
+  length: ColumnType<number, number, number>;
+  ratio: number;
+  created_at: string;
 }
 
 export interface UpdateAssignmentsTable {
@@ -529,6 +558,8 @@ export interface Database {
   tuf_signing_requests: TufSigningRequestsTable;
   update_artifacts: UpdateArtifactsTable;
   update_releases: UpdateReleasesTable;
+  update_deltas: UpdateDeltasTable;
+  update_content_keys: UpdateContentKeysTable;
   update_assignments: UpdateAssignmentsTable;
   director_roots: DirectorRootsTable;
   director_metadata: DirectorMetadataTable;

@@ -1,7 +1,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from '@rampart/shared/logging';
-import type { UpdatesService } from './service.js';
+import type { ServedKind, UpdatesService } from './service.js';
 
 export interface UpdatesListener {
   server: Server;
@@ -40,7 +40,37 @@ export function parseRange(
  * and `timestamp.json`) and published targets under `/targets/` as `<sha256>.<name>`, with HTTP
  * range requests. Plain HTTP: everything it serves is verified by the client against signed metadata.
  */
+/** Versioned metadata documents kept in memory: they never change once written. */
+const DOCUMENT_CACHE = 256;
+/** How long an answer "these bytes may be served" is remembered (a release stays published). */
+const SERVABLE_TTL_MS = 5000;
+
 export function buildUpdatesListener(updates: UpdatesService, logger: Logger): UpdatesListener {
+  const served = (kind: ServedKind, bytes: number) => updates.served(kind, bytes);
+  const documents = new Map<string, string>();
+  const document = async (role: string, version: number | undefined): Promise<string | null> => {
+    if (version === undefined) return updates.repository.document(updates.storage.db, role);
+    const key = `${version}.${role}`;
+    const hit = documents.get(key);
+    if (hit !== undefined) return hit;
+    const doc = await updates.repository.document(updates.storage.db, role, version);
+    if (doc !== null) {
+      if (documents.size >= DOCUMENT_CACHE) documents.delete(documents.keys().next().value!);
+      documents.set(key, doc);
+    }
+    return doc;
+  };
+  const servable = new Map<string, { kind: 'target' | 'delta'; until: number }>();
+  const servableKind = async (sha256: string): Promise<'target' | 'delta' | null> => {
+    const hit = servable.get(sha256);
+    if (hit && hit.until > Date.now()) return hit.kind;
+    const kind = await updates.servableKind(sha256);
+    if (kind) {
+      if (servable.size >= DOCUMENT_CACHE) servable.delete(servable.keys().next().value!);
+      servable.set(sha256, { kind, until: Date.now() + SERVABLE_TTL_MS });
+    }
+    return kind;
+  };
   const send = (res: ServerResponse, status: number, text: string) => {
     res.writeHead(status, {
       'content-type': 'text/plain; charset=utf-8',
@@ -61,8 +91,9 @@ export function buildUpdatesListener(updates: UpdatesService, logger: Logger): U
       // Under consistent snapshots only the timestamp (and the newest root, for bootstrapping) go unversioned.
       if (version === undefined && role !== 'timestamp' && role !== 'root')
         return send(res, 404, 'not found\n');
-      const doc = await updates.repository.document(updates.storage.db, role, version);
+      const doc = await document(role, version);
       if (doc === null) return send(res, 404, 'not found\n');
+      if (req.method !== 'HEAD') served('metadata', Buffer.byteLength(doc));
       res.writeHead(200, {
         'content-type': 'application/json',
         'content-length': Buffer.byteLength(doc),
@@ -73,7 +104,8 @@ export function buildUpdatesListener(updates: UpdatesService, logger: Logger): U
     const target = TARGET.exec(path);
     if (target) {
       const sha256 = target[1]!;
-      if (!(await updates.isPublished(sha256))) return send(res, 404, 'not found\n');
+      const kind = await servableKind(sha256);
+      if (!kind) return send(res, 404, 'not found\n');
       const size = updates.artifacts.size(sha256);
       if (size === null) return send(res, 404, 'not found\n');
       const range = parseRange(req.headers.range, size);
@@ -95,6 +127,7 @@ export function buildUpdatesListener(updates: UpdatesService, logger: Logger): U
       if (req.method === 'HEAD') return res.end();
       const stream = updates.artifacts.open(sha256, range);
       if (!stream) return res.destroy();
+      served(kind, Number(headers['content-length']));
       stream.on('error', (err) => {
         logger.error({ err, sha256 }, 'reading an artifact failed');
         res.destroy();

@@ -10,6 +10,7 @@ import {
   computeChunkHashes,
   defaultTargetPath,
   isTargetPath,
+  type ArtifactEncryption,
   type ChunkHashes,
   type DetachedSignature,
 } from '@rampart/shared/updates';
@@ -21,6 +22,14 @@ import type { KeyStore } from '../keystore/index.js';
 import type { Db, Storage, Tx } from '../storage/index.js';
 import { isoNow, parseDuration } from '../time.js';
 import { FileArtifactStore, type ArtifactStore, type StoredArtifact } from './artifacts/store.js';
+import {
+  buildDeltas,
+  isEncrypted,
+  type BuiltDelta,
+  type DeltaBase,
+  type DeltaSettings,
+} from './artifacts/release-deltas.js';
+import { encryptArtifact, type ContentKeys } from './artifacts/encryption.js';
 import { TufRepository, type Lifetimes, type Proposal } from './repository/repository.js';
 import { Director } from './director/director.js';
 
@@ -31,6 +40,8 @@ export interface UpdatesSettings {
   development: boolean;
   lifetimes: Lifetimes;
   maxArtifactBytes: number;
+  /** Binary deltas generated for new releases (`updates.deltas`). */
+  deltas: DeltaSettings;
 }
 
 export function updatesSettingsOf(config: ServerConfig): UpdatesSettings {
@@ -46,6 +57,7 @@ export function updatesSettingsOf(config: ServerConfig): UpdatesSettings {
       ((config.database.url === undefined || config.database.url.startsWith('sqlite:')) &&
         config.keystore.backend === 'file'),
     maxArtifactBytes: u.maxArtifactBytes,
+    deltas: { ...u.deltas },
     lifetimes: {
       root: ms(u.rootExpiry, 'rootExpiry'),
       targets: ms(u.targetsExpiry, 'targetsExpiry'),
@@ -62,7 +74,17 @@ interface PlannedRelease {
   name: string;
   version: string;
   custom: RampartTarget;
+  /** Store the artifact encrypted: asked for (`encrypt`) or required by one of its models. */
+  encrypt: boolean;
 }
+
+/** An artifact as stored for a release: chunk hashes, and for an encrypted one its metadata and sealed key. */
+export type ReleaseArtifact = StoredArtifact & {
+  chunks?: ChunkHashes;
+  encryption?: ArtifactEncryption;
+  /** The content key sealed for the database (see ContentKeys); never the key in clear. */
+  sealedKey?: string;
+};
 
 type ReleaseRow = {
   path: string;
@@ -76,20 +98,42 @@ type ReleaseRow = {
   signing_request: number | null;
   created_at: string;
   created_by: string;
+  failure?: string | null;
 };
+
+/** A TUF target for a release: its path, length and SHA-256, and Rampart's metadata in `custom`. */
+function targetFileOf(path: string, length: number, sha256: string, custom: RampartTarget): TargetFile {
+  return new TargetFile({
+    path,
+    length,
+    hashes: { sha256 },
+    unrecognizedFields: { custom: { [CUSTOM_KEY]: custom } },
+  });
+}
 
 /**
  * Secure updates on the server: the TUF release repository, the artifact store, releases, and the
  * upkeep that re-signs online metadata before it expires.
  */
+/** What goes to devices, for the byte counters: the updates listener's metadata, targets and patches, and the director's answers. */
+export type ServedKind = 'metadata' | 'target' | 'delta' | 'director';
+
 export class UpdatesService {
   readonly repository: TufRepository;
   readonly artifacts: ArtifactStore;
   /** Per-device targets metadata (Uptane's director repository), served on the EST listener. */
   readonly director: Director;
+  /** Content keys of encrypted artifacts, sealed at rest with a key from the key store. */
+  readonly contentKeys: ContentKeys;
   /** The updates listener's base URL, once it listens. */
   url: string | null = null;
   private timer: NodeJS.Timeout | null = null;
+  /** Releases in `preparing`, prepared one at a time off the request path (deltas), oldest first. */
+  private readonly toPrepare: string[] = [];
+  private preparing: Promise<void> | null = null;
+  private stopped = false;
+  private readonly stopPreparing = new AbortController();
+  private readonly workDir: string;
 
   constructor(
     readonly storage: Storage,
@@ -106,6 +150,7 @@ export class UpdatesService {
       logger,
     );
     this.artifacts = artifacts ?? new FileArtifactStore(join(dataDir, 'artifacts'));
+    this.workDir = join(dataDir, 'artifacts', 'work');
     this.director = new Director(
       storage,
       keys,
@@ -113,6 +158,7 @@ export class UpdatesService {
       { rootLifetimeMs: settings.lifetimes.root, targetsLifetimeMs: settings.lifetimes.timestamp },
       logger.child({ component: 'director' }),
     );
+    this.contentKeys = this.director.contentKeys;
   }
 
   /** Create the development repository on first start (in development mode). */
@@ -137,6 +183,15 @@ export class UpdatesService {
       this.logger.warn(
         'the release repository has no root yet: it is not in development mode and offline root keys have not been set up',
       );
+    // Releases a stop interrupted while their deltas were being generated are prepared again.
+    const left = await this.storage.db
+      .selectFrom('update_releases')
+      .select('path')
+      .where('state', '=', 'preparing')
+      .orderBy('created_at')
+      .orderBy('path')
+      .execute();
+    for (const r of left) this.prepareSoon(r.path);
   }
 
   /** Re-sign expiring online metadata now and then: at a quarter of the shortest lifetime, at most hourly. */
@@ -149,9 +204,13 @@ export class UpdatesService {
     this.timer.unref();
   }
 
-  stop(): void {
+  /** Stop the timer and the preparation of releases (one under way is left `preparing` for the next start). */
+  async stop(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
+    this.stopped = true;
+    this.stopPreparing.abort();
+    await this.preparing;
   }
 
   /** Re-sign what expires soon; audited as `system`. */
@@ -177,14 +236,34 @@ export class UpdatesService {
     return done;
   }
 
-  async isPublished(sha256: string): Promise<boolean> {
+  private servedSink: ((kind: ServedKind, bytes: number) => void) | null = null;
+
+  /** Count the body bytes of every answer to a device (the platform feeds `rampart_updates_served_bytes_total`). */
+  onServed(sink: (kind: ServedKind, bytes: number) => void): void {
+    this.servedSink = sink;
+  }
+
+  served(kind: ServedKind, bytes: number): void {
+    this.servedSink?.(kind, bytes);
+  }
+
+  /** What the listener may serve under this hash: a published release's artifact, a patch offered with one, or nothing. */
+  async servableKind(sha256: string): Promise<'target' | 'delta' | null> {
     const row = await this.storage.db
       .selectFrom('update_releases')
       .select('path')
       .where('sha256', '=', sha256)
       .where('state', '=', 'published')
       .executeTakeFirst();
-    return row !== undefined;
+    if (row) return 'target';
+    const patch = await this.storage.db
+      .selectFrom('update_deltas')
+      .innerJoin('update_releases', 'update_releases.path', 'update_deltas.release_path')
+      .select('update_deltas.release_path')
+      .where('update_deltas.sha256', '=', sha256)
+      .where('update_releases.state', '=', 'published')
+      .executeTakeFirst();
+    return patch ? 'delta' : null;
   }
 
   async view(db: Db): Promise<RepositoryView> {
@@ -253,10 +332,12 @@ export class UpdatesService {
           message: 'segments of letters, digits, . _ + -, separated by /, no .. (at most 200)',
         },
       ]);
+    // A release that failed to be signed does not hold its path.
     const exists = await db
       .selectFrom('update_releases')
       .select('path')
       .where('path', '=', path)
+      .where('state', '!=', 'failed')
       .executeTakeFirst();
     if (exists)
       throw new RampartError(
@@ -267,11 +348,43 @@ export class UpdatesService {
       throw new RampartError('CONFLICT', 'the release repository is not initialised yet');
     const role = await this.repository.roleForPath(db, path);
     await this.repository.refuseWhilePending(db, role);
-    return { path, role, name: q.name, version: q.version, custom };
+    const encrypt = q.encrypt === true || (await this.modelsRequiringEncryption(db, q.model)).length > 0;
+    return { path, role, name: q.name, version: q.version, custom, encrypt };
   }
 
-  /** Store the upload, and hash it chunk by chunk for the target metadata (devices verify each chunk). */
-  async storeArtifact(body: Readable): Promise<StoredArtifact & { chunks: ChunkHashes }> {
+  /** Which of `models` require encrypted releases. */
+  async modelsRequiringEncryption(db: Db, models: readonly string[]): Promise<string[]> {
+    const rows = await db
+      .selectFrom('device_models')
+      .select('id')
+      .where('id', 'in', [...models])
+      .where('encrypt_updates', '=', 1)
+      .execute();
+    return rows.map((r) => r.id);
+  }
+
+  /**
+   * Store the upload, and hash it chunk by chunk for the target metadata (devices verify each chunk).
+   * Encrypted (`encrypt`), only the AES-256-GCM ciphertext is stored, and everything TUF and the
+   * chunk hashes describe is the ciphertext; the content key comes back sealed for the database.
+   */
+  async storeArtifact(
+    body: Readable,
+    options: { encrypt?: boolean } = {},
+  ): Promise<ReleaseArtifact & { chunks: ChunkHashes }> {
+    if (options.encrypt) {
+      const encrypting = encryptArtifact(body);
+      try {
+        const stored = await this.storeArtifact(encrypting.ciphertext);
+        return {
+          ...stored,
+          encryption: encrypting.metadata(),
+          sealedKey: await this.contentKeys.seal(encrypting.contentKey, stored.sha256),
+        };
+      } finally {
+        encrypting.contentKey.fill(0);
+      }
+    }
     const stored = await this.artifacts.put(body, this.settings.maxArtifactBytes);
     const hashed = await computeChunkHashes(this.artifacts.open(stored.sha256)!, {
       chunkSize: chunkSizeFor(stored.length),
@@ -285,15 +398,21 @@ export class UpdatesService {
   async recordRelease(
     tx: Tx,
     plan: PlannedRelease,
-    artifact: StoredArtifact & { chunks?: ChunkHashes },
+    artifact: ReleaseArtifact,
     actor: string,
-  ): Promise<{ view: ReleaseView; proposal: Proposal }> {
+  ): Promise<{ view: ReleaseView; proposal: Proposal | null }> {
     const exists = await tx
       .selectFrom('update_releases')
       .select('path')
       .where('path', '=', plan.path)
+      .where('state', '!=', 'failed')
       .executeTakeFirst();
     if (exists) throw new RampartError('CONFLICT', `a release with target path ${plan.path} exists already`);
+    await tx
+      .deleteFrom('update_releases')
+      .where('path', '=', plan.path)
+      .where('state', '=', 'failed')
+      .execute();
     const known = await tx
       .selectFrom('update_artifacts')
       .select('sha256')
@@ -309,15 +428,38 @@ export class UpdatesService {
           created_at: isoNow(),
         })
         .execute();
-    const custom: RampartTarget = artifact.chunks ? { ...plan.custom, chunks: artifact.chunks } : plan.custom;
-    const target = new TargetFile({
-      path: plan.path,
-      length: artifact.length,
-      hashes: { sha256: artifact.sha256 },
-      unrecognizedFields: { custom: { [CUSTOM_KEY]: custom } },
-    });
-    const proposal = await this.repository.addTarget(tx, plan.role, target, actor);
+    if (artifact.encryption && artifact.sealedKey)
+      await tx
+        .insertInto('update_content_keys')
+        .values({
+          sha256: artifact.sha256,
+          plaintext_sha256: artifact.encryption.sha256,
+          wrapped_key: artifact.sealedKey,
+          created_at: isoNow(),
+        })
+        .onConflict((oc) => oc.column('sha256').doNothing())
+        .execute();
+    const custom: RampartTarget = {
+      ...plan.custom,
+      ...(artifact.chunks ? { chunks: artifact.chunks } : {}),
+      ...(artifact.encryption ? { encryption: artifact.encryption } : {}),
+    };
     const now = isoNow();
+    // With earlier releases to build deltas from, the release waits in `preparing` while they are
+    // generated off the request path (prepareRelease), and is signed after that.
+    const preparing =
+      this.settings.deltas.enabled &&
+      !isEncrypted(custom) &&
+      (await this.deltaBases(tx, { path: plan.path, sha256: artifact.sha256, custom, createdAt: now }))
+        .length > 0;
+    const proposal = preparing
+      ? null
+      : await this.repository.addTarget(
+          tx,
+          plan.role,
+          targetFileOf(plan.path, artifact.length, artifact.sha256, custom),
+          actor,
+        );
     await tx
       .insertInto('update_releases')
       .values({
@@ -330,8 +472,8 @@ export class UpdatesService {
         first_model: plan.custom.models[0]!,
         release_counter: plan.custom.releaseCounter,
         custom: JSON.stringify(custom),
-        state: proposal.published ? 'published' : 'pending',
-        signing_request: proposal.requestId,
+        state: proposal === null ? 'preparing' : proposal.published ? 'published' : 'pending',
+        signing_request: proposal?.requestId ?? null,
         created_at: now,
         created_by: actor,
       })
@@ -342,6 +484,214 @@ export class UpdatesService {
       .where('path', '=', plan.path)
       .executeTakeFirstOrThrow();
     return { view: this.releaseView(row), proposal };
+  }
+
+  // -- deltas ----------------------------------------------------------------------------------
+
+  /**
+   * The earlier releases a new release gets deltas from: the `updates.deltas.fromReleases` most
+   * recent ones of the same first model and kind, published or pending, not encrypted, with another
+   * image that the artifact store holds.
+   */
+  async deltaBases(
+    db: Db | Tx,
+    release: { path: string; sha256: string; custom: RampartTarget; createdAt: string },
+  ): Promise<DeltaBase[]> {
+    const rows = await db
+      .selectFrom('update_releases')
+      .select(['path', 'version', 'sha256', 'custom'])
+      .where('first_model', '=', release.custom.models[0]!)
+      .where('state', 'in', ['published', 'pending'])
+      .where('path', '!=', release.path)
+      .where('created_at', '<=', release.createdAt)
+      .orderBy('created_at', 'desc')
+      .orderBy('release_counter', 'desc')
+      .execute();
+    const bases: DeltaBase[] = [];
+    const seen = new Set([release.sha256]);
+    for (const r of rows) {
+      if (bases.length >= this.settings.deltas.fromReleases) break;
+      const custom = JSON.parse(r.custom) as RampartTarget;
+      if (custom.kind !== release.custom.kind || isEncrypted(custom) || seen.has(r.sha256)) continue;
+      if (this.artifacts.size(r.sha256) === null) continue;
+      seen.add(r.sha256);
+      bases.push({ path: r.path, version: r.version, sha256: r.sha256 });
+    }
+    return bases;
+  }
+
+  /** Queue a release in `preparing`: its deltas are generated and it is signed in the background, one release at a time. */
+  prepareSoon(path: string): void {
+    if (this.stopped || this.toPrepare.includes(path)) return;
+    this.toPrepare.push(path);
+    this.preparing ??= this.drainPreparations();
+  }
+
+  /** Resolves once no release is being prepared or waiting to be. */
+  async preparationsSettled(): Promise<void> {
+    while (this.preparing) await this.preparing;
+  }
+
+  private async drainPreparations(): Promise<void> {
+    try {
+      for (let path = this.toPrepare.shift(); path !== undefined; path = this.toPrepare.shift()) {
+        if (this.stopped) break;
+        try {
+          await this.prepareRelease(path);
+        } catch (err) {
+          this.logger.error(
+            { err, release: path },
+            `preparing release ${path} failed: ${(err as Error).message}`,
+          );
+        }
+      }
+    } finally {
+      this.preparing = null;
+    }
+  }
+
+  /**
+   * Prepare a release left in `preparing`: generate its deltas (a delta that cannot be made is left
+   * out, see buildDeltas), add them to its signed metadata, and sign it into its targets role as
+   * `recordRelease` does for a release without deltas — published now, or pending signatures. A
+   * release that cannot be signed then becomes `failed`, logged and audited. A stop in between
+   * leaves it `preparing`, for the next start.
+   */
+  async prepareRelease(path: string): Promise<ReleaseView | null> {
+    const db = this.storage.db;
+    const row = await db
+      .selectFrom('update_releases')
+      .selectAll()
+      .where('path', '=', path)
+      .where('state', '=', 'preparing')
+      .executeTakeFirst();
+    if (!row) return null;
+    const custom = JSON.parse(row.custom) as RampartTarget;
+    let built: BuiltDelta[] = [];
+    if (this.settings.deltas.enabled && !isEncrypted(custom)) {
+      try {
+        built = await buildDeltas({
+          release: { path, name: row.name, version: row.version, sha256: row.sha256 },
+          bases: await this.deltaBases(db, { path, sha256: row.sha256, custom, createdAt: row.created_at }),
+          artifacts: this.artifacts,
+          workDir: this.workDir,
+          settings: this.settings.deltas,
+          logger: this.logger,
+          signal: this.stopPreparing.signal,
+        });
+      } catch (err) {
+        if (this.stopped) return null;
+        this.logger.warn(
+          { event: 'release.delta-failed', release: path, err },
+          `no deltas for ${path}: ${(err as Error).message}; it is published without them`,
+        );
+      }
+    }
+    if (this.stopped) return null;
+    const signed: RampartTarget = built.length ? { ...custom, deltas: built.map((b) => b.delta) } : custom;
+    const deltas = built.map((b) => ({
+      from: b.from.version,
+      length: b.patch.length,
+      ratio: Math.round(b.ratio * 10_000) / 10_000,
+    }));
+    try {
+      const view = await this.repository.exclusive(() =>
+        db.transaction().execute(async (tx) => {
+          const current = await tx
+            .selectFrom('update_releases')
+            .select('state')
+            .where('path', '=', path)
+            .executeTakeFirst();
+          if (current?.state !== 'preparing') return null;
+          for (const b of built) {
+            await tx
+              .insertInto('update_artifacts')
+              .values({
+                sha256: b.patch.sha256,
+                length: b.patch.length,
+                location: b.patch.location,
+                created_at: isoNow(),
+              })
+              .onConflict((oc) => oc.column('sha256').doNothing())
+              .execute();
+            await tx
+              .insertInto('update_deltas')
+              .values({
+                release_path: path,
+                from_path: b.from.path,
+                from_version: b.from.version,
+                from_sha256: b.from.sha256,
+                target_path: b.delta.path,
+                sha256: b.patch.sha256,
+                length: b.patch.length,
+                ratio: b.ratio,
+                created_at: isoNow(),
+              })
+              .execute();
+          }
+          const proposal = await this.repository.addTarget(
+            tx,
+            row.role,
+            targetFileOf(path, Number(row.length), row.sha256, signed),
+            row.created_by,
+          );
+          const state = proposal.published ? 'published' : 'pending';
+          await tx
+            .updateTable('update_releases')
+            .set({ custom: JSON.stringify(signed), state, signing_request: proposal.requestId })
+            .where('path', '=', path)
+            .execute();
+          await this.audit.append(tx, {
+            actor: 'system',
+            action: 'release.prepare',
+            target: `release:${path}`,
+            outcome: 'success',
+            details: { state, signingRequest: proposal.requestId, deltas },
+          });
+          return this.releaseView(
+            await tx
+              .selectFrom('update_releases')
+              .selectAll()
+              .where('path', '=', path)
+              .executeTakeFirstOrThrow(),
+          );
+        }),
+      );
+      this.audit.sealSoon();
+      if (view)
+        this.logger.info(
+          { release: path, state: view.state, deltas },
+          `release ${path} prepared with ${deltas.length} delta(s): ${view.state}`,
+        );
+      return view;
+    } catch (err) {
+      if (this.stopped) return null;
+      for (const b of built) await this.dropUnreferenced(b.patch.sha256);
+      const failure =
+        `it could not be signed after its deltas were prepared: ${(err as Error).message}; ` +
+        'create it again (the same path may be used) once that is resolved';
+      this.logger.error(
+        { event: 'release.prepare-failed', release: path, err },
+        `release ${path}: ${failure}`,
+      );
+      await db.transaction().execute(async (tx) => {
+        await tx
+          .updateTable('update_releases')
+          .set({ state: 'failed', failure })
+          .where('path', '=', path)
+          .where('state', '=', 'preparing')
+          .execute();
+        await this.audit.append(tx, {
+          actor: 'system',
+          action: 'release.prepare',
+          target: `release:${path}`,
+          outcome: 'failure',
+          details: { reason: failure },
+        });
+      });
+      this.audit.sealSoon();
+      return null;
+    }
   }
 
   /** Remove an artifact no release refers to (after a refused upload). */
@@ -361,25 +711,39 @@ export class UpdatesService {
     const slash = row.path.lastIndexOf('/');
     const dir = slash >= 0 ? row.path.slice(0, slash + 1) : '';
     const file = row.path.slice(slash + 1);
+    const custom = JSON.parse(row.custom) as RampartTarget;
+    const length = Number(row.length);
     return {
       path: row.path,
       role: row.role,
       name: row.name,
       version: row.version,
       sha256: row.sha256,
-      length: Number(row.length),
-      custom: JSON.parse(row.custom) as RampartTarget,
+      length,
+      custom,
       state: row.state as ReleaseView['state'],
       signingRequest: row.state === 'pending' ? row.signing_request : null,
+      deltas: (custom.deltas ?? []).map((d) => ({
+        fromVersion: d.from.version,
+        fromSha256: d.from.sha256,
+        path: d.path,
+        length: d.length,
+        ratio: length === 0 ? 1 : Math.round((d.length / length) * 10_000) / 10_000,
+      })),
+      failure: row.state === 'failed' ? (row.failure ?? null) : null,
       createdAt: row.created_at,
       createdBy: row.created_by,
       url: row.state === 'published' && this.url ? `${this.url}/targets/${dir}${row.sha256}.${file}` : null,
     };
   }
 
-  async listReleases(db: Db, filter: { model?: string; state?: string } = {}): Promise<ReleaseView[]> {
+  async listReleases(
+    db: Db,
+    filter: { model?: string; state?: string; path?: string } = {},
+  ): Promise<ReleaseView[]> {
     let q = db.selectFrom('update_releases').selectAll().orderBy('created_at', 'desc').orderBy('path');
     if (filter.state) q = q.where('state', '=', filter.state);
+    if (filter.path) q = q.where('path', '=', filter.path);
     const rows = await q.execute();
     return rows
       .map((r) => this.releaseView(r))

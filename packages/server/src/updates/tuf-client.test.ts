@@ -106,8 +106,17 @@ describe('release repository served to an unmodified tuf-js client', { timeout: 
     expect(r.body).toMatchObject({ path: 'DW100/sensor-fw-1.0.0.bin', state: 'published', role: 'targets' });
     expect(r.body.url).toBe(`${updatesUrl}/targets/DW100/${r.body.sha256}.sensor-fw-1.0.0.bin`);
 
+    const served = async (kind: string) => {
+      const m = new RegExp(`rampart_updates_served_bytes_total\\{kind="${kind}"\\} (\\d+)`).exec(
+        (await t.call('GET', '/metrics')).body as string,
+      );
+      return m ? Number(m[1]) : 0;
+    };
+    const [metadataBefore, targetBefore] = [await served('metadata'), await served('target')];
     const { updater, dir } = client();
     await updater.refresh();
+    // What went to the device is counted: the metadata it fetched, then the artifact's bytes.
+    expect(await served('metadata')).toBeGreaterThan(metadataBefore);
     const info = await updater.getTargetInfo('DW100/sensor-fw-1.0.0.bin');
     expect(info).toBeDefined();
     expect(info!.length).toBe(firmware.length);
@@ -123,6 +132,7 @@ describe('release repository served to an unmodified tuf-js client', { timeout: 
     });
     const path = await updater.downloadTarget(info!, join(dir, 'fw.bin'));
     expect(readFileSync(path).equals(firmware)).toBe(true);
+    expect((await served('target')) - targetBefore).toBe(firmware.length);
     // The signed chunk hashes describe the artifact, so a download can be checked chunk by chunk.
     expect(chunkHashesProblem(custom.chunks, firmware.length)).toBeNull();
     const recomputed = await computeChunkHashes([firmware], { chunkSize: custom.chunks!.chunkSize });

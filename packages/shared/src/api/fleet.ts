@@ -77,6 +77,10 @@ export const DeviceModel = Type.Object(
     name: Type.String(),
     description: Type.String(),
     hardwareRevisions: Type.Array(HardwareRevision),
+    encryptUpdates: Type.Boolean({
+      description:
+        'Releases for this model are encrypted (AES-256-GCM; each device gets the content key wrapped to its own key).',
+    }),
     createdAt: Type.String(),
     updatedAt: Type.String(),
   },
@@ -104,6 +108,12 @@ export const CreateDeviceModelBody = Type.Object(
     ),
     description: Type.Optional(Type.String({ maxLength: 1000 })),
     hardwareRevisions: Type.Optional(Type.Array(CreateHardwareRevisionBody, { maxItems: 100 })),
+    encryptUpdates: Type.Optional(
+      Type.Boolean({
+        description:
+          'Require encrypted releases for this model (default false); devices need an EC P-256 or P-384 key.',
+      }),
+    ),
   },
   { additionalProperties: false },
 );
@@ -113,6 +123,11 @@ export const UpdateDeviceModelBody = Type.Object(
   {
     name: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
     description: Type.Optional(Type.String({ maxLength: 1000 })),
+    encryptUpdates: Type.Optional(
+      Type.Boolean({
+        description: 'Require encrypted releases for this model (releases created from now on).',
+      }),
+    ),
   },
   { additionalProperties: false, minProperties: 1 },
 );

@@ -49,10 +49,29 @@ export const CreateReleaseQuery = Type.Object(
     fileName: Type.Optional(
       Type.String({ maxLength: 200, description: 'Original file name (for its extension).' }),
     ),
+    encrypt: Type.Optional(
+      Type.Boolean({
+        description:
+          'Encrypt this release (AES-256-GCM) even when none of its models requires it; it is always encrypted when one does.',
+      }),
+    ),
   },
   { additionalProperties: false },
 );
 export type CreateReleaseQuery = Static<typeof CreateReleaseQuery>;
+
+/** A release moves from `preparing` (deltas being generated) to `published` or `pending` (signatures), or `failed`. */
+export const RELEASE_STATES = ['preparing', 'published', 'pending', 'failed'] as const;
+export type ReleaseState = (typeof RELEASE_STATES)[number];
+
+export const ReleaseDeltaView = Type.Object({
+  fromVersion: Type.String(),
+  fromSha256: Type.String({ description: 'SHA-256 of the earlier image the patch applies to.' }),
+  path: Type.String({ description: 'Where the patch is served, relative to the targets URL.' }),
+  length: Type.Integer({ description: 'Bytes of the patch file.' }),
+  ratio: Type.Number({ description: 'Patch length divided by the image length.' }),
+});
+export type ReleaseDeltaView = Static<typeof ReleaseDeltaView>;
 
 export const ReleaseView = Type.Object({
   path: Type.String({ description: 'TUF target path.' }),
@@ -62,9 +81,19 @@ export const ReleaseView = Type.Object({
   sha256: Type.String(),
   length: Type.Integer(),
   custom: RampartTarget,
-  state: StringEnum(['published', 'pending']),
+  state: StringEnum(RELEASE_STATES, {
+    description:
+      '`preparing`: deltas from earlier releases are being generated, it is not signed yet; `published`; ' +
+      '`pending`: waits for signatures; `failed`: it could not be signed after preparing (see `failure`).',
+  }),
   signingRequest: Type.Union([Type.Integer(), Type.Null()], {
     description: 'The signing request that still needs signatures, when pending.',
+  }),
+  deltas: Type.Array(ReleaseDeltaView, {
+    description: 'Patches offered with the release, from earlier releases (also in `custom.deltas`, signed).',
+  }),
+  failure: Type.Union([Type.String(), Type.Null()], {
+    description: 'Why the release could not be signed, when failed.',
   }),
   createdAt: Type.String(),
   createdBy: Type.String(),

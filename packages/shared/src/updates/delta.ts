@@ -5,7 +5,7 @@ import { Type, type Static } from '@sinclair/typebox';
 import { SharedError } from '../errors/index.js';
 import { StringEnum, describeError, errorPath, validatorFor } from '../schema/index.js';
 import { ChunkHashes, chunkHashesProblem } from './chunks.js';
-import { isTargetPath } from './target.js';
+import { isTargetPath } from './target-path.js';
 
 /**
  * Binary deltas between releases. The server offers, with a release, patches from earlier

@@ -1,6 +1,8 @@
 import { Type, type Static } from '@sinclair/typebox';
 import { StringEnum } from '../schema/index.js';
 import { ChunkHashes } from './chunks.js';
+import { ArtifactEncryption } from './encryption.js';
+import { DeltaDescriptor } from './delta.js';
 
 /** What a release installs. `configuration` covers configuration and security parameters. */
 export const ARTIFACT_KINDS = ['firmware', 'os', 'application', 'configuration'] as const;
@@ -70,6 +72,14 @@ export const RampartTarget = Type.Object(
           'SHA-256 of each fixed-size chunk, so that a download is verified chunk by chunk as it arrives (set by the repository).',
       }),
     ),
+    encryption: Type.Optional(ArtifactEncryption),
+    deltas: Type.Optional(
+      Type.Array(DeltaDescriptor, {
+        maxItems: 8,
+        description:
+          'Patches from earlier releases (set by the repository): a device running the `from` image may download one instead of the whole image.',
+      }),
+    ),
   },
   { additionalProperties: false },
 );
@@ -78,16 +88,7 @@ export type RampartTarget = Static<typeof RampartTarget>;
 export const TARGET_NAME_PATTERN = NAME;
 export const TARGET_VERSION_PATTERN = VERSION;
 
-/**
- * Target paths: `segment/segment/file`, each segment safe as a file name, no `..`, at most 200
- * characters. The first segment is usually the model or product line, which delegations match on.
- */
-export const TARGET_PATH =
-  /^(?!.*(^|\/)\.\.?(\/|$))[A-Za-z0-9][A-Za-z0-9._+-]*(\/[A-Za-z0-9][A-Za-z0-9._+-]*)*$/;
-
-export function isTargetPath(path: string): boolean {
-  return path.length <= 200 && TARGET_PATH.test(path);
-}
+export { TARGET_PATH, isTargetPath } from './target-path.js';
 
 /** The default target path of a release: `<model>/<name>-<version><ext>` (ext taken from `fileName`). */
 export function defaultTargetPath(model: string, name: string, version: string, fileName?: string): string {

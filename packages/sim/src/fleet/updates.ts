@@ -189,6 +189,16 @@ export class DeviceUpdater {
       model: o.model,
       ...(o.hardwareRevision ? { hardwareRevision: o.hardwareRevision } : {}),
       installer: this.installer,
+      // The device's anchor as it is at each check (it may be replaced): encrypted releases need its unwrapKey.
+      anchor: {
+        get kind() {
+          return o.anchor().kind;
+        },
+        get unwrapKey() {
+          const anchor = o.anchor();
+          return anchor.unwrapKey?.bind(anchor);
+        },
+      },
       log,
       timeoutMs: 15_000,
       download: { retryDelayMs: 200, maxInterruptions: 3 },
@@ -264,7 +274,11 @@ export class DeviceUpdater {
     if (last.outcome === 'committed') this.counters.committed++;
     else this.counters.rolledBack++;
     this.plan = null;
-    if (last.receipt && last.receipt !== this.sentReceipt && (await this.client.sendReceipt(last.receipt)))
+    if (
+      last.receipt &&
+      last.receipt !== this.sentReceipt &&
+      (await this.client.sendReceipt(last.receipt)) === 'delivered'
+    )
       this.sentReceipt = last.receipt;
   }
 

@@ -156,7 +156,11 @@ export function fleetRoutes(ctx: ApiContext): FastifyPluginAsync {
           return {
             result: m,
             target: `model:${m.id}`,
-            details: { name: m.name, hardwareRevisions: m.hardwareRevisions.map((r) => r.revision) },
+            details: {
+              name: m.name,
+              hardwareRevisions: m.hardwareRevisions.map((r) => r.revision),
+              encryptUpdates: m.encryptUpdates,
+            },
           };
         });
         return reply.code(201).send(model);
@@ -199,7 +203,9 @@ export function fleetRoutes(ctx: ApiContext): FastifyPluginAsync {
         schema: {
           tags: TAGS,
           summary: 'Update a device model',
-          description: 'Change the name or description. The id never changes.',
+          description:
+            'Change the name, the description, or whether releases for the model are encrypted (`encryptUpdates`, ' +
+            'for releases created from then on). The id never changes.',
           params: ModelParams,
           body: UpdateDeviceModelBody,
           response: { 200: DeviceModel, ...errors },

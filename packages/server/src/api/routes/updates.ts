@@ -5,6 +5,7 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import {
   CreateReleaseQuery,
   ReleaseList,
+  RELEASE_STATES,
   ReleaseView,
   RepositoryView,
   RoleNameParam,
@@ -95,7 +96,12 @@ export function updateRoutes(ctx: ApiContext & { updates?: UpdatesService }): Fa
             'The artifact is the body (`Content-Type: application/octet-stream`); its metadata is in the query. It is ' +
             'stored content-addressed and added as a TUF target to the targets role responsible for its path (`targets`, ' +
             "or the delegated role whose paths match). It is published at once when the server holds that role's keys " +
-            '(development repository, online targets key); otherwise a signing request waits for detached signatures.',
+            '(development repository, online targets key); otherwise a signing request waits for detached signatures. ' +
+            'With `encrypt=true`, or when one of its models requires it (`encryptUpdates`), only AES-256-GCM ciphertext ' +
+            'is stored and served; `custom.rampart.encryption` describes it and the director wraps the key to each device. ' +
+            'When earlier releases of the same model and kind are stored (and deltas are on), it is answered at once in ' +
+            'state `preparing`: patches from them are generated in the background, added to its signed metadata ' +
+            '(`custom.rampart.deltas`), and then it is signed as above; poll `GET /updates/releases?path=` until it leaves `preparing`.',
           querystring: CreateReleaseQuery,
           body: {
             content: {
@@ -113,7 +119,7 @@ export function updateRoutes(ctx: ApiContext & { updates?: UpdatesService }): Fa
             `the artifact (${declared} bytes) is larger than updates.maxArtifactBytes (${u().settings.maxArtifactBytes}); nothing was stored`,
           );
         const plan = await u().planRelease(ctx.storage.db, request.query);
-        const stored = await u().storeArtifact(request.body as Readable);
+        const stored = await u().storeArtifact(request.body as Readable, { encrypt: plan.encrypt });
         try {
           const out = await u().repository.exclusive(() =>
             request.mutate(async (tx) => {
@@ -127,12 +133,15 @@ export function updateRoutes(ctx: ApiContext & { updates?: UpdatesService }): Fa
                   role: r.view.role,
                   state: r.view.state,
                   releaseCounter: r.view.custom.releaseCounter,
-                  signingRequest: r.proposal.requestId,
+                  signingRequest: r.proposal?.requestId ?? null,
+                  ...(r.view.custom.encryption ? { encrypted: true } : {}),
                   ...(u().settings.development ? { development: true } : {}),
                 },
               };
             }),
           );
+          // Deltas from earlier releases are generated off the request path; the release is signed after that.
+          if (out.state === 'preparing') u().prepareSoon(out.path);
           return reply.code(201).send(out);
         } catch (err) {
           await u().dropUnreferenced(stored.sha256);
@@ -151,7 +160,10 @@ export function updateRoutes(ctx: ApiContext & { updates?: UpdatesService }): Fa
           querystring: Type.Object(
             {
               model: Type.Optional(Type.String({ maxLength: 64 })),
-              state: Type.Optional(StringEnum(['published', 'pending'])),
+              state: Type.Optional(StringEnum(RELEASE_STATES)),
+              path: Type.Optional(
+                Type.String({ maxLength: 200, description: 'Only the release at this target path.' }),
+              ),
             },
             { additionalProperties: false },
           ),

@@ -10,6 +10,8 @@ import * as m0007 from './0007_provisioning.js';
 import * as m0008 from './0008_updates.js';
 import * as m0009 from './0009_director.js';
 import * as m0010 from './0010_deployments.js';
+import * as m0011 from './0011_update_deltas.js';
+import * as m0012 from './0012_update_encryption.js';
 
 interface DialectMigration {
   up(db: Kysely<unknown>, dialect: SqlDialect): Promise<void>;
@@ -28,6 +30,8 @@ const MIGRATIONS: Record<string, DialectMigration> = {
   '0008_updates': m0008,
   '0009_director': m0009,
   '0010_deployments': m0010,
+  '0011_update_deltas': m0011,
+  '0012_update_encryption': m0012,
 };
 
 export class RampartMigrations implements MigrationProvider {

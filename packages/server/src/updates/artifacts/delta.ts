@@ -27,6 +27,8 @@ export interface DeltaGeneratorOptions {
   maxRatio?: number;
   /** Time limit for the encoder. Default 10 minutes. */
   timeoutMs?: number;
+  /** Stops the encoder (the server is shutting down). */
+  signal?: AbortSignal;
 }
 
 export interface DeltaRequest {
@@ -124,7 +126,11 @@ async function encode(
   const args = ['-e', '-9', '-A', '-n', '-S', 'none', '-f', '-B', String(sourceWindow)];
   args.push('-s', request.from.path, request.to.path, output);
   try {
-    await run(program, args, { timeout: options.timeoutMs ?? DEFAULT_TIMEOUT_MS, maxBuffer: 1024 * 1024 });
+    await run(program, args, {
+      timeout: options.timeoutMs ?? DEFAULT_TIMEOUT_MS,
+      maxBuffer: 1024 * 1024,
+      ...(options.signal ? { signal: options.signal } : {}),
+    });
   } catch (err) {
     const e = err as NodeJS.ErrnoException & { stderr?: string; killed?: boolean };
     if (e.code === 'ENOENT')

@@ -25,7 +25,7 @@ interface Device {
   store: IdentityStore;
   anchor: SoftwareTrustAnchor;
   logs: string[];
-  client(opts?: { model?: string; now?: () => Date }): UpdateClient;
+  client(opts?: { model?: string; now?: () => Date; onConnect?: () => void }): UpdateClient;
 }
 
 describe('director and the agent update loop (Uptane style)', { timeout: 60_000 }, () => {
@@ -42,6 +42,8 @@ describe('director and the agent update loop (Uptane style)', { timeout: 60_000 
       contentType: 'application/octet-stream',
     });
     expect(r.status, JSON.stringify(r.body)).toBe(201);
+    // A release after an earlier one of the model is first `preparing` (deltas), then published.
+    await t.platform.updates.preparationsSettled();
     return r.body as { path: string; sha256: string };
   };
   const db = () => t.platform.updates.storage.db;
@@ -94,10 +96,17 @@ describe('director and the agent update loop (Uptane style)', { timeout: 60_000 
           ...(opts.now ? { now: opts.now } : {}),
           identity: async () => {
             const m = await mutualTlsIdentity(store, anchor, Date.now(), 'the director');
+            const tls = m.tls;
             return {
               deviceId: m.deviceId,
               certPem: store.clientCertificatePem(),
-              tls: m.tls,
+              tls: {
+                via: tls.via,
+                connect: (target) => {
+                  opts.onConnect?.();
+                  return tls.connect(target);
+                },
+              },
               caPem: m.rootPem,
             };
           },
@@ -148,8 +157,13 @@ describe('director and the agent update loop (Uptane style)', { timeout: 60_000 
       body: { path: rel1.path },
     });
     expect(a.status, JSON.stringify(a.body)).toBe(200);
-    const r = await dev.client().check();
+    let handshakes = 0;
+    const r = await dev.client({ onConnect: () => handshakes++ }).check();
     expect(r).toMatchObject({ outcome: 'installed', target: rel1.path, version: '1.0.0', receiptSent: true });
+    // The repository, the director root, the device's targets and the receipt share one mutual-TLS connection.
+    expect(handshakes).toBe(1);
+    expect(r.timings!.metadataMs).toBeGreaterThan(0);
+    expect(r.timings!.totalMs).toBeGreaterThanOrEqual(r.timings!.metadataMs);
     expect(r.result?.outcome).toBe('committed');
     const rows = await db()
       .selectFrom('update_receipts')
@@ -172,7 +186,7 @@ describe('director and the agent update loop (Uptane style)', { timeout: 60_000 
     file.id = randomBytes(16).toString('hex');
     const tmp = join(dev.dataDir, 'forged-receipt.json');
     (await import('node:fs')).writeFileSync(tmp, JSON.stringify(file));
-    expect(await dev.client().sendReceipt(tmp)).toBe(false);
+    expect(await dev.client().sendReceipt(tmp)).toBe('refused');
     const n = await db()
       .selectFrom('update_receipts')
       .select('id')

@@ -17,9 +17,11 @@ import type { AuditLog } from '../../audit/log.js';
 import { RampartError } from '../../errors.js';
 import { deviceIdOf } from '../../gateway/gateway.js';
 import type { KeyStore, PlatformKey } from '../../keystore/index.js';
+import { GroupCommit } from '../../storage/group-commit.js';
 import type { Db, Executor, Storage, Tx } from '../../storage/index.js';
 import { isoNow } from '../../time.js';
 import { tableAssignments, unassign, type DirectorAssignments } from './assignments.js';
+import { ContentKeys, ecdhProblem, publicKeyOfCertificate, wrapForDevice } from '../artifacts/encryption.js';
 
 type TufJSON = Parameters<typeof Key.fromJSON>[1];
 
@@ -32,6 +34,20 @@ export const DIRECTOR_CUSTOM_KEY = 'director';
 export interface DirectorCustom {
   /** The device this metadata was signed for: a device refuses metadata for another. */
   deviceId: string;
+  deploymentId: string | null;
+  /**
+   * For an encrypted target: its content key wrapped to this device alone, a JWE (compact,
+   * `ECDH-ES+A256KW` / `A256GCM`) to the public key of the device's current certificate.
+   */
+  contentKey?: string;
+}
+
+/** What the director lists for a device, before it is signed (and before a content key is wrapped). */
+interface PlannedTarget {
+  path: string;
+  length: number;
+  sha256: string;
+  release: RampartTarget;
   deploymentId: string | null;
 }
 
@@ -62,7 +78,13 @@ function expiresIn(ms: number, now = Date.now()): string {
  */
 export class Director {
   private chain: Promise<unknown> = Promise.resolve();
+  /** Per-device serialisation of `targetsFor`: one device's documents get versions in order. */
+  private readonly deviceChains = new Map<string, Promise<unknown>>();
+  /** Director metadata and receipts from many devices share commits (one fsync for a group). */
+  private readonly writes: GroupCommit;
   private readonly keyCache = new Map<string, PlatformKey>();
+  /** Content keys of encrypted artifacts, sealed at rest with a key from the key store. */
+  readonly contentKeys: ContentKeys;
 
   constructor(
     private readonly storage: Storage,
@@ -71,7 +93,10 @@ export class Director {
     readonly settings: DirectorSettings,
     private readonly logger: Logger,
     readonly assignments: DirectorAssignments = tableAssignments,
-  ) {}
+  ) {
+    this.contentKeys = new ContentKeys(keys);
+    this.writes = new GroupCommit(storage.db, { afterCommit: () => audit.sealSoon() });
+  }
 
   /** Where receipts for a deployment's assignment are reported (the deployment engine). */
   private outcomes:
@@ -90,6 +115,16 @@ export class Director {
 
   onOutcome(sink: NonNullable<Director['outcomes']>): void {
     this.outcomes = sink;
+  }
+
+  private forDevice<T>(deviceId: string, work: () => Promise<T>): Promise<T> {
+    const next = (this.deviceChains.get(deviceId) ?? Promise.resolve()).then(work, work);
+    const tail = next.catch(() => undefined);
+    this.deviceChains.set(deviceId, tail);
+    void tail.then(() => {
+      if (this.deviceChains.get(deviceId) === tail) this.deviceChains.delete(deviceId);
+    });
+    return next;
   }
 
   private exclusive<T>(work: () => Promise<T>): Promise<T> {
@@ -171,7 +206,7 @@ export class Director {
   }
 
   /** What the device must install, as the director lists it (before signing), or null for nothing. */
-  private async plannedTarget(db: Db, deviceId: string): Promise<TargetFile | null> {
+  private async plannedTarget(db: Db, deviceId: string): Promise<PlannedTarget | null> {
     const assignment = await this.assignments.forDevice(db, deviceId);
     if (!assignment) return null;
     const release = await db
@@ -187,34 +222,133 @@ export class Director {
       );
       return null;
     }
-    const custom: DirectorCustom = { deviceId, deploymentId: assignment.deploymentId };
-    return new TargetFile({
+    return {
       path: assignment.path,
       length: Number(release.length),
-      hashes: { sha256: release.sha256 },
+      sha256: release.sha256,
+      release: JSON.parse(release.custom) as RampartTarget,
+      deploymentId: assignment.deploymentId,
+    };
+  }
+
+  private static targetFile(deviceId: string, planned: PlannedTarget, contentKey?: string): TargetFile {
+    const custom: DirectorCustom = {
+      deviceId,
+      deploymentId: planned.deploymentId,
+      ...(contentKey ? { contentKey } : {}),
+    };
+    return new TargetFile({
+      path: planned.path,
+      length: planned.length,
+      hashes: { sha256: planned.sha256 },
       unrecognizedFields: {
         custom: JSON.parse(
-          JSON.stringify({
-            [CUSTOM_KEY]: JSON.parse(release.custom) as RampartTarget,
-            [DIRECTOR_CUSTOM_KEY]: custom,
-          }),
+          JSON.stringify({ [CUSTOM_KEY]: planned.release, [DIRECTOR_CUSTOM_KEY]: custom }),
         ) as Record<string, never>,
       },
     });
   }
 
+  /** The device's current certificate: its newest good, unexpired device certificate. */
+  private async currentCertificate(
+    db: Db | Tx,
+    deviceId: string,
+  ): Promise<{ serial: string; pem: string } | null> {
+    const row = await db
+      .selectFrom('certificates')
+      .select(['serial', 'certificate'])
+      .where('device_id', '=', deviceId)
+      .where('profile', '=', 'device')
+      .where('status', '=', 'good')
+      .where('not_after', '>', isoNow())
+      .orderBy('not_before', 'desc')
+      .orderBy('created_at', 'desc')
+      .limit(1)
+      .executeTakeFirst();
+    return row ? { serial: row.serial, pem: row.certificate } : null;
+  }
+
+  /**
+   * Why the director cannot hand the device content keys of encrypted releases (its certificate's
+   * key cannot do ECDH), or null when it can or the device has no certificate yet.
+   */
+  async encryptionProblem(db: Db | Tx, deviceId: string): Promise<string | null> {
+    const cert = await this.currentCertificate(db, deviceId);
+    return cert ? ecdhProblem(publicKeyOfCertificate(cert.pem)) : null;
+  }
+
+  /** The content key of an encrypted target, wrapped to the device's current certificate key. */
+  private async wrappedContentKey(
+    db: Db,
+    deviceId: string,
+    planned: PlannedTarget,
+    certificate: { serial: string; pem: string } | null,
+  ): Promise<string> {
+    const refuse = (message: string): never => {
+      this.logger.warn(
+        { event: 'director.encryption-refused', deviceId, target: planned.path, reason: message },
+        `the director cannot give device ${deviceId} the key of ${planned.path}: ${message}`,
+      );
+      throw new RampartError('CONFLICT', `${planned.path} is encrypted and ${message}`);
+    };
+    if (!certificate) return refuse(`device ${deviceId} has no good certificate to wrap its key to`);
+    const publicKey = publicKeyOfCertificate(certificate.pem);
+    const problem = ecdhProblem(publicKey);
+    if (problem)
+      return refuse(
+        `device ${deviceId} cannot receive its key: ${problem}; assign the device an unencrypted release, or enroll it with an EC key`,
+      );
+    const sealed = await db
+      .selectFrom('update_content_keys')
+      .select('wrapped_key')
+      .where('sha256', '=', planned.sha256)
+      .executeTakeFirst();
+    if (!sealed) return refuse(`its content key is missing from the database`);
+    let contentKey: Buffer;
+    try {
+      contentKey = await this.contentKeys.open(sealed.wrapped_key, planned.sha256);
+    } catch (err) {
+      // A sealed key that does not open, or belongs to another artifact: the database was altered.
+      this.logger.warn(
+        {
+          event: 'director.content-key-refused',
+          deviceId,
+          target: planned.path,
+          reason: (err as Error).message,
+        },
+        `the stored content key of ${planned.path} was refused`,
+      );
+      await this.audit.record({
+        actor: 'system',
+        action: 'director.content-key',
+        target: `release:${planned.path}`,
+        outcome: 'failure',
+        details: { deviceId, reason: (err as Error).message.slice(0, 300) },
+      });
+      throw err;
+    }
+    try {
+      return await wrapForDevice(contentKey, publicKey, { deviceId, sha256: planned.sha256 });
+    } finally {
+      contentKey.fill(0);
+    }
+  }
+
   /**
    * The device's targets metadata: signed anew (a higher version) when what it lists changed or half
-   * its lifetime has passed, else the stored one.
+   * its lifetime has passed, else the stored one. An encrypted target carries its content key wrapped
+   * to the device's current certificate; a new certificate makes a new document.
    */
   async targetsFor(deviceId: string, now = Date.now()): Promise<string> {
-    return this.exclusive(async () => {
+    return this.forDevice(deviceId, async () => {
       const db = this.storage.db;
-      const target = await this.plannedTarget(db, deviceId);
-      const targets: Record<string, TargetFile> = target ? { [target.path]: target } : {};
-      const content = canonicalJson(
-        Object.fromEntries(Object.entries(targets).map(([p, t]) => [p, t.toJSON()])),
-      );
+      const planned = await this.plannedTarget(db, deviceId);
+      const unsigned = planned ? Director.targetFile(deviceId, planned) : null;
+      const encrypted = planned?.release.encryption !== undefined;
+      const certificate = encrypted ? await this.currentCertificate(db, deviceId) : null;
+      const content =
+        canonicalJson(unsigned ? { [unsigned.path]: unsigned.toJSON() } : {}) +
+        (certificate ? `\ncontent key wrapped to certificate ${certificate.serial}` : '');
       const stored = await db
         .selectFrom('director_metadata')
         .selectAll()
@@ -225,6 +359,15 @@ export class Director {
         stored.content === content &&
         Date.parse(stored.expires) - now > this.settings.targetsLifetimeMs / 2;
       if (fresh) return stored.document;
+      const target =
+        planned && encrypted
+          ? Director.targetFile(
+              deviceId,
+              planned,
+              await this.wrappedContentKey(db, deviceId, planned, certificate),
+            )
+          : unsigned;
+      const targets: Record<string, TargetFile> = target ? { [target.path]: target } : {};
       const version = (stored ? Number(stored.version) : 0) + 1;
       const signed = new Targets({
         version,
@@ -236,12 +379,17 @@ export class Director {
       await Director.sign(md, await this.key(DIRECTOR_KEY_LABELS.targets));
       const document = JSON.stringify(md.toJSON());
       const row = { version, content, document, expires: signed.expires, signed_at: isoNow() };
-      await db
-        .insertInto('director_metadata')
-        .values({ device_id: deviceId, ...row })
-        .onConflict((oc) => oc.column('device_id').doUpdateSet(row))
-        .execute();
-      this.logger.info({ deviceId, version, target: target?.path ?? null }, 'director targets signed');
+      await this.writes.run((tx) =>
+        tx
+          .insertInto('director_metadata')
+          .values({ device_id: deviceId, ...row })
+          .onConflict((oc) => oc.column('device_id').doUpdateSet(row))
+          .execute(),
+      );
+      this.logger.info(
+        { deviceId, version, target: target?.path ?? null, ...(encrypted ? { encrypted: true } : {}) },
+        'director targets signed',
+      );
       return document;
     });
   }
@@ -321,18 +469,21 @@ export class Director {
         `the receipt names device ${receipt.deviceId}, the certificate ${device.deviceId}`,
       );
     const assignment = await this.assignments.forDevice(this.storage.db, device.deviceId);
-    const stored = await this.storage.db.transaction().execute(async (tx) => {
+    const stored = await this.writes.run(async (tx) => {
       const seen = await tx
         .selectFrom('update_receipts')
         .select('id')
         .where('id', '=', receipt.id)
         .executeTakeFirst();
       if (seen) return false;
-      const release = await tx
-        .selectFrom('update_releases')
-        .select('path')
-        .where('sha256', '=', receipt.release.sha256)
-        .executeTakeFirst();
+      const release =
+        (await tx
+          .selectFrom('update_releases')
+          .select('path')
+          .where('sha256', '=', receipt.release.sha256)
+          .executeTakeFirst()) ??
+        // An encrypted release: the receipt names the plaintext in the slot, the release its ciphertext.
+        (await this.releaseOfPlaintext(tx, receipt.release.sha256, assignment?.path));
       const deploymentId =
         assignment && release && assignment.path === release.path ? assignment.deploymentId : null;
       await tx
@@ -377,8 +528,22 @@ export class Director {
         });
       return true;
     });
-    if (stored) this.audit.sealSoon();
     return { id: receipt.id, stored, receipt };
+  }
+
+  /** The release whose encrypted artifact decrypts to `sha256` (preferring the assigned one). */
+  private async releaseOfPlaintext(
+    tx: Tx,
+    sha256: string,
+    assignedPath: string | undefined,
+  ): Promise<{ path: string } | undefined> {
+    const rows = await tx
+      .selectFrom('update_content_keys')
+      .innerJoin('update_releases', 'update_releases.sha256', 'update_content_keys.sha256')
+      .select('update_releases.path')
+      .where('update_content_keys.plaintext_sha256', '=', sha256)
+      .execute();
+    return rows.find((r) => r.path === assignedPath) ?? rows[0];
   }
 
   /** Parse a director root document (for tests and tools). */

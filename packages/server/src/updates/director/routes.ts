@@ -68,7 +68,11 @@ export function directorApiRoutes(ctx: ApiContext & { updates?: UpdatesService }
             .executeTakeFirst();
           if (!release || release.state !== 'published')
             throw new RampartError('NOT_FOUND', `no published release ${path}; see rampart release list`);
-          const custom = JSON.parse(release.custom) as { models: string[]; hardwareRevisions?: string[] };
+          const custom = JSON.parse(release.custom) as {
+            models: string[];
+            hardwareRevisions?: string[];
+            encryption?: unknown;
+          };
           if (!custom.models.includes(device.model_id))
             throw new RampartError(
               'VALIDATION',
@@ -84,6 +88,13 @@ export function directorApiRoutes(ctx: ApiContext & { updates?: UpdatesService }
               'VALIDATION',
               `release ${path} is for hardware revisions ${custom.hardwareRevisions.join(', ')}, device ${id} is ${device.hardware_revision ?? 'of no known revision'}`,
               [{ field: 'path', message: 'does not fit the hardware revision' }],
+            );
+          const encryption = custom.encryption ? await director().encryptionProblem(tx, id) : null;
+          if (encryption)
+            throw new RampartError(
+              'VALIDATION',
+              `release ${path} is encrypted and device ${id} cannot receive its key: ${encryption}`,
+              [{ field: 'path', message: "an encrypted release, and the device's key cannot do ECDH" }],
             );
           await assign(tx, id, path, null, actorOf(request.principal));
           return {
@@ -152,8 +163,10 @@ export function registerDirectorDeviceRoutes(
         throw err;
       }
     };
-  const json = (reply: FastifyReply, text: string) =>
-    reply.code(200).header('cache-control', 'no-store').type('application/json').send(text);
+  const json = (reply: FastifyReply, text: string) => {
+    updates.served('director', Buffer.byteLength(text));
+    return reply.code(200).header('cache-control', 'no-store').type('application/json').send(text);
+  };
   app.get(
     '/director/v1/root.json',
     guarded(async (request, reply) => {
@@ -170,10 +183,7 @@ export function registerDirectorDeviceRoutes(
       const root = await updates.repository.document(updates.storage.db, 'root');
       if (!root || !updates.url)
         throw new RampartError('NOT_FOUND', 'the release repository is not initialised yet');
-      return reply
-        .code(200)
-        .header('cache-control', 'no-store')
-        .send({ url: updates.url, root: JSON.parse(root) as unknown });
+      return json(reply, JSON.stringify({ url: updates.url, root: JSON.parse(root) as unknown }));
     }),
   );
   app.get(
