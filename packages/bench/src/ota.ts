@@ -5,6 +5,7 @@ import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { request } from 'undici';
+import { releaseImages } from './delta.js';
 import { BENCH_MODEL, api, registerAndEnroll } from './lib/gateway-fleet.js';
 import type { DeviceRun, OtaWorkerConfig, OtaWorkerResult } from './lib/ota-devices.js';
 import { startRampart, stopChild, waitForLine, type RunningRampart } from './lib/processes.js';
@@ -41,6 +42,9 @@ const CONCURRENCY = 24;
 const WALL_TARGET_S = 60;
 /** Devices updated one after the other after the rollout, for the refresh time of a device alone. */
 const SOLO_DEVICES = 20;
+/** Devices that take the delta round. */
+const DELTA_DEVICES = 5;
+const DELTA_TARGET_PERCENT = 15;
 const METADATA_TARGET_PERCENT = 5;
 
 const say = (line: string) => process.stdout.write(`  ${line}\n`);
@@ -429,6 +433,16 @@ export async function benchOta(options: {
         notes: `whole update check p50 ${fmt(median(soloRuns.map((x) => x.ms)), 1)} ms, ${soloRuns.length} devices`,
       });
 
+    await deltaRound(r, {
+      devicesFile,
+      concurrency: 1,
+      estUrl: new URL(r.listeners.est!).origin,
+      rootPemFile,
+      model: BENCH_MODEL,
+      workDir: join(work, 'delta-devices'),
+      keep: true,
+    });
+
     say('the peer: a bare static HTTP server, the same devices downloading and hashing the image only');
     const peer = await peerRound(imageFile, sha256, devicesFile, workerDir, count);
     say(`peer: ${fmt(peer.ok)} downloads in ${fmt(peer.wall, 1)} s, server CPU ${fmt(peer.serverCpu, 1)} s`);
@@ -445,6 +459,63 @@ export async function benchOta(options: {
     rmSync(work, { recursive: true, force: true });
     rmSync(dataDir, { recursive: true, force: true });
   }
+}
+
+/** Deploy a release to the first `count` devices and wait until the director has them all. */
+async function deployTo(r: RunningRampart, release: string, ids: string[]): Promise<number> {
+  const d = await api(
+    r,
+    'POST',
+    '/api/v1/deployments',
+    JSON.stringify({ release, target: { devices: ids }, ratePerMinute: 1_000_000 }),
+  );
+  if (d.status !== 201)
+    throw new Error(`creating the deployment of ${release} failed: ${d.status} ${d.text}`);
+  const id = (JSON.parse(d.text) as { id: number }).id;
+  while ((await deploymentCounts(r, id)).pending > 0) await sleep(500);
+  return id;
+}
+
+/**
+ * Deltas through the real flow: a few devices install a 4 MiB image, then a release with 5% of its
+ * bytes changed; the platform prepares the patch in the background and the devices, running the
+ * base, download the patch instead of the image. Reported: what they downloaded over the image size.
+ */
+async function deltaRound(r: RunningRampart, base: Omit<OtaWorkerConfig, 'from' | 'to'>): Promise<void> {
+  const images = releaseImages();
+  const ids = readFileSync(base.devicesFile, 'utf8')
+    .split('\n')
+    .slice(0, DELTA_DEVICES)
+    .map((l) => (JSON.parse(l) as { id: string }).id);
+  mkdirSync(base.workDir, { recursive: true });
+  const run = async () => {
+    const w = await startWorkers(base, DELTA_DEVICES, undefined, 1);
+    const runs = (await w.go()).flatMap((x) => x.runs);
+    await workersExit(w);
+    const bad = runs.filter((x) => !x.ok);
+    if (bad.length) throw new Error(`delta round: ${bad.length} device(s) failed: ${bad[0]!.error}`);
+    return runs;
+  };
+  const a = await publish(r, 'os', '1.0.0', images.base);
+  await deployTo(r, a.path, ids);
+  await run();
+  const b = await publish(r, 'os', '1.1.0', images.next);
+  await deployTo(r, b.path, ids);
+  const runs = await run();
+  const viaDelta = runs.filter((x) => x.transfer === 'delta');
+  const shares = runs.map((x) => ((x.downloadedBytes ?? images.next.length) / images.next.length) * 100);
+  say(
+    `delta: ${viaDelta.length} of ${runs.length} devices updated ${mib(images.base.length)} MiB → 5% changed by patch; downloaded ${fmt(median(runs.map((x) => x.downloadedBytes ?? 0)) / 1024)} KiB each`,
+  );
+  record({
+    bench: 'ota',
+    dialect: 'sqlite',
+    metric: `delta transfer, ${mib(images.next.length)} MiB image with 5% changed, share of the full image`,
+    value: median(shares),
+    unit: '%',
+    target: { op: '<=', value: DELTA_TARGET_PERCENT },
+    notes: `${viaDelta.length} of ${runs.length} devices by delta, each checked against the signed image`,
+  });
 }
 
 async function workersExit(w: Workers): Promise<void> {

@@ -39,6 +39,8 @@ export interface OtaWorkerConfig {
   /** Peer run: download this URL and check it against `peerSha256`, nothing else. */
   peerUrl?: string;
   peerSha256?: string;
+  /** Keep each device's directory (its slots) after its check, for a later check of the same devices. */
+  keep?: boolean;
 }
 
 export interface DeviceRun {
@@ -48,6 +50,8 @@ export interface DeviceRun {
   /** Refreshing and verifying both repositories' metadata (director and tuf-js), when reported. */
   metadataMs: number | null;
   transfer: string | null;
+  /** Bytes the device downloaded for the image (a patch, or the full image). */
+  downloadedBytes: number | null;
   error?: string;
 }
 
@@ -114,6 +118,7 @@ async function runDevice(d: DeviceIdentity): Promise<DeviceRun> {
       ms: performance.now() - t0,
       metadataMs: timings?.metadataMs ?? null,
       transfer,
+      downloadedBytes: r.downloadedBytes ?? null,
       ...(ok ? {} : { error: `${r.outcome}: ${r.detail}` }),
     };
   } catch (err) {
@@ -122,10 +127,11 @@ async function runDevice(d: DeviceIdentity): Promise<DeviceRun> {
       ms: performance.now() - t0,
       metadataMs: null,
       transfer: null,
+      downloadedBytes: null,
       error: (err as Error).message,
     };
   } finally {
-    rmSync(dir, { recursive: true, force: true });
+    if (!config!.keep) rmSync(dir, { recursive: true, force: true });
   }
 }
 
@@ -153,6 +159,7 @@ async function runPeerDevice(d: DeviceIdentity): Promise<DeviceRun> {
       ms: performance.now() - t0,
       metadataMs: null,
       transfer: 'full',
+      downloadedBytes: null,
       ...(ok ? {} : { error: 'hash mismatch' }),
     };
   } catch (err) {
@@ -161,6 +168,7 @@ async function runPeerDevice(d: DeviceIdentity): Promise<DeviceRun> {
       ms: performance.now() - t0,
       metadataMs: null,
       transfer: null,
+      downloadedBytes: null,
       error: (err as Error).message,
     };
   } finally {

@@ -21,13 +21,13 @@ const results: BenchResult[] = [];
 export function record(r: BenchResult): void {
   results.push(r);
   const ratio = r.peer
-    ? ` | peer ${r.peer.name}: ${fmt(r.peer.value, r.unit === 's' ? 2 : r.unit === 'ms' ? 1 : 0)} ${r.unit} | Rampart ÷ peer = ${fmt(r.value / r.peer.value, 2)}`
+    ? ` | peer ${r.peer.name}: ${fmt(r.peer.value, r.unit === 's' || r.unit === '%' ? 2 : r.unit === 'ms' ? 1 : 0)} ${r.unit} | Rampart ÷ peer = ${fmt(r.value / r.peer.value, 2)}`
     : '';
   const target = r.target
     ? ` | target ${r.target.op} ${fmt(r.target.value)} ${r.unit}: ${meets(r) ? 'met' : 'MISSED'}${r.target.advisory ? ' (advisory)' : ''}`
     : '';
   process.stdout.write(
-    `  ${r.bench} [${r.dialect}] ${r.metric}: ${fmt(r.value, r.unit === 's' ? 2 : r.unit === 'ms' ? 1 : 0)} ${r.unit}${ratio}${target}${r.notes ? ` (${r.notes})` : ''}\n`,
+    `  ${r.bench} [${r.dialect}] ${r.metric}: ${fmt(r.value, r.unit === 's' || r.unit === '%' ? 2 : r.unit === 'ms' ? 1 : 0)} ${r.unit}${ratio}${target}${r.notes ? ` (${r.notes})` : ''}\n`,
   );
 }
 
@@ -42,7 +42,7 @@ export function summary(outFile: string): boolean {
     '| bench | db | metric | value | peer | ratio (Rampart ÷ peer) | target |\n|---|---|---|---|---|---|---|\n',
   );
   for (const r of results) {
-    const digits = r.unit === 's' ? 2 : r.unit === 'ms' ? 1 : 0;
+    const digits = r.unit === 's' || r.unit === '%' ? 2 : r.unit === 'ms' ? 1 : 0;
     process.stdout.write(
       `| ${r.bench} | ${r.dialect} | ${r.metric} | ${fmt(r.value, digits)} ${r.unit} | ${r.peer ? `${r.peer.name} ${fmt(r.peer.value, digits)} ${r.unit}` : '-'} | ${r.peer ? fmt(r.value / r.peer.value, 2) : '-'} | ${r.target ? `${r.target.op} ${fmt(r.target.value)} ${meets(r) ? 'met' : 'MISSED'}${r.target.advisory ? ' (advisory)' : ''}` : '-'} |\n`,
     );
