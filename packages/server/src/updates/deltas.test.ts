@@ -8,17 +8,10 @@ import type { ReleaseView } from '@rampart/shared/api';
 import { createLogger } from '@rampart/shared/logging';
 import { CUSTOM_KEY, type RampartTarget } from '@rampart/shared/updates';
 import { startTestPlatform, type TestPlatform } from '../test-support/platform.js';
+import { enrollUpdateDevice, type UpdateDevice } from '../test-support/update-device.js';
 import type { FileArtifactStore } from './artifacts/store.js';
 import { UpdatesService, updatesSettingsOf } from './service.js';
 // The device side is the real agent code, talking to the real platform over mutual TLS.
-import { EstClient } from '../../../agent/src/est/client.js';
-import { enrollDevice } from '../../../agent/src/identity/enroll.js';
-import { mutualTlsIdentity } from '../../../agent/src/identity/current.js';
-import { IdentityStore } from '../../../agent/src/identity/store.js';
-import { SoftwareTrustAnchor } from '../../../agent/src/trust-anchor/software.js';
-import { FileRollbackCounter } from '../../../agent/src/updates/counter.js';
-import { Installer } from '../../../agent/src/updates/installer.js';
-import { UpdateClient } from '../../../agent/src/updates/client.js';
 
 const sha256 = (data: Buffer) => createHash('sha256').update(data).digest('hex');
 
@@ -32,17 +25,10 @@ function nextImage(image: Buffer): Buffer {
   return Buffer.concat([next, randomBytes(2000)]);
 }
 
-interface Device {
-  id: string;
-  dataDir: string;
-  installer: Installer;
-  logs: string[];
-  client: UpdateClient;
-}
+type Device = UpdateDevice;
 
 describe('binary deltas in the update flow (server generates, device chooses)', { timeout: 120_000 }, () => {
   let t: TestPlatform;
-  let estUrl: string;
   const dirs: string[] = [];
   const v1 = randomBytes(300_000);
   const v2 = nextImage(v1);
@@ -64,55 +50,7 @@ describe('binary deltas in the update flow (server generates, device chooses)', 
   };
   const store = () => t.platform.updates.artifacts as FileArtifactStore;
 
-  async function enroll(id: string): Promise<Device> {
-    expect((await t.call('POST', '/api/v1/devices', { body: { id, model: 'DW100' } })).status).toBe(201);
-    const tok = await t.call('POST', '/api/v1/enrollment-tokens', {
-      body: { deviceId: id, expiresIn: '1h' },
-    });
-    const dataDir = mkdtempSync(join(tmpdir(), 'rampart-delta-device-'));
-    dirs.push(dataDir);
-    const anchor = new SoftwareTrustAnchor(join(dataDir, 'identity', 'device-key.pem'));
-    const identity = new IdentityStore(dataDir);
-    const rootPem = readFileSync(join(t.dataDir, 'ca.pem'), 'utf8');
-    await enrollDevice({
-      anchor,
-      store: identity,
-      est: new EstClient({ url: estUrl, caPem: rootPem }),
-      rootPem,
-      deviceId: id,
-      credentials: { deviceId: id, token: tok.body.token as string },
-    });
-    const logs: string[] = [];
-    const log = createLogger({ level: 'info', destination: { write: (l: string) => void logs.push(l) } });
-    const publicKey = (await anchor.publicKey())!;
-    const installer = new Installer({
-      dataDir,
-      counter: new FileRollbackCounter(join(dataDir, 'slots', 'counters.json')),
-      log,
-      selfTest: { timeoutMs: 5000 },
-      maxBootAttempts: 3,
-      commitTimeoutMs: 60_000,
-      signer: async () => ({ deviceId: id, publicKey, sign: (d) => anchor.sign(d) }),
-    });
-    const client = new UpdateClient({
-      dataDir,
-      estUrl,
-      model: 'DW100',
-      installer,
-      log,
-      download: { retryDelayMs: 10 },
-      identity: async () => {
-        const m = await mutualTlsIdentity(identity, anchor, Date.now(), 'the director');
-        return {
-          deviceId: m.deviceId,
-          certPem: identity.clientCertificatePem(),
-          tls: m.tls,
-          caPem: m.rootPem,
-        };
-      },
-    });
-    return { id, dataDir, installer, logs, client };
-  }
+  const enroll = (id: string): Promise<Device> => enrollUpdateDevice(t, { id, model: 'DW100', dirs });
 
   const assign = async (d: Device, path: string) => {
     const a = await t.call('PUT', `/api/v1/devices/${d.id}/update-assignment`, { body: { path } });
@@ -131,7 +69,6 @@ describe('binary deltas in the update flow (server generates, device chooses)', 
       { 'updates.development': true, 'updates.maxArtifactBytes': 2_000_000 },
       { captureLogs: true },
     );
-    estUrl = t.platform.listeners.find((l) => l.name === 'est')!.url;
     await t.call('POST', '/api/v1/device-models', { body: { id: 'DW100' } });
     // The first release of a model has nothing to build a delta from: it is published at once.
     rel1 = await upload('name=fw&version=1.0.0&model=DW100&fileName=fw.bin', v1);
@@ -206,9 +143,9 @@ describe('binary deltas in the update flow (server generates, device chooses)', 
   it('a device running release 1 installs release 2 from the delta, downloading less than the image', async () => {
     const d = await enroll('DELTA-0001');
     await assign(d, rel1.path);
-    expect(await d.client.check()).toMatchObject({ outcome: 'installed', transfer: 'full' });
+    expect(await d.client().check()).toMatchObject({ outcome: 'installed', transfer: 'full' });
     await assign(d, rel2.path);
-    const r = await d.client.check();
+    const r = await d.client().check();
     expect(r).toMatchObject({
       outcome: 'installed',
       target: rel2.path,
@@ -225,7 +162,7 @@ describe('binary deltas in the update flow (server generates, device chooses)', 
   it('a device running something else downloads the full image', async () => {
     const d = await enroll('DELTA-0002');
     await assign(d, rel2.path);
-    const r = await d.client.check();
+    const r = await d.client().check();
     expect(r).toMatchObject({ outcome: 'installed', transfer: 'full', downloadedBytes: v2.length });
     expect(sha256(runningImage(d))).toBe(rel2.sha256);
     expect(d.logs.some((l) => l.includes('"update.delta'))).toBe(false);
@@ -234,7 +171,7 @@ describe('binary deltas in the update flow (server generates, device chooses)', 
   it('refuses a tampered patch on the server, logs it, and installs the right bytes from the full image', async () => {
     const d = await enroll('DELTA-0003');
     await assign(d, rel1.path);
-    expect((await d.client.check()).outcome).toBe('installed');
+    expect((await d.client().check()).outcome).toBe('installed');
     const stored = store().pathOf(rel2.custom.deltas![0]!.sha256);
     const original = readFileSync(stored);
     const tampered = Buffer.from(original);
@@ -243,7 +180,7 @@ describe('binary deltas in the update flow (server generates, device chooses)', 
     writeFileSync(stored, tampered);
     try {
       await assign(d, rel2.path);
-      const r = await d.client.check();
+      const r = await d.client().check();
       expect(r).toMatchObject({ outcome: 'installed', transfer: 'full', downloadedBytes: v2.length });
       expect(sha256(runningImage(d))).toBe(rel2.sha256);
       expect(d.logs.some((l) => l.includes('"update.delta-failed"'))).toBe(true);

@@ -1,32 +1,17 @@
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, rmSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createLogger } from '@rampart/shared/logging';
 import { verifyReceipt } from '@rampart/shared/updates';
 import { startTestPlatform, type TestPlatform } from '../../test-support/platform.js';
+import { enrollUpdateDevice, type UpdateDevice } from '../../test-support/update-device.js';
 // The device side is the real agent code, talking to the real platform over mutual TLS.
-import { EstClient } from '../../../../agent/src/est/client.js';
-import { enrollDevice } from '../../../../agent/src/identity/enroll.js';
 import { mutualTlsIdentity } from '../../../../agent/src/identity/current.js';
-import { IdentityStore } from '../../../../agent/src/identity/store.js';
-import { SoftwareTrustAnchor } from '../../../../agent/src/trust-anchor/software.js';
-import { FileRollbackCounter } from '../../../../agent/src/updates/counter.js';
-import { Installer } from '../../../../agent/src/updates/installer.js';
-import { UpdateClient } from '../../../../agent/src/updates/client.js';
 import { AgentError } from '../../../../agent/src/errors.js';
 
-interface Device {
-  id: string;
-  dataDir: string;
-  store: IdentityStore;
-  anchor: SoftwareTrustAnchor;
-  logs: string[];
-  client(opts?: { model?: string; now?: () => Date; onConnect?: () => void }): UpdateClient;
-}
+type Device = UpdateDevice;
 
 describe('director and the agent update loop (Uptane style)', { timeout: 60_000 }, () => {
   let t: TestPlatform;
@@ -48,71 +33,8 @@ describe('director and the agent update loop (Uptane style)', { timeout: 60_000 
   };
   const db = () => t.platform.updates.storage.db;
 
-  async function enroll(id: string, options: { selfTest?: string } = {}): Promise<Device> {
-    const r = await t.call('POST', '/api/v1/devices', { body: { id, model: 'DW100' } });
-    expect(r.status).toBe(201);
-    const tok = await t.call('POST', '/api/v1/enrollment-tokens', {
-      body: { deviceId: id, expiresIn: '1h' },
-    });
-    const dataDir = mkdtempSync(join(tmpdir(), 'rampart-director-device-'));
-    dirs.push(dataDir);
-    const anchor = new SoftwareTrustAnchor(join(dataDir, 'identity', 'device-key.pem'));
-    const store = new IdentityStore(dataDir);
-    const rootPem = readFileSync(join(t.dataDir, 'ca.pem'), 'utf8');
-    await enrollDevice({
-      anchor,
-      store,
-      est: new EstClient({ url: estUrl, caPem: rootPem }),
-      rootPem,
-      deviceId: id,
-      credentials: { deviceId: id, token: tok.body.token as string },
-    });
-    const logs: string[] = [];
-    const log = createLogger({ level: 'info', destination: { write: (l: string) => void logs.push(l) } });
-    const publicKey = (await anchor.publicKey())!;
-    const installer = new Installer({
-      dataDir,
-      counter: new FileRollbackCounter(join(dataDir, 'slots', 'counters.json')),
-      log,
-      selfTest: { timeoutMs: 5000, ...(options.selfTest ? { command: options.selfTest } : {}) },
-      maxBootAttempts: 3,
-      commitTimeoutMs: 60_000,
-      signer: async () => ({ deviceId: id, publicKey, sign: (d) => anchor.sign(d) }),
-    });
-    return {
-      id,
-      dataDir,
-      store,
-      anchor,
-      logs,
-      client: (opts = {}) =>
-        new UpdateClient({
-          dataDir,
-          estUrl,
-          model: opts.model ?? 'DW100',
-          installer,
-          log,
-          download: { retryDelayMs: 10 },
-          ...(opts.now ? { now: opts.now } : {}),
-          identity: async () => {
-            const m = await mutualTlsIdentity(store, anchor, Date.now(), 'the director');
-            const tls = m.tls;
-            return {
-              deviceId: m.deviceId,
-              certPem: store.clientCertificatePem(),
-              tls: {
-                via: tls.via,
-                connect: (target) => {
-                  opts.onConnect?.();
-                  return tls.connect(target);
-                },
-              },
-              caPem: m.rootPem,
-            };
-          },
-        }),
-    };
-  }
+  const enroll = (id: string, options: { selfTest?: string } = {}): Promise<Device> =>
+    enrollUpdateDevice(t, { id, model: 'DW100', dirs, ...options });
 
   async function refused(p: Promise<unknown>, message: RegExp, device: Device) {
     const err = await p.then(

@@ -6,29 +6,14 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createLogger } from '@rampart/shared/logging';
 import type { RampartTarget } from '@rampart/shared/updates';
 import { startTestPlatform, type TestPlatform } from '../../test-support/platform.js';
+import { enrollUpdateDevice, type UpdateDevice } from '../../test-support/update-device.js';
 // The device side is the real agent code, talking to the real platform over mutual TLS.
-import { EstClient } from '../../../../agent/src/est/client.js';
-import { enrollDevice } from '../../../../agent/src/identity/enroll.js';
-import { mutualTlsIdentity } from '../../../../agent/src/identity/current.js';
-import { IdentityStore } from '../../../../agent/src/identity/store.js';
-import { SoftwareTrustAnchor } from '../../../../agent/src/trust-anchor/software.js';
 import { TpmTrustAnchor } from '../../../../agent/src/trust-anchor/tpm.js';
-import type { TrustAnchor } from '../../../../agent/src/trust-anchor/trust-anchor.js';
-import { FileRollbackCounter } from '../../../../agent/src/updates/counter.js';
-import { Installer } from '../../../../agent/src/updates/installer.js';
-import { UpdateClient } from '../../../../agent/src/updates/client.js';
 import { AgentError } from '../../../../agent/src/errors.js';
 
-interface Device {
-  id: string;
-  dataDir: string;
-  anchor: SoftwareTrustAnchor;
-  logs: string[];
-  client(opts?: { anchor?: Pick<TrustAnchor, 'kind' | 'unwrapKey'> }): UpdateClient;
-}
+type Device = UpdateDevice;
 
 interface Release {
   path: string;
@@ -52,7 +37,6 @@ describe(
   { timeout: 90_000 },
   () => {
     let t: TestPlatform;
-    let estUrl: string;
     const dirs: string[] = [];
     const image = randomBytes(60_000);
     let rel: Release;
@@ -69,63 +53,7 @@ describe(
       return r.body as Release;
     };
 
-    async function enroll(id: string): Promise<Device> {
-      const r = await t.call('POST', '/api/v1/devices', { body: { id, model: 'ENC' } });
-      expect(r.status).toBe(201);
-      const tok = await t.call('POST', '/api/v1/enrollment-tokens', {
-        body: { deviceId: id, expiresIn: '1h' },
-      });
-      const dataDir = mkdtempSync(join(tmpdir(), 'rampart-enc-device-'));
-      dirs.push(dataDir);
-      const anchor = new SoftwareTrustAnchor(join(dataDir, 'identity', 'device-key.pem'));
-      const store = new IdentityStore(dataDir);
-      const rootPem = readFileSync(join(t.dataDir, 'ca.pem'), 'utf8');
-      await enrollDevice({
-        anchor,
-        store,
-        est: new EstClient({ url: estUrl, caPem: rootPem }),
-        rootPem,
-        deviceId: id,
-        credentials: { deviceId: id, token: tok.body.token as string },
-      });
-      const logs: string[] = [];
-      const log = createLogger({ level: 'info', destination: { write: (l: string) => void logs.push(l) } });
-      const publicKey = (await anchor.publicKey())!;
-      const installer = new Installer({
-        dataDir,
-        counter: new FileRollbackCounter(join(dataDir, 'slots', 'counters.json')),
-        log,
-        selfTest: { timeoutMs: 5000 },
-        maxBootAttempts: 3,
-        commitTimeoutMs: 60_000,
-        signer: async () => ({ deviceId: id, publicKey, sign: (d) => anchor.sign(d) }),
-      });
-      return {
-        id,
-        dataDir,
-        anchor,
-        logs,
-        client: (opts = {}) =>
-          new UpdateClient({
-            dataDir,
-            estUrl,
-            model: 'ENC',
-            installer,
-            anchor: opts.anchor ?? anchor,
-            log,
-            download: { retryDelayMs: 10 },
-            identity: async () => {
-              const m = await mutualTlsIdentity(store, anchor, Date.now(), 'the director');
-              return {
-                deviceId: m.deviceId,
-                certPem: store.clientCertificatePem(),
-                tls: m.tls,
-                caPem: m.rootPem,
-              };
-            },
-          }),
-      };
-    }
+    const enroll = (id: string): Promise<Device> => enrollUpdateDevice(t, { id, model: 'ENC', dirs });
 
     const slotFiles = (d: Device) =>
       ['a', 'b'].map((s) => join(d.dataDir, 'slots', s, 'fw-1.0.0.bin')).filter((f) => existsSync(f));
@@ -182,7 +110,6 @@ describe(
         { 'updates.development': true, 'updates.maxArtifactBytes': 200_000 },
         { captureLogs: true },
       );
-      estUrl = t.platform.listeners.find((l) => l.name === 'est')!.url;
       const enc = await t.call('POST', '/api/v1/device-models', {
         body: { id: 'ENC', encryptUpdates: true },
       });
