@@ -1,4 +1,3 @@
-import { sql } from 'kysely';
 import { X509Certificate } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
@@ -11,6 +10,7 @@ import type { FleetRegistry } from '../fleet/registry.js';
 import { getOrCreateKey, type KeyStore, type PlatformKey } from '../keystore/index.js';
 import type { Executor, Storage } from '../storage/index.js';
 import { whenCommitted } from '../storage/committed.js';
+import { GroupCommit } from '../storage/group-commit.js';
 import { printable } from '../text.js';
 import { CertificateAuthorities, type CaRecord, type HierarchySettings } from './authorities.js';
 import { CertificateRegistry, type CertificateRecord, type RevocationResult } from './certificates.js';
@@ -64,6 +64,8 @@ export class IdentityService {
   readonly ocsp: OcspResponder;
   readonly tokens = new EnrollmentTokens();
   private readonly policies: EnrollmentPolicy[] = [];
+  /** Enrollments share commits: see `enroll`. */
+  private readonly writes: GroupCommit;
   private readonly ocspSigners = new Map<string, OcspSigner>();
   private readonly ocspPending = new Map<string, Promise<OcspSigner>>();
 
@@ -75,6 +77,7 @@ export class IdentityService {
     readonly settings: IdentitySettings,
     private readonly logger?: Logger,
   ) {
+    this.writes = new GroupCommit(storage.db, { afterCommit: () => audit.sealSoon() });
     this.authorities = new CertificateAuthorities(storage, keys);
     this.issuer = new CertificateIssuer(this.authorities, this.registry, settings.hierarchy.organization);
     this.crl = new CrlService(storage, this.authorities, this.registry, settings.crlValidityHours, logger);
@@ -374,7 +377,10 @@ export class IdentityService {
 
   /**
    * Decide and issue: the first policy that handles the credentials decides; the certificate, the
-   * policy's own writes, the superseding revocation and the audit entry commit together.
+   * policy's own writes, the superseding revocation and the audit entry commit together. Group
+   * commit: enrollments that arrive while a batch is being written go into the next transaction
+   * together, one commit (one fsync on SQLite) for many certificates, each under its own savepoint;
+   * none is acknowledged before its transaction has committed.
    */
   async enroll(ctx: EnrollmentContext): Promise<IssuedCertificate> {
     const policy = this.policies.find((p) => p.handles(ctx));
@@ -385,69 +391,9 @@ export class IdentityService {
           ? 'simplereenroll needs the current device certificate as the TLS client certificate'
           : 'no credentials were presented: send the enrollment token as the HTTP Basic password (user name = device id) or as a Bearer token',
       );
-    return new Promise<IssuedCertificate>((resolve, reject) => {
-      this.pending.push({ ctx, policy, resolve, reject });
-      this.schedule();
-    });
-  }
-
-  /**
-   * Group commit. Enrollments that arrive while a batch is being written wait and go into the
-   * next transaction together: one commit (one fsync on SQLite) for many certificates. Each
-   * enrollment runs under its own savepoint, so a refusal or failure of one rolls back only its
-   * own writes; none of them is acknowledged before the transaction has committed.
-   */
-  private readonly pending: {
-    ctx: EnrollmentContext;
-    policy: EnrollmentPolicy;
-    resolve: (issued: IssuedCertificate) => void;
-    reject: (err: unknown) => void;
-  }[] = [];
-  private batching = false;
-  private static readonly BATCH_LIMIT = 64;
-
-  private schedule(): void {
-    if (this.batching) return;
-    this.batching = true;
-    setImmediate(() => void this.writeBatch());
-  }
-
-  private async writeBatch(): Promise<void> {
-    const batch = this.pending.splice(0, IdentityService.BATCH_LIMIT);
-    const issued: {
-      item: (typeof batch)[number];
-      out: IssuedCertificate;
-      superseded: RevocationResult['revoked'];
-    }[] = [];
-    const refused: { item: (typeof batch)[number]; err: unknown }[] = [];
-    try {
-      await this.storage.db.transaction().execute(async (tx) => {
-        for (const item of batch) {
-          await sql`savepoint enrollment`.execute(tx);
-          try {
-            const r = await this.enrollOne(tx, item.ctx, item.policy);
-            await sql`release savepoint enrollment`.execute(tx);
-            issued.push({ item, ...r });
-          } catch (err) {
-            await sql`rollback to savepoint enrollment`.execute(tx);
-            await sql`release savepoint enrollment`.execute(tx);
-            refused.push({ item, err });
-          }
-        }
-      });
-      this.audit.sealSoon();
-      for (const i of issued) {
-        if (i.superseded.length) this.revoked(i.superseded);
-        i.item.resolve(i.out);
-      }
-    } catch (err) {
-      // The transaction did not commit: nothing of this batch was issued.
-      for (const i of issued) i.item.reject(err);
-    } finally {
-      for (const r of refused) r.item.reject(r.err);
-      this.batching = false;
-      if (this.pending.length) this.schedule();
-    }
+    const issued = await this.writes.run((tx) => this.enrollOne(tx, ctx, policy));
+    if (issued.superseded.length) this.revoked(issued.superseded);
+    return issued.out;
   }
 
   private async enrollOne(
