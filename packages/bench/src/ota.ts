@@ -234,7 +234,7 @@ async function peerRound(
         devicesFile,
         concurrency: CONCURRENCY,
         estUrl: '',
-        rootPemFile: devicesFile,
+        rootPemFile: '',
         model: BENCH_MODEL,
         workDir,
         peerUrl: url,

@@ -31,6 +31,7 @@ export interface OtaWorkerConfig {
   from: number;
   to: number;
   concurrency: number;
+  /** The platform's EST origin and root CA file (empty in a peer run). */
   estUrl: string;
   rootPemFile: string;
   model: string;
@@ -69,7 +70,8 @@ if (!config || !process.send) {
 }
 
 const log = createLogger({ level: 'silent' });
-const rootPem = readFileSync(config.rootPemFile, 'utf8');
+// A peer run talks plain HTTP to the static server: no platform root to pin.
+const rootPem = config.peerUrl ? '' : readFileSync(config.rootPemFile, 'utf8');
 const devices = readFileSync(config.devicesFile, 'utf8')
   .split('\n')
   .filter(Boolean)
