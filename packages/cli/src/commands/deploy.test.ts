@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestPlatform, type TestPlatform } from '../../../server/src/test-support/platform.js';
 import { recordOutcome } from '../../../server/src/updates/deployments/index.js';
+import { tableAssignments } from '../../../server/src/updates/director/assignments.js';
 import { cliEnvFor, runCli } from '../test-support/run-cli.js';
 
 describe('rampart deploy', { timeout: 60_000 }, () => {
@@ -114,11 +115,60 @@ describe('rampart deploy', { timeout: 60_000 }, () => {
     expect(w.stdout).toContain('cancelled');
   });
 
+  it("assign sets one device's assignment outside any deployment; unassign clears it", async () => {
+    expect((await t.call('POST', '/api/v1/devices', { body: { id: 'a1', model: 'DW100' } })).status).toBe(
+      201,
+    );
+    const assigned = await cli(['deploy', 'assign', 'a1', release]);
+    expect(assigned.code, assigned.stderr).toBe(0);
+    expect(assigned.stdout.trim()).toBe(`device a1 must install ${release}`);
+    // What the director reads for the device.
+    expect(await tableAssignments.forDevice(t.platform.storage.db, 'a1')).toEqual({
+      path: release,
+      deploymentId: null,
+    });
+    const json = await cli(['deploy', 'assign', 'a1', release, '--json']);
+    expect(json.code, json.stderr).toBe(0);
+    expect(JSON.parse(json.stdout)).toEqual({ deviceId: 'a1', path: release, deploymentId: null });
+
+    const unassigned = await cli(['deploy', 'unassign', 'a1']);
+    expect(unassigned.code, unassigned.stderr).toBe(0);
+    expect(unassigned.stdout).toContain('device a1: update assignment cleared');
+    expect(await tableAssignments.forDevice(t.platform.storage.db, 'a1')).toBeNull();
+    const again = await cli(['deploy', 'unassign', 'a1']);
+    expect(again.code).toBe(5);
+    expect(again.stderr).toContain('device a1 has no update assignment');
+
+    expect((await cli(['deploy', 'assign', 'a1', release, '--json'])).code).toBe(0);
+    const cleared = await cli(['deploy', 'unassign', 'a1', '--json']);
+    expect(cleared.code, cleared.stderr).toBe(0);
+    expect(JSON.parse(cleared.stdout)).toEqual({ deviceId: 'a1', path: null, deploymentId: null });
+  });
+
+  it("assign refuses a target that is not published or does not fit the device, with the server's words", async () => {
+    expect((await t.call('POST', '/api/v1/device-models', { body: { id: 'OTHER' } })).status).toBe(201);
+    expect((await t.call('POST', '/api/v1/devices', { body: { id: 'o1', model: 'OTHER' } })).status).toBe(
+      201,
+    );
+    const unknown = await cli(['deploy', 'assign', 'w1', 'DW100/no-such-9.9.9.bin']);
+    expect(unknown.code).toBe(5);
+    expect(unknown.stderr).toContain('no published release DW100/no-such-9.9.9.bin');
+    const otherModel = await cli(['deploy', 'assign', 'o1', release]);
+    expect(otherModel.code).toBe(2);
+    expect(otherModel.stderr).toContain(`release ${release} is for DW100, device o1 is a OTHER`);
+    expect(await tableAssignments.forDevice(t.platform.storage.db, 'o1')).toBeNull();
+    const noDevice = await cli(['deploy', 'assign', 'nobody', release]);
+    expect(noDevice.code).toBe(5);
+    expect(noDevice.stderr).toContain('device nobody does not exist');
+    expect((await cli(['deploy', 'assign', 'w1'])).code).toBe(2);
+  });
+
   it('has help with examples', async () => {
-    for (const sub of ['create', 'watch', 'history']) {
+    for (const sub of ['create', 'watch', 'history', 'assign', 'unassign']) {
       const h = await cli(['deploy', sub, '--help']);
       expect(h.stdout, sub).toContain('Examples:');
       expect(h.stdout, sub).toContain(`rampart deploy ${sub}`);
     }
+    expect((await cli(['deploy', 'assign', '--help'])).stdout).toContain('outside any deployment');
   });
 });

@@ -16,6 +16,21 @@ import { color, output, printFields, printJsonLine, printTable, shortTime } from
 
 const FINAL = ['completed', 'aborted', 'cancelled'];
 
+/** `PUT /api/v1/devices/{id}/update-assignment`: what the director tells one device to install. */
+interface UpdateAssignment {
+  deviceId: string;
+  path: string;
+  /** null for an assignment made by hand (`rampart deploy assign`). */
+  deploymentId: string | null;
+}
+
+/** What `rampart deploy unassign --json` prints: the assignment's fields, cleared. */
+interface UpdateAssignmentCleared {
+  deviceId: string;
+  path: null;
+  deploymentId: null;
+}
+
 function positiveNumber(text: string, flag: string, example: string): number {
   const n = Number(text);
   if (!Number.isFinite(n) || n <= 0)
@@ -267,6 +282,59 @@ export function deployCommand(): Command {
       [`rampart deploy ${action} 3`, `rampart deploy ${action} 3 --json`],
     );
   }
+
+  withExamples(
+    cmd
+      .command('assign')
+      .summary('Make one device install a release, outside any deployment (a field test, a fix)')
+      .description(
+        'Make one device install a published release, outside any deployment: an override for a ' +
+          'field test or a fix. It replaces what the device is assigned now, also by a deployment ' +
+          '(which goes on waiting for that receipt); a deployment that reaches the device later replaces it in turn.',
+      )
+      .argument('<device-id>', 'device id')
+      .argument('<release-path>', 'target path of the release (see `rampart release list`)')
+      .action(async (deviceId: string, path: string, _o, command: Command) => {
+        const o = globalsOf(command);
+        await withClient(o, async (client) => {
+          const a = await client.put<UpdateAssignment>(
+            `/api/v1/devices/${encodeURIComponent(deviceId)}/update-assignment`,
+            { path },
+          );
+          output(o, a, (v) => process.stdout.write(`device ${v.deviceId} must install ${v.path}\n`));
+        });
+      }),
+    [
+      'rampart deploy assign dw-0001 DW100/sensor-fw-1.4.3-rc1.bin     # field test on one device',
+      'rampart deploy assign dw-0042 DW100/hotfix-1.4.3.bin --json',
+      'rampart deploy unassign dw-0001                                 # back to nothing assigned',
+    ],
+  );
+
+  withExamples(
+    cmd
+      .command('unassign')
+      .summary("Clear one device's update assignment")
+      .description(
+        "Clear one device's update assignment (set by `rampart deploy assign` or a deployment): " +
+          'the director then lists nothing for it and the device keeps what it runs. ' +
+          'Exit 5 when the device has none.',
+      )
+      .argument('<device-id>', 'device id')
+      .action(async (deviceId: string, _o, command: Command) => {
+        const o = globalsOf(command);
+        await withClient(o, async (client) => {
+          await client.delete(`/api/v1/devices/${encodeURIComponent(deviceId)}/update-assignment`);
+        });
+        const cleared: UpdateAssignmentCleared = { deviceId, path: null, deploymentId: null };
+        output(o, cleared, (v) =>
+          process.stdout.write(
+            `device ${v.deviceId}: update assignment cleared, the director lists nothing for it\n`,
+          ),
+        );
+      }),
+    ['rampart deploy unassign dw-0001', 'rampart deploy unassign dw-0001 --json'],
+  );
 
   withExamples(
     cmd
