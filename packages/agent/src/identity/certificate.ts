@@ -83,19 +83,77 @@ function validAt(cert: ParsedCertificate, now: number): boolean {
   return cert.info.notBefore.getTime() - CLOCK_SKEW_MS <= now && now < cert.info.notAfter.getTime();
 }
 
+/**
+ * Whether `issuer` issued `cert` and its signature over it checks out. Both certificates are
+ * immutable, so the answer for a pair of objects never changes: it is remembered (weakly, per
+ * object), and a certificate parsed once and kept (see `PemMemo`) is not verified again.
+ */
+const issuedByMemo = new WeakMap<X509Certificate, WeakMap<X509Certificate, boolean>>();
+
 function issuedBy(cert: X509Certificate, issuer: X509Certificate): boolean {
+  let known = issuedByMemo.get(cert);
+  const memo = known?.get(issuer);
+  if (memo !== undefined) return memo;
+  let answer: boolean;
   try {
-    return cert.checkIssued(issuer) && cert.verify(issuer.publicKey);
+    answer = cert.checkIssued(issuer) && cert.verify(issuer.publicKey);
   } catch {
-    return false;
+    answer = false;
+  }
+  if (!known) issuedByMemo.set(cert, (known = new WeakMap()));
+  known.set(issuer, answer);
+  return answer;
+}
+
+/**
+ * The last few PEM texts parsed, with what they parsed to, so that a file read again unchanged
+ * (the device certificate and the pinned root, at every connection and update check) is not parsed
+ * again: asn1js is slow on a small device. Keyed by the whole text, so a file that changed in any
+ * way is parsed afresh. Only successes are kept (a parse that throws throws again next time);
+ * every caller gets the same value, so what is kept should be frozen (see `frozenCertificate`).
+ */
+export class PemMemo<T> {
+  private readonly entries = new Map<string, T>();
+
+  constructor(private readonly max: number) {}
+
+  get(pem: string, parse: (pem: string) => T): T {
+    const hit = this.entries.get(pem);
+    if (hit !== undefined) {
+      // Most recently used last: the first entry is the one to drop.
+      this.entries.delete(pem);
+      this.entries.set(pem, hit);
+      return hit;
+    }
+    const value = parse(pem);
+    this.entries.set(pem, value);
+    if (this.entries.size > this.max) this.entries.delete(this.entries.keys().next().value!);
+    return value;
   }
 }
+
+/** A parsed certificate made read-only (the DER buffer and the X509Certificate cannot be frozen, and are not written to). */
+export function frozenCertificate(cert: ParsedCertificate): ParsedCertificate {
+  Object.freeze(cert.info);
+  Object.freeze(cert.sanUris);
+  return Object.freeze(cert);
+}
+
+const pinnedRootsMemo = new PemMemo<readonly ParsedCertificate[]>(8);
 
 /**
  * The pinned root CA(s) of a PEM file: each must be a self-signed CA certificate. Throws with what
  * is wrong with the file.
  */
 export function parsePinnedRoots(pem: string, file = 'the pinned root CA file'): ParsedCertificate[] {
+  // The same text always gives the same roots or the same refusal (`file` only names it in the
+  // refusal, and refusals are not remembered): a copy of the remembered list.
+  return [
+    ...pinnedRootsMemo.get(pem, (text) => Object.freeze(checkPinnedRoots(text, file).map(frozenCertificate))),
+  ];
+}
+
+function checkPinnedRoots(pem: string, file: string): ParsedCertificate[] {
   const ders = certificatesFromPem(pem);
   if (ders.length === 0)
     throw new AgentError(

@@ -3,7 +3,7 @@ import { mkdirSync, mkdtempSync, readFileSync, readdirSync, statSync, writeFileS
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { buildCsr, deviceUri, fromPem, normalizeSerial } from '@rampart/shared/pki';
+import { buildCsr, deviceUri, fromPem, normalizeSerial, toPem } from '@rampart/shared/pki';
 import { SoftwareTrustAnchor } from '../trust-anchor/software.js';
 import { TestPki, type TestCa } from '../test-support/pki.js';
 import { createDeviceCsr } from './csr.js';
@@ -93,6 +93,52 @@ describe('identity store', () => {
       issuing.der,
     ]);
     expect(fromPem(d.store.clientCertificatePem(), 'CERTIFICATE')[1]).toEqual(issuing2.der);
+  });
+
+  it('parses an unchanged certificate once, and notices at once a certificate or chain that changed', async () => {
+    const d = await device();
+    const install = (issuer: TestCa) =>
+      d.store.install({
+        issued: [pki.issue(d.csr, issuer)],
+        caCertificates: [root.der, issuing.der, issuing2.der],
+        rootPem: root.pem,
+        publicKey: d.publicKey,
+        deviceId: d.id,
+      });
+    const first = install(issuing);
+    const current = d.store.current()!;
+    expect(current.info).toEqual(first.leaf.info);
+    // Read again unchanged: the same parsed certificate, shared, so it cannot be changed.
+    expect(d.store.current()).toBe(current);
+    expect(Object.isFrozen(current)).toBe(true);
+    expect(Object.isFrozen(current.info)).toBe(true);
+    expect(Object.isFrozen(current.sanUris)).toBe(true);
+    const chain = d.store.chain();
+    expect(chain.map((c) => c.info.subject)).toEqual(['CN=Test Issuing CA 1', 'CN=Test Issuing CA 2']);
+    chain.pop(); // the caller's own array
+    expect(d.store.chain()).toHaveLength(2);
+
+    // Renewed (here, by another issuing CA): the new certificate is read at once, by this store
+    // and by any other.
+    const renewed = install(issuing2);
+    expect(renewed.leaf.info.serial).not.toBe(first.leaf.info.serial);
+    for (const store of [d.store, new IdentityStore(d.dataDir)]) {
+      expect(store.current()!.info).toEqual(renewed.leaf.info);
+      expect(fromPem(store.clientCertificatePem(), 'CERTIFICATE')).toEqual([renewed.leaf.der, issuing2.der]);
+    }
+
+    // Replaced behind the store's back, even by a file of the same size: noticed too.
+    const other = pki.issue(d.csr, issuing);
+    writeFileAtomic(d.store.certFile, toPem('CERTIFICATE', other), 0o644);
+    expect(d.store.current()!.der).toEqual(other);
+    expect(fromPem(d.store.clientCertificatePem(), 'CERTIFICATE')).toEqual([other, issuing.der]);
+    writeFileAtomic(d.store.chainFile, issuing2.pem, 0o644);
+    expect(d.store.chain().map((c) => c.der)).toEqual([issuing2.der]);
+
+    // A damaged file is refused each time it is read, never served from what was parsed before.
+    writeFileAtomic(d.store.certFile, 'not a certificate\n', 0o644);
+    expect(() => d.store.current()).toThrow(/holds no PEM certificate/);
+    expect(() => d.store.current()).toThrow(/holds no PEM certificate/);
   });
 
   describe('refuses what does not check out, and keeps the old identity', () => {

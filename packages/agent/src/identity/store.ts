@@ -3,8 +3,10 @@ import { join } from 'node:path';
 import { toPem } from '@rampart/shared/pki';
 import { AgentError } from '../errors.js';
 import {
+  PemMemo,
   certificatesFromPem,
   checkIssuedCertificate,
+  frozenCertificate,
   parseCertificate,
   parsePinnedRoots,
   pathToRoot,
@@ -40,6 +42,12 @@ export class IdentityStore {
   }
 
   readonly serverFile: string;
+  /**
+   * The device certificate and the chain as last parsed, by file content: each is read at every
+   * connection and update check, but parsed only when its file changed (renewal, enrollment).
+   */
+  private readonly certMemo = new PemMemo<ParsedCertificate>(2);
+  private readonly chainMemo = new PemMemo<readonly ParsedCertificate[]>(2);
 
   /** Where the device enrolled (EST URL) and as whom, so that renewal needs no flags. */
   server(): { estUrl: string; deviceId: string } | null {
@@ -61,19 +69,25 @@ export class IdentityStore {
   /** The current device certificate, or null before enrollment. */
   current(): ParsedCertificate | null {
     if (!existsSync(this.certFile)) return null;
-    const der = certificatesFromPem(readFileSync(this.certFile, 'utf8'))[0];
-    if (!der)
-      throw new AgentError(
-        'CERT_REFUSED',
-        `${this.certFile} holds no PEM certificate; enroll again: rampart-agent enroll`,
-      );
-    return parseCertificate(der);
+    return this.certMemo.get(readFileSync(this.certFile, 'utf8'), (pem) => {
+      const der = certificatesFromPem(pem)[0];
+      if (!der)
+        throw new AgentError(
+          'CERT_REFUSED',
+          `${this.certFile} holds no PEM certificate; enroll again: rampart-agent enroll`,
+        );
+      return frozenCertificate(parseCertificate(der));
+    });
   }
 
   /** The CA certificates saved with the device certificate (empty before enrollment). */
   chain(): ParsedCertificate[] {
     if (!existsSync(this.chainFile)) return [];
-    return certificatesFromPem(readFileSync(this.chainFile, 'utf8')).map((d) => parseCertificate(d));
+    return [
+      ...this.chainMemo.get(readFileSync(this.chainFile, 'utf8'), (pem) =>
+        Object.freeze(certificatesFromPem(pem).map((d) => frozenCertificate(parseCertificate(d)))),
+      ),
+    ];
   }
 
   /** The root CA pinned at enrollment (PEM), or null before enrollment. */

@@ -1,7 +1,7 @@
-import type { KeyObject } from 'node:crypto';
+import { createHash, type KeyObject } from 'node:crypto';
 import { isIP } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { connect as tlsConnect, type TLSSocket } from 'node:tls';
+import { connect as tlsConnect, createSecureContext, type SecureContext, type TLSSocket } from 'node:tls';
 import { AgentError } from '../errors.js';
 import type { TrustAnchor } from '../trust-anchor/trust-anchor.js';
 import { OpensslTunnel, type OpensslKey } from './openssl-tunnel.js';
@@ -46,28 +46,77 @@ function hasOpensslKey(anchor: TrustAnchor): anchor is TrustAnchor & OpensslKeyS
   return typeof (anchor as Partial<OpensslKeySource>).opensslKey === 'function';
 }
 
+/** What a client secure context is made of: the CA(s) to trust, and what to present (mutual TLS). */
+export interface ClientContextInput {
+  ca: string | Buffer;
+  /** The certificate (and chain) to present, PEM; with `key`. */
+  cert?: string;
+  /** The private key, PEM; with `cert`. */
+  key?: string;
+}
+
+const SECURE_CONTEXTS_MAX = 8;
+const secureContexts = new Map<string, SecureContext>();
+
+/**
+ * A client TLS context (TLS 1.2 at least) trusting only `ca`, presenting `cert` with `key` when
+ * given. Building one parses the key, the certificates and the CA (milliseconds on a device), and
+ * it is the same for the same three texts, so the last few are kept in this process and shared by
+ * the connections that use the same ones — a renewed certificate or another CA is a new context.
+ * Throws as `createSecureContext` does (a certificate and a key that do not belong together); a
+ * failure is not kept.
+ */
+export function clientSecureContext(input: ClientContextInput): SecureContext {
+  const h = createHash('sha256');
+  // Length-prefixed, so that no two different inputs run together into the same bytes.
+  for (const part of [input.ca, input.cert ?? '', input.key ?? '']) {
+    const bytes = typeof part === 'string' ? Buffer.from(part, 'utf8') : part;
+    h.update(`${typeof part === 'string' ? 's' : 'b'}${bytes.length}:`).update(bytes);
+  }
+  const id = h.digest('base64');
+  const hit = secureContexts.get(id);
+  if (hit) {
+    secureContexts.delete(id);
+    secureContexts.set(id, hit);
+    return hit;
+  }
+  const context = createSecureContext({
+    ca: [input.ca],
+    ...(input.cert !== undefined ? { cert: input.cert } : {}),
+    ...(input.key !== undefined ? { key: input.key } : {}),
+    minVersion: 'TLSv1.2',
+  });
+  secureContexts.set(id, context);
+  if (secureContexts.size > SECURE_CONTEXTS_MAX) secureContexts.delete(secureContexts.keys().next().value!);
+  return context;
+}
+
+/** A key's PEM, by key object: an anchor keeps its key object, so a key is exported once. */
+const keyPems = new WeakMap<KeyObject, string>();
+
 /** Mutual TLS in this process, with a key Node's TLS stack holds (the software anchor's). */
 export class NodeMutualTls implements MutualTls {
   readonly via = 'node';
   private readonly keyPem: string;
 
   constructor(key: KeyObject) {
-    this.keyPem = key.export({ type: 'pkcs8', format: 'pem' }) as string;
+    let pem = keyPems.get(key);
+    if (pem === undefined) keyPems.set(key, (pem = key.export({ type: 'pkcs8', format: 'pem' }) as string));
+    this.keyPem = pem;
   }
 
   connect(target: MutualTlsTarget): Duplex {
     let socket: TLSSocket;
     try {
+      // The context is built (or found) first: a certificate that does not fit the key fails here.
+      const secureContext = clientSecureContext({ ca: target.caPem, cert: target.certPem, key: this.keyPem });
       socket = tlsConnect({
         host: target.host,
         port: target.port,
         // No SNI for an IP address (RFC 6066); Node checks the name either way.
         ...(isIP(target.host) ? {} : { servername: target.host }),
-        ca: [target.caPem],
-        cert: target.certPem,
-        key: this.keyPem,
+        secureContext,
         rejectUnauthorized: true,
-        minVersion: 'TLSv1.2',
       });
     } catch (err) {
       // Thrown before anything is sent: the certificate and the key cannot be used together.

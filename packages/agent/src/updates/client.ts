@@ -263,6 +263,8 @@ export class UpdateClient {
       mkdirSync(join(this.dir, 'director'), { recursive: true, mode: 0o700 });
       writeFileAtomic(file, JSON.stringify(doc), 0o644);
       this.o.log.info({ file }, 'director root pinned');
+      // Just verified and pinned from this very document: no need to read it back.
+      return root;
     }
     return Metadata.fromJSON(MetadataKind.Root, JSON.parse(readFileSync(file, 'utf8')) as TufJSON);
   }
@@ -302,12 +304,14 @@ export class UpdateClient {
         `the director's targets metadata expired at ${md.signed.expires} (a frozen or replayed director)`,
       );
     const versionFile = join(this.dir, 'director', 'targets-version');
-    const last = existsSync(versionFile) ? Number(readFileSync(versionFile, 'utf8')) : 0;
+    const recorded = existsSync(versionFile) ? Number(readFileSync(versionFile, 'utf8')) : null;
+    const last = recorded ?? 0;
     if (md.signed.version < last)
       this.refuse(
         `the director's targets metadata is version ${md.signed.version}, older than version ${last} seen before (rollback)`,
       );
-    writeFileAtomic(versionFile, `${md.signed.version}\n`, 0o644);
+    // Recorded (durably) only when it moved: the same version again needs no write.
+    if (md.signed.version !== recorded) writeFileAtomic(versionFile, `${md.signed.version}\n`, 0o644);
     return md;
   }
 

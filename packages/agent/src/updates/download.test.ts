@@ -1,6 +1,14 @@
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  writeFileSync,
+  writeSync,
+} from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createTlsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
@@ -11,6 +19,7 @@ import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { computeChunkHashes, type ChunkHashes } from '../../../shared/src/updates/chunks.js';
 import { AgentError } from '../errors.js';
 import { TestPki } from '../test-support/pki.js';
+import { testDevice } from './test-support/slots.js';
 import {
   BandwidthLimiter,
   downloadArtifact,
@@ -314,6 +323,99 @@ describe('artifact download', () => {
     expect(result.resumedFromBytes).toBe(CHUNK);
     expect(server.requests.at(-1)).toEqual({ range: `bytes=${CHUNK}-${LENGTH - 1}` });
     expect(readFileSync(req.destination).equals(data)).toBe(true);
+  });
+
+  it('refuses a download whose chunks all verify but whose whole file has another SHA-256, and discards it', async () => {
+    const server = await serve();
+    const req = { ...request(server.url), sha256: 'ab'.repeat(32) };
+    const err = await failure(downloadArtifact(req, fast));
+    expect(err.code).toBe('DOWNLOAD_CORRUPT');
+    expect(err.message).toMatch(/every chunk of .* verified, but the whole file does not have the SHA-256/);
+    expect(server.requests).toEqual([{ range: undefined }]);
+    for (const f of [req.destination, `${req.destination}.part`, `${req.destination}.part.json`])
+      expect(existsSync(f)).toBe(false);
+  });
+
+  it('checks the whole-file SHA-256 of a resumed download too', async () => {
+    // The first run breaks off after 4 chunks; the second resumes from there.
+    const server = await serve({ cutAfter: (n) => (n === 0 ? 4 * CHUNK : 0) });
+    const req = { ...request(server.url), sha256: 'ab'.repeat(32) };
+    await failure(downloadArtifact(req, { ...fast, maxInterruptions: 1 }));
+    server.behaviour = {};
+    const err = await failure(downloadArtifact(req, fast));
+    expect(err.code).toBe('DOWNLOAD_CORRUPT');
+    expect(err.message).toMatch(/the whole file does not have the SHA-256/);
+    expect(server.requests.at(-1)).toEqual({ range: `bytes=${4 * CHUNK}-${LENGTH - 1}` });
+    for (const f of [req.destination, `${req.destination}.part`, `${req.destination}.part.json`])
+      expect(existsSync(f)).toBe(false);
+  });
+
+  it('reads a resumed download back whole at the end: a kept chunk damaged on disk meanwhile is caught', async () => {
+    const server = await serve({ cutAfter: (n) => (n === 0 ? 4 * CHUNK : 0) });
+    const req = request(server.url);
+    await failure(downloadArtifact(req, { ...fast, maxInterruptions: 1 }));
+    server.behaviour = {};
+    let damaged = false;
+    // After the resume checked the 4 kept chunks and the first new one is kept, a byte of the
+    // first chunk goes bad on disk: only reading the file back notices.
+    const err = await failure(
+      downloadArtifact(req, {
+        ...fast,
+        onProgress: () => {
+          if (damaged) return;
+          damaged = true;
+          const fd = openSync(`${req.destination}.part`, 'r+');
+          try {
+            writeSync(fd, Buffer.from([data[5]! ^ 0x80]), 0, 1, 5);
+          } finally {
+            closeSync(fd);
+          }
+        },
+      }),
+    );
+    expect(damaged).toBe(true);
+    expect(err.code).toBe('DOWNLOAD_CORRUPT');
+    expect(err.message).toMatch(/the whole file does not have the SHA-256/);
+    expect(existsSync(req.destination)).toBe(false);
+  });
+
+  it('a download made in one run is hashed as written; damage on disk after that is refused at install', async () => {
+    // A run that wrote every byte itself takes the whole-file hash from the bytes it verified and
+    // wrote. A byte that goes bad on disk afterwards is caught before any slot is touched: the
+    // installer hashes the artifact against the signed SHA-256 first.
+    const server = await serve();
+    const req = request(server.url);
+    let damaged = false;
+    await downloadArtifact(req, {
+      ...fast,
+      onProgress: (p) => {
+        if (damaged || p.verifiedBytes < 2 * CHUNK) return;
+        damaged = true;
+        const fd = openSync(`${req.destination}.part`, 'r+');
+        try {
+          writeSync(fd, Buffer.from([data[5]! ^ 0x80]), 0, 1, 5);
+        } finally {
+          closeSync(fd);
+        }
+      },
+    }).catch(() => undefined); // refused here or not, it must never be installed
+    expect(damaged).toBe(true);
+    const device = await testDevice();
+    const installer = device.installer();
+    if (existsSync(req.destination)) {
+      const err = await failure(
+        installer.install({
+          file: req.destination,
+          version: '1.0.0',
+          kind: 'application',
+          releaseCounter: 1,
+          sha256,
+        }),
+      );
+      expect(err.code).toBe('UPDATE_REFUSED');
+      expect(err.message).toMatch(/has SHA-256 .* not the .* it must have/);
+    }
+    expect(installer.state().slots).toEqual({ a: null, b: null });
   });
 
   it('starts over when the partial file belongs to another artifact', async () => {

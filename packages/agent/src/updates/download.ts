@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { createHash, type Hash } from 'node:crypto';
 import {
   closeSync,
   existsSync,
@@ -172,6 +172,13 @@ class Download {
   private discarded = 0;
   private fullResponse = false;
   private readonly failures = new Map<number, number>();
+  /**
+   * The whole file's SHA-256 over the chunks as they were verified and written, when this run
+   * wrote every byte of the part file itself, from offset 0 in order; null after a resume, when
+   * `finish()` reads the file back instead.
+   */
+  private wholeHash: Hash | null = null;
+  private hashedBytes = 0;
 
   constructor(
     private readonly request: DownloadRequest,
@@ -307,7 +314,15 @@ class Download {
     this.verified = kept;
     ftruncateSync(this.fd, this.verifiedBytes());
     this.resumedFromBytes = this.verifiedBytes();
-    this.saveState();
+    // Nothing kept from an earlier run: the part file is empty, and every byte of it will be one
+    // this run verified and wrote, so the whole-file hash can be taken as they are written.
+    if (this.resumedFromBytes === 0) {
+      this.wholeHash = createHash('sha256');
+      this.hashedBytes = 0;
+    }
+    // A state file that counts chunks (of this artifact or another) is brought in line with what
+    // was kept; with none, there is nothing to correct: the first kept chunk writes it.
+    if (state !== null) this.saveState();
   }
 
   private readState(): DownloadState | null {
@@ -347,6 +362,13 @@ class Download {
     let at = 0;
     while (at < data.length) at += writeSync(this.fd, data, at, data.length - at, start + at);
     fsyncSync(this.fd);
+    if (this.wholeHash) {
+      // Chunks are kept in order; should one ever not follow the last, read the file back instead.
+      if (start === this.hashedBytes) {
+        this.wholeHash.update(data);
+        this.hashedBytes += data.length;
+      } else this.wholeHash = null;
+    }
     this.verified = index + 1;
     this.saveState();
     this.options.onProgress?.(this.progress());
@@ -540,9 +562,18 @@ class Download {
     );
   }
 
-  /** All chunks verified: check the whole file's hash, then move it into place. */
+  /**
+   * All chunks verified: check the whole file's hash, then move it into place. The hash is the one
+   * taken while writing when this run wrote the whole file, else (a resumed download) the file is
+   * read back and hashed.
+   */
   private finish(): void {
-    if (hashOf(this.fd, this.request.length) !== this.request.sha256) {
+    const whole =
+      this.wholeHash && this.hashedBytes === this.request.length
+        ? this.wholeHash.digest('hex')
+        : hashOf(this.fd, this.request.length);
+    this.wholeHash = null;
+    if (whole !== this.request.sha256) {
       closeSync(this.fd);
       this.fd = -1;
       rmSync(this.partPath, { force: true });
