@@ -5,6 +5,7 @@ import { RampartError, notFound } from '../errors.js';
 import type { Executor } from '../storage/index.js';
 import type { CertificatesTable } from '../storage/schema.js';
 import { isoNow } from '../time.js';
+import { certificateStatusChanged } from './certificate-status.js';
 
 /** Every certificate Rampart issued, with its lineage (`renewedFrom`) and revocation state. */
 /**
@@ -192,6 +193,8 @@ export class CertificateRegistry {
         .where('status', '=', 'good')
         .execute();
     }
+    // Cached "good" answers (the director's per-connection authentication) are stale from now on.
+    certificateStatusChanged();
     const order = (s: string) => (s === root.serial ? 0 : 1);
     return {
       revoked: toRevoke

@@ -27,6 +27,7 @@ import {
 import { EnrollmentTokens } from './enrollment/tokens.js';
 import { OneTimeTokenPolicy } from './enrollment/token-policy.js';
 import { CurrentCertificatePolicy } from './enrollment/reenroll-policy.js';
+import { certificateStatusChanged } from './certificate-status.js';
 
 export interface IdentitySettings {
   hierarchy: HierarchySettings;
@@ -425,6 +426,7 @@ export class IdentityService {
           .set({ status: 'revoked', revoked_at: out.record.createdAt, revocation_reason: 'superseded' })
           .where('serial', '=', old.serial)
           .execute();
+        certificateStatusChanged();
         superseded = [
           { serial: old.serial, deviceId: old.deviceId, issuerId: old.issuerId, reason: 'superseded' },
         ];
@@ -517,6 +519,8 @@ export class IdentityService {
   /** After revocations commit: fresh CRLs, no stale pre-signed OCSP answers, and listeners told. */
   private revoked(list: RevocationResult['revoked']): void {
     if (!list.length) return;
+    // Bumped in the transaction too; again now that it has committed (see certificate-status.ts).
+    certificateStatusChanged();
     this.ocsp.invalidate(list);
     this.crl.invalidate(list.map((r) => r.issuerId));
     for (const l of this.revocationListeners) l(list);

@@ -24,6 +24,7 @@ import {
   OID,
   der,
   deviceIdFromUri,
+  readDer,
   serialToBytes,
   subjectPublicKeyBits,
   tlv,
@@ -248,9 +249,32 @@ export function publicKeyOfCertificate(certDer: Uint8Array): KeyObject {
 }
 
 export function spkiOfCertificate(certDer: Uint8Array): Buffer {
-  return Buffer.from(
-    AsnConvert.serialize(AsnConvert.parse(certDer, Certificate).tbsCertificate.subjectPublicKeyInfo),
-  );
+  return Buffer.from(spkiBytesOfCertificate(certDer));
+}
+
+/**
+ * The SubjectPublicKeyInfo of a certificate exactly as it is encoded there (a walk over the DER,
+ * no copy, no key object): `sha256` of it is the key's id without exporting the key, which costs
+ * OpenSSL far more. Throws a RangeError when the DER is not a certificate.
+ */
+export function spkiBytesOfCertificate(certDer: Uint8Array): Uint8Array {
+  const cert = readDer(certDer);
+  if (cert.tag !== 0x30) throw new RangeError('not a certificate');
+  const tbs = readDer(certDer, cert.start);
+  if (tbs.tag !== 0x30) throw new RangeError('not a certificate');
+  const within = certDer.subarray(0, tbs.end);
+  // Elements are read at `at`, where their header starts: [0] version (optional), serialNumber,
+  // signature, issuer, validity, subject — then subjectPublicKeyInfo.
+  let at = tbs.start;
+  let e = readDer(within, at);
+  const next = () => {
+    at = e.end;
+    e = readDer(within, at);
+  };
+  if (e.tag === 0xa0) next();
+  for (let i = 0; i < 5; i++) next();
+  if (e.tag !== 0x30) throw new RangeError('not a certificate');
+  return certDer.subarray(at, e.end);
 }
 
 export function pemOf(certificateDer: Uint8Array): string {

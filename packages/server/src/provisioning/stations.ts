@@ -4,6 +4,7 @@ import { RampartError } from '../errors.js';
 import type { Executor } from '../storage/index.js';
 import { isoNow } from '../time.js';
 import type { IdentityService } from '../identity/service.js';
+import { certificateStatusChanged } from '../identity/certificate-status.js';
 import type { StationsTable, ManufacturerCasTable } from '../storage/schema.js';
 import { isUniqueViolation } from '../fleet/devices.js';
 import { sha256Hex } from '../fleet/import.js';
@@ -163,6 +164,7 @@ export class Stations {
         .where('serial', '=', station.caSerial)
         .where('status', '=', 'good')
         .execute();
+    if (station.caSerial) certificateStatusChanged();
     this.generation++;
     return { ...station, status: 'revoked', revokedAt: at };
   }

@@ -53,8 +53,14 @@ export async function signDocument<T extends object>(
 /**
  * Why `document`'s signature does not verify with `publicKey`, or null when it does. The key id
  * must name that key: a document signed by another key is reported as such, not as "edited".
+ * `spkiDer`, when the caller has the key's SubjectPublicKeyInfo encoding at hand (from a
+ * certificate), gives the key id without exporting the key, which costs more than the verification.
  */
-export function signatureProblem(document: unknown, publicKey: KeyObject | string): string | null {
+export function signatureProblem(
+  document: unknown,
+  publicKey: KeyObject | string,
+  spkiDer?: Uint8Array,
+): string | null {
   if (typeof document !== 'object' || document === null || Array.isArray(document))
     return 'the document is not a JSON object';
   const sig = (document as { signature?: unknown }).signature as Partial<DocumentSignature> | undefined;
@@ -64,7 +70,7 @@ export function signatureProblem(document: unknown, publicKey: KeyObject | strin
   if (typeof sig.value !== 'string' || !/^[A-Za-z0-9+/]+={0,2}$/.test(sig.value))
     return 'the signature value is not base64';
   const key = typeof publicKey === 'string' ? createPublicKey(publicKey) : publicKey;
-  const expectedId = keyIdOf(key);
+  const expectedId = spkiDer ? createHash('sha256').update(spkiDer).digest('hex') : keyIdOf(key);
   if (sig.keyId !== expectedId)
     return `the document was signed by key ${String(sig.keyId).slice(0, 16)}…, not by the expected key ${expectedId.slice(0, 16)}…`;
   let ok: boolean;

@@ -118,11 +118,16 @@ export function receiptShapeProblem(document: unknown): string | null {
 /**
  * Why `document` is not a valid receipt signed by `publicKey` (the device's identity key, as in its
  * certificate), or null when it is. Shape first, then the signature over the canonical JSON.
+ * `spkiDer`: see `signatureProblem`.
  */
-export function receiptProblem(document: unknown, publicKey: KeyObject | string): string | null {
+export function receiptProblem(
+  document: unknown,
+  publicKey: KeyObject | string,
+  spkiDer?: Uint8Array,
+): string | null {
   const shape = receiptShapeProblem(document);
   if (shape) return `not an update receipt: ${shape}`;
-  return signatureProblem(document, publicKey);
+  return signatureProblem(document, publicKey, spkiDer);
 }
 
 /** The receipt, checked: throws a TypeError saying what is wrong unless it is valid and signed by `publicKey`. */

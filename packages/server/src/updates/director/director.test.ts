@@ -1,12 +1,15 @@
-import { randomBytes } from 'node:crypto';
+import { generateKeyPairSync, randomBytes, sign, X509Certificate } from 'node:crypto';
 import { existsSync, rmSync } from 'node:fs';
-import { createServer, type Server } from 'node:http';
+import { Agent, createServer, request as httpRequest, type ClientRequestArgs, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { verifyReceipt } from '@rampart/shared/updates';
+import type { Duplex } from 'node:stream';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { signDocument } from '@rampart/shared/provisioning';
+import { verifyReceipt, type SignedUpdateReceipt } from '@rampart/shared/updates';
 import { startTestPlatform, type TestPlatform } from '../../test-support/platform.js';
 import { enrollUpdateDevice, type UpdateDevice } from '../../test-support/update-device.js';
+import { CONNECTION_AUTH_REUSE_MS } from './director.js';
 // The device side is the real agent code, talking to the real platform over mutual TLS.
 import { mutualTlsIdentity } from '../../../../agent/src/identity/current.js';
 import { AgentError } from '../../../../agent/src/errors.js';
@@ -115,6 +118,28 @@ describe('director and the agent update loop (Uptane style)', { timeout: 60_000 
       .where('id', '=', file.id as string)
       .execute();
     expect(n).toHaveLength(0);
+  });
+
+  it("refuses a receipt signed by another key under the id of the device's key", async () => {
+    const stored = JSON.parse(
+      (await db().selectFrom('update_receipts').select('document').executeTakeFirstOrThrow()).document,
+    ) as SignedUpdateReceipt;
+    const certificate = new X509Certificate(dev.store.clientCertificatePem());
+    const device = { deviceId: dev.id, serial: certificate.serialNumber.toLowerCase(), certificate };
+    const { signature: _drop, ...unsigned } = stored;
+    const impostor = generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey;
+    // The key id names the device's certificate key; the signature is the impostor's.
+    const forged = await signDocument(
+      { ...unsigned, id: randomBytes(16).toString('hex') },
+      { publicKey: certificate.publicKey, sign: async (data) => sign('sha256', data, impostor) },
+    );
+    await expect(t.platform.updates.director.storeReceipt(device, forged)).rejects.toThrow(
+      /the signature does not match the content/,
+    );
+    // Signed by the device's own key (the stored one, sent again): accepted, not stored twice.
+    await expect(t.platform.updates.director.storeReceipt(device, stored)).resolves.toMatchObject({
+      stored: false,
+    });
   });
 
   it('refuses a release the director lists with other hashes than the release repository (compromised director)', async () => {
@@ -237,6 +262,105 @@ describe('director and the agent update loop (Uptane style)', { timeout: 60_000 
       dispatcher: new (await import('undici')).Agent({ connect: { rejectUnauthorized: false } }),
     });
     expect(anon.status).toBe(401);
+  });
+
+  describe('one mutual-TLS connection, authenticated once', () => {
+    /** A kept-alive connection with the device's certificate, counting the connections it opens. */
+    class DeviceConnection extends Agent {
+      opened = 0;
+      constructor(private readonly open: () => Duplex) {
+        super({ keepAlive: true, maxSockets: 1 });
+      }
+      override createConnection(_options: ClientRequestArgs): Duplex {
+        this.opened++;
+        return this.open();
+      }
+    }
+    const connect = async (d: Device) => {
+      const id = await mutualTlsIdentity(d.store, d.anchor, Date.now(), 'test');
+      const url = new URL(estUrl);
+      const agent = new DeviceConnection(() =>
+        id.tls.connect({
+          host: url.hostname,
+          port: Number(url.port),
+          certPem: d.store.clientCertificatePem(),
+          caPem: id.rootPem,
+        }),
+      );
+      const get = (path: string) =>
+        new Promise<number>((resolve, reject) => {
+          const req = httpRequest({
+            host: url.hostname,
+            port: url.port,
+            path,
+            agent,
+            headers: { host: url.host },
+          });
+          req.on('response', (res) => {
+            res.resume();
+            res.on('end', () => resolve(res.statusCode ?? 0));
+          });
+          req.on('error', reject);
+          req.end();
+        });
+      return { agent, get };
+    };
+    const serialOf = (d: Device) =>
+      new X509Certificate(d.store.clientCertificatePem()).serialNumber.toLowerCase();
+
+    it('refuses the next request on the same connection once the certificate is revoked', async () => {
+      const d = await enroll('DIR-0010');
+      const c = await connect(d);
+      expect(await c.get('/director/v1/root.json')).toBe(200);
+      expect(await c.get('/director/v1/repository')).toBe(200);
+      const revoked = await t.call('POST', `/api/v1/certificates/${serialOf(d)}/revoke`, {
+        body: { reason: 'keyCompromise' },
+      });
+      expect(revoked.status, JSON.stringify(revoked.body)).toBe(200);
+      expect(await c.get('/director/v1/root.json')).toBe(401);
+      expect(await c.get(`/director/v1/devices/${d.id}/targets.json`)).toBe(401);
+      // All of it over the one connection: the refusal is not a new handshake's.
+      expect(c.agent.opened).toBe(1);
+      c.agent.destroy();
+    });
+
+    it('refuses the next request on the same connection once the device is disabled', async () => {
+      const d = await enroll('DIR-0011');
+      const c = await connect(d);
+      expect(await c.get(`/director/v1/devices/${d.id}/targets.json`)).toBe(200);
+      const disabled = await t.call('PATCH', `/api/v1/devices/${d.id}`, { body: { status: 'disabled' } });
+      expect(disabled.status, JSON.stringify(disabled.body)).toBe(200);
+      expect(await c.get(`/director/v1/devices/${d.id}/targets.json`)).toBe(401);
+      expect(c.agent.opened).toBe(1);
+      c.agent.destroy();
+    });
+
+    it('reuses the answer on a connection (not on a new one), for a few seconds at most', async () => {
+      const d = await enroll('DIR-0012');
+      const c = await connect(d);
+      expect(await c.get('/director/v1/root.json')).toBe(200);
+      // A status written behind the platform's back (as another instance on the same database
+      // would): the open connection keeps its answer for now, a new connection is refused.
+      await db()
+        .updateTable('certificates')
+        .set({ status: 'revoked', revoked_at: new Date().toISOString(), revocation_reason: 'keyCompromise' })
+        .where('serial', '=', serialOf(d))
+        .execute();
+      expect(await c.get('/director/v1/root.json')).toBe(200);
+      const fresh = await connect(d);
+      expect(await fresh.get('/director/v1/root.json')).toBe(401);
+      fresh.agent.destroy();
+      // ... and no longer than CONNECTION_AUTH_REUSE_MS.
+      const later = Date.now() + CONNECTION_AUTH_REUSE_MS + 1;
+      const clock = vi.spyOn(Date, 'now').mockImplementation(() => later);
+      try {
+        expect(await c.get('/director/v1/root.json')).toBe(401);
+      } finally {
+        clock.mockRestore();
+      }
+      expect(c.agent.opened).toBe(1);
+      c.agent.destroy();
+    });
   });
 
   it('clears an assignment through the API (audited), after which the director lists nothing', async () => {

@@ -1,4 +1,4 @@
-import type { X509Certificate } from 'node:crypto';
+import type { KeyObject, X509Certificate } from 'node:crypto';
 import { Key, Metadata, MetadataKind, Root, Signature, Targets, TargetFile } from '@tufjs/models';
 import { Role } from '@tufjs/models/dist/role.js';
 import type { Logger } from '@rampart/shared/logging';
@@ -16,6 +16,8 @@ import { canonicalJson } from '@rampart/shared/audit';
 import type { AuditLog } from '../../audit/log.js';
 import { RampartError } from '../../errors.js';
 import { deviceIdOf } from '../../gateway/gateway.js';
+import { certificateStatusGeneration } from '../../identity/certificate-status.js';
+import { spkiBytesOfCertificate } from '../../identity/x509.js';
 import type { KeyStore, PlatformKey } from '../../keystore/index.js';
 import { GroupCommit } from '../../storage/group-commit.js';
 import type { Db, Executor, Storage, Tx } from '../../storage/index.js';
@@ -65,6 +67,26 @@ export interface AuthenticatedDevice {
   certificate: X509Certificate;
 }
 
+/**
+ * How long a device authenticated on a connection is trusted there without asking the database
+ * again. A revocation by this process ends it at once (see `certificateStatusGeneration`); this
+ * bounds how long a revocation made by another platform instance sharing the PostgreSQL database
+ * goes unnoticed on a connection that is already open.
+ */
+export const CONNECTION_AUTH_REUSE_MS = 5_000;
+
+/** TUF key ids of the director's signing keys, by key object (immutable: its bytes never change). */
+const tufKeyIds = new WeakMap<KeyObject, string>();
+
+function tufKeyIdOf(key: KeyObject): string {
+  let id = tufKeyIds.get(key);
+  if (id === undefined) {
+    id = tufKeyId(tufKeyOf(key));
+    tufKeyIds.set(key, id);
+  }
+  return id;
+}
+
 function expiresIn(ms: number, now = Date.now()): string {
   return new Date(Math.floor((now + ms) / 1000) * 1000).toISOString().replace('.000Z', 'Z');
 }
@@ -83,6 +105,16 @@ export class Director {
   /** Director metadata and receipts from many devices share commits (one fsync for a group). */
   private readonly writes: GroupCommit;
   private readonly keyCache = new Map<string, PlatformKey>();
+  /**
+   * Devices authenticated per TLS connection: the certificate of a connection does not change, so
+   * its status is read once and reused for the connection's later requests while no certificate
+   * was revoked since (`generation`), for at most `CONNECTION_AUTH_REUSE_MS` and not past the
+   * certificate's expiry (`until`).
+   */
+  private readonly connections = new WeakMap<
+    object,
+    { device: AuthenticatedDevice; generation: number; until: number }
+  >();
   /** Content keys of encrypted artifacts, sealed at rest with a key from the key store. */
   readonly contentKeys: ContentKeys;
 
@@ -142,7 +174,7 @@ export class Director {
   }
 
   private static async sign(md: Metadata<Root | Targets>, key: PlatformKey): Promise<void> {
-    const id = tufKeyId(tufKeyOf(key.publicKey));
+    const id = tufKeyIdOf(key.publicKey);
     const sig = await key.sign(signedBytes(md.signed.toJSON()));
     md.signatures[id] = new Signature({ keyID: id, sig: sig.toString('hex') });
   }
@@ -396,14 +428,29 @@ export class Director {
 
   /**
    * The device a client certificate on the EST listener belongs to: an operational certificate
-   * Rampart issued to that device, good and unexpired. Throws UNAUTHORIZED otherwise.
+   * Rampart issued to that device, good and unexpired. Throws UNAUTHORIZED otherwise. With the
+   * `connection` (the TLS socket) the answer is reused for its later requests: see `connections`.
    */
-  async authenticate(certificate: X509Certificate | undefined): Promise<AuthenticatedDevice> {
+  async authenticate(
+    certificate: X509Certificate | undefined,
+    connection?: object,
+  ): Promise<AuthenticatedDevice> {
     if (!certificate)
       throw new RampartError(
         'UNAUTHORIZED',
         'the director needs the device certificate over mutual TLS (an operational certificate Rampart issued)',
       );
+    // Read before the database: a revocation while the query runs makes this answer stale at once.
+    const generation = certificateStatusGeneration();
+    const now = Date.now();
+    const known = connection ? this.connections.get(connection) : undefined;
+    if (
+      known &&
+      known.device.certificate === certificate &&
+      known.generation === generation &&
+      now < known.until
+    )
+      return known.device;
     const deviceId = deviceIdOf(certificate);
     const serial = normalizeSerial(certificate.serialNumber);
     const record = await this.storage.db
@@ -419,7 +466,14 @@ export class Director {
     if (record.status !== 'good') throw new RampartError('UNAUTHORIZED', `certificate ${serial} is revoked`);
     if (record.not_after <= isoNow())
       throw new RampartError('UNAUTHORIZED', `certificate ${serial} has expired`);
-    return { deviceId, serial, certificate };
+    const device = { deviceId, serial, certificate };
+    if (connection)
+      this.connections.set(connection, {
+        device,
+        generation,
+        until: Math.min(now + CONNECTION_AUTH_REUSE_MS, Date.parse(record.not_after)),
+      });
+    return device;
   }
 
   /** Refuse (and audit) a device asking for another device's metadata. */
@@ -447,7 +501,12 @@ export class Director {
     device: AuthenticatedDevice,
     document: unknown,
   ): Promise<{ id: string; stored: boolean; receipt: SignedUpdateReceipt }> {
-    const problem = receiptProblem(document, device.certificate.publicKey);
+    // The key id from the certificate's own encoding of the key: no export of the key per receipt.
+    const problem = receiptProblem(
+      document,
+      device.certificate.publicKey,
+      spkiBytesOfCertificate(device.certificate.raw),
+    );
     if (problem) {
       await this.audit.record({
         actor: `device:${device.deviceId}`,

@@ -170,26 +170,34 @@ export function registerDirectorDeviceRoutes(
   app.get(
     '/director/v1/root.json',
     guarded(async (request, reply) => {
-      await director.authenticate(clientCertificateOf(request));
+      await director.authenticate(clientCertificateOf(request), request.raw.socket);
       const doc = await director.rootDocument(updates.storage.db);
       if (!doc) throw new RampartError('NOT_FOUND', 'the director has no root yet');
       return json(reply, doc);
     }),
   );
+  /** The answer to `/director/v1/repository`, made anew only when the root (or URL) changes. */
+  let repositoryReply: { root: string; url: string; text: string } | null = null;
   app.get(
     '/director/v1/repository',
     guarded(async (request, reply) => {
-      await director.authenticate(clientCertificateOf(request));
+      await director.authenticate(clientCertificateOf(request), request.raw.socket);
       const root = await updates.repository.document(updates.storage.db, 'root');
       if (!root || !updates.url)
         throw new RampartError('NOT_FOUND', 'the release repository is not initialised yet');
-      return json(reply, JSON.stringify({ url: updates.url, root: JSON.parse(root) as unknown }));
+      if (repositoryReply?.root !== root || repositoryReply.url !== updates.url)
+        repositoryReply = {
+          root,
+          url: updates.url,
+          text: JSON.stringify({ url: updates.url, root: JSON.parse(root) as unknown }),
+        };
+      return json(reply, repositoryReply.text);
     }),
   );
   app.get(
     '/director/v1/devices/:id/targets.json',
     guarded(async (request, reply) => {
-      const device = await director.authenticate(clientCertificateOf(request));
+      const device = await director.authenticate(clientCertificateOf(request), request.raw.socket);
       const asked = (request.params as { id: string }).id;
       if (asked !== device.deviceId) await director.refuseOther(device, asked, request.ip);
       return json(reply, await director.targetsFor(device.deviceId));
@@ -198,7 +206,7 @@ export function registerDirectorDeviceRoutes(
   app.post(
     '/director/v1/receipts',
     guarded(async (request, reply) => {
-      const device = await director.authenticate(clientCertificateOf(request));
+      const device = await director.authenticate(clientCertificateOf(request), request.raw.socket);
       let body: unknown;
       try {
         body = JSON.parse(((request.body as Buffer | undefined) ?? Buffer.alloc(0)).toString('utf8'));
