@@ -70,6 +70,8 @@ export function deploymentRoutes(ctx: ApiContext): FastifyPluginAsync {
             },
           };
         });
+        // Committed: hand out the first devices now, not at the scheduler's next interval.
+        engine().wake();
         return reply.code(201).send(out);
       },
     );
@@ -122,8 +124,8 @@ export function deploymentRoutes(ctx: ApiContext): FastifyPluginAsync {
             response: { 200: DeploymentView, ...errors },
           },
         },
-        async (request) =>
-          request.mutate(async (tx) => {
+        async (request) => {
+          const out = await request.mutate(async (tx) => {
             const id = request.params.id;
             const view =
               action === 'pause'
@@ -132,7 +134,10 @@ export function deploymentRoutes(ctx: ApiContext): FastifyPluginAsync {
                   ? await engine().resume(tx, id)
                   : await engine().cancel(tx, id, actorOf(request.principal));
             return { result: view, target: `deployment:${id}`, details: { state: view.state } };
-          }),
+          });
+          if (action === 'resume') engine().wake();
+          return out;
+        },
       );
     }
 

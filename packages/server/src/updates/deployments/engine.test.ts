@@ -183,6 +183,23 @@ describe.each(DIALECTS)('deployment engine on %s', (dialect) => {
     ]);
   });
 
+  it('says when its next device is due by the rate: not while the canary is out, nor with nothing pending', async () => {
+    const d = await create({ canary: 1, ratePerMinute: 600 });
+    await at(0);
+    expect(engine.nextDueMs).toBeNull(); // the canary's receipts decide, not the rate
+    for (const dev of await assigned(d.id)) await report(d.id, dev, 'committed');
+    await at(0); // the rollout starts with one device, then 600 a minute: the next in 100 ms
+    expect(await assigned(d.id)).toHaveLength(1);
+    expect(engine.nextDueMs).toBeCloseTo(100, 5);
+    now = new Date(now.getTime() + 250);
+    await engine.tick(); // 2.5 devices of credit: 2 assigned, the next in 50 ms
+    expect(await assigned(d.id)).toHaveLength(3);
+    expect(engine.nextDueMs).toBeCloseTo(50, 5);
+    await at(1); // the rest
+    expect(await assigned(d.id)).toHaveLength(19);
+    expect(engine.nextDueMs).toBeNull();
+  });
+
   it('grows the rate phase by phase', async () => {
     const d = await create({ canary: 0, ratePerMinute: 2, rateGrowth: 2, phaseMinutes: 2 });
     await at(0); // no canary: the rollout starts now, with one device

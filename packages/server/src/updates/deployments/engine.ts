@@ -103,6 +103,27 @@ export class DeploymentEngine {
     private readonly logger: Logger | null = null,
   ) {}
 
+  /**
+   * After `tick`: in how many milliseconds a running deployment has its next device due, when it has
+   * devices waiting and is handing them out at its rate; null when none is (the scheduler's interval
+   * is soon enough then).
+   */
+  nextDueMs: number | null = null;
+  private readonly wakeListeners: (() => void)[] = [];
+
+  /** Called by `wake` (the scheduler ticks at once). */
+  onWake(listener: () => void): void {
+    this.wakeListeners.push(listener);
+  }
+
+  /**
+   * A deployment was created or resumed: advance deployments now rather than at the scheduler's
+   * next interval. Call it once that transaction has committed.
+   */
+  wake(): void {
+    for (const l of this.wakeListeners) l();
+  }
+
   // -- creation and control -------------------------------------------------------------------
 
   /** Create and start a deployment (in the caller's transaction). */
@@ -258,20 +279,24 @@ export class DeploymentEngine {
       .where('state', '=', 'running')
       .orderBy('id')
       .execute();
+    let soonest: number | null = null;
     for (const { id } of ids) {
       try {
-        await this.db.transaction().execute((tx) => this.step(tx, Number(id)));
+        const due = await this.db.transaction().execute((tx) => this.step(tx, Number(id)));
+        if (due !== null && (soonest === null || due < soonest)) soonest = due;
       } catch (err) {
         this.logger?.error({ err, deployment: id }, 'advancing a deployment failed');
       }
     }
+    this.nextDueMs = soonest;
     if (ids.length) this.audit?.sealSoon();
     return ids.map((r) => Number(r.id));
   }
 
-  private async step(tx: Executor, id: number): Promise<void> {
+  /** Advance one deployment; returns in how many ms its next device is due (null: not by rate). */
+  private async step(tx: Executor, id: number): Promise<number | null> {
     const d = await this.row(tx, id);
-    if (d.state !== 'running') return;
+    if (d.state !== 'running') return null;
     const now = this.clock();
     const nowIso = iso(now);
 
@@ -295,7 +320,7 @@ export class DeploymentEngine {
     if (abortTrips(d, counts.all)) {
       const reason = `abort rule: ${counts.all.failed} of ${counts.all.succeeded + counts.all.failed} finished devices failed (limit ${d.abort_at_percent}% with at least ${d.min_sample})`;
       await this.stop(tx, d, 'aborted', reason);
-      return;
+      return null;
     }
 
     const windowOpen = d.window === null || isWindowOpen(parseWindows(d.window), now);
@@ -362,6 +387,10 @@ export class DeploymentEngine {
       });
       this.logger?.info({ deployment: id, ...after.all }, 'deployment completed');
     }
+    if (done || !windowOpen || rolloutStartedAt === null || after.all.pending === 0) return null;
+    // Credit grows at the rate: the next whole device is due when it reaches 1.
+    const rate = rateOf(d, rolloutPhase(d, minutesBetween(rolloutStartedAt, now)));
+    return rate > 0 ? (Math.max(0, 1 - credit) / rate) * 60_000 : null;
   }
 
   /** Continuous mode: add devices that entered the target, drop pending ones that left it. */
