@@ -219,6 +219,12 @@ export const ServerConfigSchema = Type.Object(
           minimum: 1,
           description: 'Largest release artifact accepted by the API, in bytes.',
         }),
+        artifactCacheBytes: Type.Integer({
+          default: 67108864,
+          minimum: 0,
+          description:
+            'Memory for serving the artifacts being downloaded (a rollout fetches the same images again and again), in bytes; an artifact above a quarter of it is streamed from the store. 0 turns it off.',
+        }),
         rootExpiry: Type.String({
           default: '365d',
           pattern: '^\\d+[smhdw]$',

@@ -66,7 +66,14 @@ describe('binary deltas in the update flow (server generates, device chooses)', 
   beforeAll(async () => {
     t = await startTestPlatform(
       'sqlite',
-      { 'updates.development': true, 'updates.maxArtifactBytes': 2_000_000 },
+      {
+        'updates.development': true,
+        'updates.maxArtifactBytes': 2_000_000,
+        // Artifacts streamed from the store as written, so that a patch changed on disk reaches the
+        // device and the device's own checks are what is tested (the in-memory copy refuses such
+        // bytes itself: artifacts/hot-cache.test.ts).
+        'updates.artifactCacheBytes': 0,
+      },
       { captureLogs: true },
     );
     await t.call('POST', '/api/v1/device-models', { body: { id: 'DW100' } });

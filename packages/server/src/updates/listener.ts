@@ -1,6 +1,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from '@rampart/shared/logging';
+import { HotArtifacts } from './artifacts/hot-cache.js';
 import type { ServedKind, UpdatesService } from './service.js';
 
 export interface UpdatesListener {
@@ -60,6 +61,7 @@ export function buildUpdatesListener(updates: UpdatesService, logger: Logger): U
     }
     return doc;
   };
+  const hot = new HotArtifacts(updates.artifacts, updates.settings.artifactCacheBytes);
   const servable = new Map<string, { kind: 'target' | 'delta'; until: number }>();
   const servableKind = async (sha256: string): Promise<'target' | 'delta' | null> => {
     const hit = servable.get(sha256);
@@ -123,8 +125,14 @@ export function buildUpdatesListener(updates: UpdatesService, logger: Logger): U
         headers['content-range'] = `bytes ${range.start}-${range.end}/${size}`;
         headers['content-length'] = range.end - range.start + 1;
       } else headers['content-length'] = size;
+      // From memory when it is one of the artifacts being downloaded (checked against its address).
+      const data = req.method === 'HEAD' ? null : await hot.get(sha256, size);
       res.writeHead(range ? 206 : 200, headers);
       if (req.method === 'HEAD') return res.end();
+      if (data) {
+        served(kind, Number(headers['content-length']));
+        return res.end(range ? data.subarray(range.start, range.end + 1) : data);
+      }
       const stream = updates.artifacts.open(sha256, range);
       if (!stream) return res.destroy();
       served(kind, Number(headers['content-length']));

@@ -40,6 +40,8 @@ export interface UpdatesSettings {
   development: boolean;
   lifetimes: Lifetimes;
   maxArtifactBytes: number;
+  /** Memory for the artifacts being served (`updates.artifactCacheBytes`). */
+  artifactCacheBytes: number;
   /** Binary deltas generated for new releases (`updates.deltas`). */
   deltas: DeltaSettings;
 }
@@ -57,6 +59,7 @@ export function updatesSettingsOf(config: ServerConfig): UpdatesSettings {
       ((config.database.url === undefined || config.database.url.startsWith('sqlite:')) &&
         config.keystore.backend === 'file'),
     maxArtifactBytes: u.maxArtifactBytes,
+    artifactCacheBytes: u.artifactCacheBytes,
     deltas: { ...u.deltas },
     lifetimes: {
       root: ms(u.rootExpiry, 'rootExpiry'),

@@ -65,6 +65,9 @@ describe('release repository served to an unmodified tuf-js client', { timeout: 
     t = await startTestPlatform('sqlite', {
       'updates.development': true,
       'updates.maxArtifactBytes': 100_000,
+      // Targets streamed from the store as written, so that a file changed on disk reaches the client
+      // (the in-memory copy of hot artifacts is checked and tested in artifacts/hot-cache.test.ts).
+      'updates.artifactCacheBytes': 0,
     });
     updatesUrl = t.platform.listeners.find((l) => l.name === 'updates')!.url;
     rootV1 = await (await fetch(`${updatesUrl}/metadata/1.root.json`)).text();
