@@ -81,6 +81,9 @@ export interface UpdateCheck {
   timings?: { metadataMs: number; totalMs: number };
 }
 
+/** How many director root versions one check walks at most (the rest at the next check). */
+export const MAX_DIRECTOR_ROOT_STEPS = 32;
+
 interface Reply {
   status: number;
   body: Buffer;
@@ -233,7 +236,11 @@ export class UpdateClient {
   }
 
   private async directorJson(path: string): Promise<unknown> {
-    const r = await this.director('GET', path);
+    return this.replyJson(path, await this.director('GET', path));
+  }
+
+  /** The JSON of a director reply, or EST_REFUSED / EST_BAD_RESPONSE. */
+  private replyJson(path: string, r: Reply): unknown {
     if (r.status !== 200) {
       let detail = r.body.toString('utf8').slice(0, 300);
       try {
@@ -253,20 +260,64 @@ export class UpdateClient {
     }
   }
 
-  /** The director root: pinned at the first check (over mutual TLS, to the pinned platform CA), then always that. */
+  /**
+   * The director root: pinned at the first check (over mutual TLS, to the pinned platform CA), then
+   * moved forward the TUF way at every check — see `followDirectorRoots`.
+   */
   private async directorRoot(): Promise<Metadata<Root>> {
     const file = join(this.dir, 'director', 'root.json');
+    let root: Metadata<Root>;
     if (!existsSync(file)) {
       const doc = await this.directorJson('/director/v1/root.json');
-      const root = Metadata.fromJSON(MetadataKind.Root, doc as TufJSON);
+      root = Metadata.fromJSON(MetadataKind.Root, doc as TufJSON);
       root.verifyDelegate('root', root);
       mkdirSync(join(this.dir, 'director'), { recursive: true, mode: 0o700 });
       writeFileAtomic(file, JSON.stringify(doc), 0o644);
-      this.o.log.info({ file }, 'director root pinned');
-      // Just verified and pinned from this very document: no need to read it back.
-      return root;
+      this.o.log.info({ file, version: root.signed.version }, 'director root pinned');
+    } else root = Metadata.fromJSON(MetadataKind.Root, JSON.parse(readFileSync(file, 'utf8')) as TufJSON);
+    return this.followDirectorRoots(root, file);
+  }
+
+  /**
+   * Walk from the pinned director root (version N) to the newest: `N+1.root.json`, `N+2…` until the
+   * director answers 404, each verified with the threshold of the previous root and of its own and
+   * of exactly the next version, and pinned (written) as soon as it verifies. One that fails is
+   * refused (`update.refused`): the last root that verified stays pinned. When the targets keys
+   * change, the recorded targets version is let go (TUF's recovery from a fast-forward attack by a
+   * retired key). At most `MAX_DIRECTOR_ROOT_STEPS` versions per check.
+   */
+  private async followDirectorRoots(pinned: Metadata<Root>, file: string): Promise<Metadata<Root>> {
+    let root = pinned;
+    for (let step = 0; step < MAX_DIRECTOR_ROOT_STEPS; step++) {
+      const version = root.signed.version + 1;
+      const path = `/director/v1/${version}.root.json`;
+      const r = await this.director('GET', path);
+      if (r.status === 404) return root;
+      const doc = this.replyJson(path, r);
+      let next: Metadata<Root>;
+      try {
+        next = Metadata.fromJSON(MetadataKind.Root, doc as TufJSON);
+        if (next.signed.version !== version)
+          throw new Error(`it is version ${next.signed.version}, not ${version}`);
+        root.verifyDelegate('root', next);
+        next.verifyDelegate('root', next);
+      } catch (err) {
+        this.refuse(
+          `director root version ${version} does not verify with the pinned version ${root.signed.version} and itself (${(err as Error).message}); version ${root.signed.version} stays pinned`,
+          { directorRoot: version },
+        );
+      }
+      writeFileAtomic(file, JSON.stringify(doc), 0o644);
+      const keysOf = (md: Metadata<Root>) => [...(md.signed.roles.targets?.keyIDs ?? [])].sort().join(',');
+      if (keysOf(next) !== keysOf(root))
+        rmSync(join(this.dir, 'director', 'targets-version'), { force: true });
+      this.o.log.info(
+        { event: 'update.director-root', file, from: root.signed.version, version },
+        `director root version ${version} verified and pinned`,
+      );
+      root = next;
     }
-    return Metadata.fromJSON(MetadataKind.Root, JSON.parse(readFileSync(file, 'utf8')) as TufJSON);
+    return root;
   }
 
   /** The release repository's URL, and its root pinned at the first check. */

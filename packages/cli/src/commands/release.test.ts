@@ -293,4 +293,30 @@ describe('rampart release: offline M-of-N approval and root rotation', { timeout
     expect(root.signatures).toHaveLength(3);
     expect(await updater.getTargetInfo('DW100/fw-1.0.0.bin')).toBeDefined();
   });
+
+  it('rotates the director keys with `release director-rotate`; --help shows examples', async () => {
+    const help = await cli(['release', 'director-rotate', '--help']);
+    expect(help.code, help.stderr).toBe(0);
+    expect(help.stdout).toMatch(/--root/);
+    expect(help.stdout).toMatch(/--targets/);
+    expect(help.stdout).toMatch(/rampart release director-rotate --root --targets --json/);
+
+    const none = await cli(['release', 'director-rotate']);
+    expect(none.code).toBe(2);
+    expect(none.stderr).toMatch(/--root, --targets or both/);
+
+    const targets = await cli(['release', 'director-rotate', '--targets', '--json']);
+    expect(targets.code, targets.stderr).toBe(0);
+    expect(json(targets.stdout)).toMatchObject({ version: 2, rotated: ['targets'] });
+
+    const both = await cli(['release', 'director-rotate', '--root', '--targets']);
+    expect(both.code, both.stderr).toBe(0);
+    expect(both.stdout).toMatch(/rotated root and targets: director root v3/);
+    expect(both.stdout).toMatch(/Signed by/);
+    const root = JSON.parse(
+      (await t.platform.updates.director.rootDocument(t.platform.updates.storage.db))!,
+    ) as { signed: { version: number }; signatures: unknown[] };
+    expect(root.signed.version).toBe(3);
+    expect(root.signatures).toHaveLength(2);
+  });
 });

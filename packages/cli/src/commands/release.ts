@@ -5,6 +5,7 @@ import { Transform } from 'node:stream';
 import { Command, Option } from 'commander';
 import {
   RELEASE_STATES,
+  type DirectorRotationView,
   type ReleaseView,
   type RepositoryView,
   type SigningRequestView,
@@ -610,6 +611,38 @@ export function releaseCommand(): Command {
       'rampart release role set timestamp --online-key',
       'rampart release role set root --key r1.pub.pem --key r2.pub.pem --key r3.pub.pem --threshold 2',
     ],
+  );
+  withExamples(
+    cmd
+      .command('director-rotate')
+      .description(
+        "Rotate the director's root key, its online targets key, or both: a new director root, signed by the old and the new root key, that devices walk to",
+      )
+      .option('--root', 'a new director root key')
+      .option('--targets', 'a new online key for the per-device targets metadata')
+      .action(async (_o, command: Command) => {
+        const o = globalsOf<{ root?: boolean; targets?: boolean }>(command);
+        const roles = [...(o.root ? ['root'] : []), ...(o.targets ? ['targets'] : [])];
+        if (roles.length === 0)
+          throw new CliError('name what to rotate: --root, --targets or both', EXIT.usage, [
+            'rampart release director-rotate --root --targets',
+          ]);
+        await withClient(o, async (client) => {
+          const r = await client.post<DirectorRotationView>('/api/v1/updates/director/rotate', { roles });
+          output(o, r, (v) => {
+            process.stdout.write(
+              `${color.green('rotated')} ${v.rotated.join(' and ')}: director root v${v.version}\n`,
+            );
+            printFields([
+              ['Root keys', v.rootKeyIds.join(', ')],
+              ['Targets keys', v.targetsKeyIds.join(', ')],
+              ['Signed by', v.signedBy.join(', ')],
+              ['Expires', v.expires],
+            ]);
+          });
+        });
+      }),
+    ['rampart release director-rotate --targets', 'rampart release director-rotate --root --targets --json'],
   );
   withExamples(cmd, [
     'rampart release create build/sensor-fw.bin --version 1.4.2 --model DW100',

@@ -192,3 +192,31 @@ export const RoleNameParam = Type.Object(
   { name: Type.String({ pattern: ROLE_NAME }) },
   { additionalProperties: false },
 );
+
+/** `POST /updates/director/rotate`: which of the director's keys to replace. */
+export const DirectorRotateBody = Type.Object(
+  {
+    roles: Type.Array(StringEnum(['root', 'targets'] as const), {
+      minItems: 1,
+      maxItems: 2,
+      uniqueItems: true,
+      description:
+        '`root`: a new director root key; `targets`: a new online key for the per-device targets metadata.',
+    }),
+  },
+  { additionalProperties: false },
+);
+export type DirectorRotateBody = Static<typeof DirectorRotateBody>;
+
+/** The director root version a rotation created. */
+export const DirectorRotationView = Type.Object({
+  version: Type.Integer({ description: 'The new director root version.' }),
+  rotated: Type.Array(StringEnum(['root', 'targets'] as const)),
+  rootKeyIds: Type.Array(Type.String()),
+  targetsKeyIds: Type.Array(Type.String()),
+  signedBy: Type.Array(Type.String(), {
+    description: 'Root key ids that signed the new root: the previous root key(s) and the new one.',
+  }),
+  expires: Type.String(),
+});
+export type DirectorRotationView = Static<typeof DirectorRotationView>;

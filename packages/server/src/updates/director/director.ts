@@ -27,8 +27,38 @@ import { ContentKeys, ecdhProblem, publicKeyOfCertificate, wrapForDevice } from 
 
 type TufJSON = Parameters<typeof Key.fromJSON>[1];
 
-/** Key store labels of the director's keys. */
+/** Key store labels of the director's first keys (root version 1). */
 export const DIRECTOR_KEY_LABELS = { root: 'director-root', targets: 'director-targets-1' } as const;
+
+/** The director roles whose keys rotate. */
+export type DirectorRole = 'root' | 'targets';
+export const DIRECTOR_ROLES: readonly DirectorRole[] = ['root', 'targets'];
+
+/**
+ * Key store label of the director's `role` key introduced in root version `version`: version 1 has
+ * `DIRECTOR_KEY_LABELS`, a rotation to version N creates `director-root-N` / `director-targets-N`.
+ */
+export function directorKeyLabel(role: DirectorRole, version: number): string {
+  return version === 1 ? DIRECTOR_KEY_LABELS[role] : `director-${role}-${version}`;
+}
+
+/** What `Director.rotate` did: the new root version and the key ids it lists. */
+export interface DirectorRotation {
+  version: number;
+  rotated: DirectorRole[];
+  rootKeyIds: string[];
+  targetsKeyIds: string[];
+  /** The root key ids that signed the new root: the previous root's and the new one's. */
+  signedBy: string[];
+  expires: string;
+}
+
+/**
+ * How long the key that signs device targets is taken from memory before the newest director root
+ * is read again: bounds how long a rotation made by another platform instance sharing the
+ * PostgreSQL database goes unnoticed here (a rotation by this process takes effect at once).
+ */
+export const DIRECTOR_KEY_RECHECK_MS = 5_000;
 
 /** Where the director's per-device facts go in a target's `custom`, next to the release's `rampart`. */
 export const DIRECTOR_CUSTOM_KEY = 'director';
@@ -105,6 +135,8 @@ export class Director {
   /** Director metadata and receipts from many devices share commits (one fsync for a group). */
   private readonly writes: GroupCommit;
   private readonly keyCache = new Map<string, PlatformKey>();
+  /** The key that signs device targets under the newest root: see `DIRECTOR_KEY_RECHECK_MS`. */
+  private signing: { rootVersion: number; key: PlatformKey; keyId: string; checkedAt: number } | null = null;
   /**
    * Devices authenticated per TLS connection: the certificate of a connection does not change, so
    * its status is read once and reused for the connection's later requests while no certificate
@@ -228,6 +260,169 @@ export class Director {
       });
       this.audit.sealSoon();
       this.logger.info('director root created');
+    });
+  }
+
+  /**
+   * The key store key of `role` whose TUF key id is `keyId`, looked up under the labels of the root
+   * versions up to `upTo` (a key is labelled after the root version that introduced it), or null
+   * when the server does not hold it.
+   */
+  private async heldKey(role: DirectorRole, keyId: string, upTo: number): Promise<PlatformKey | null> {
+    for (let v = upTo; v >= 1; v--) {
+      const label = directorKeyLabel(role, v);
+      const key = this.keyCache.get(label) ?? (await this.keys.get(label));
+      if (!key) continue;
+      this.keyCache.set(label, key);
+      if (tufKeyIdOf(key.publicKey) === keyId) return key;
+    }
+    return null;
+  }
+
+  /** The online targets key of the newest root (re-read at most every `DIRECTOR_KEY_RECHECK_MS`). */
+  private async targetsKey(now = Date.now()): Promise<{ key: PlatformKey; keyId: string }> {
+    const cached = this.signing;
+    if (cached && now - cached.checkedAt < DIRECTOR_KEY_RECHECK_MS) return cached;
+    const newest = await this.storage.db
+      .selectFrom('director_roots')
+      .select('version')
+      .orderBy('version', 'desc')
+      .limit(1)
+      .executeTakeFirst();
+    if (!newest) throw new RampartError('INTERNAL', 'the director has no root yet');
+    const rootVersion = Number(newest.version);
+    if (cached?.rootVersion === rootVersion) {
+      cached.checkedAt = now;
+      return cached;
+    }
+    const root = Director.parseRoot((await this.rootDocument(this.storage.db, rootVersion))!).signed;
+    for (const keyId of root.roles.targets?.keyIDs ?? []) {
+      const key = await this.heldKey('targets', keyId, rootVersion);
+      if (key) {
+        this.signing = { rootVersion, key, keyId, checkedAt: now };
+        return this.signing;
+      }
+    }
+    throw new RampartError(
+      'INTERNAL',
+      `the key store holds no targets key of director root version ${rootVersion}`,
+    );
+  }
+
+  /**
+   * Rotate the director's root key, its online targets key, or both, the TUF way: a new root
+   * version N+1 listing the new keys (created in the key store as `director-root-N+1`,
+   * `director-targets-N+1`), signed by the threshold of root N's keys and by the new root key, and
+   * verified with both before it is stored. Devices walk to it from the root they pinned. The new
+   * targets key signs every device document from now on; documents signed by the old one are
+   * re-signed at their device's next request. Audited as `director.rotate`.
+   */
+  async rotate(roles: readonly DirectorRole[], actor: string): Promise<DirectorRotation> {
+    const rotated = DIRECTOR_ROLES.filter((r) => roles.includes(r));
+    if (rotated.length === 0)
+      throw new RampartError('VALIDATION', 'name the roles to rotate: root, targets or both', [
+        { field: 'roles', message: 'at least one of root, targets' },
+      ]);
+    return this.exclusive(async () => {
+      const db = this.storage.db;
+      const text = await this.rootDocument(db);
+      if (!text) throw new RampartError('CONFLICT', 'the director has no root yet');
+      const current = Director.parseRoot(text);
+      const cur = current.signed;
+      const version = cur.version + 1;
+      const oldRoot = cur.roles.root!;
+      const oldTargets = cur.roles.targets!;
+      // The previous root's threshold must sign: the keys of it that the server holds.
+      const oldRootKeys: PlatformKey[] = [];
+      for (const id of oldRoot.keyIDs) {
+        const key = await this.heldKey('root', id, cur.version);
+        if (key) oldRootKeys.push(key);
+      }
+      if (oldRootKeys.length < oldRoot.threshold)
+        throw new RampartError(
+          'CONFLICT',
+          `the key store holds ${oldRootKeys.length} of the ${oldRoot.threshold} root keys of director root version ${cur.version} needed to sign its successor`,
+        );
+      const keys: Record<string, Key> = {};
+      const fresh = async (role: DirectorRole) => {
+        const key = await this.key(directorKeyLabel(role, version));
+        const tuf = tufKeyOf(key.publicKey);
+        const id = tufKeyId(tuf);
+        keys[id] = Key.fromJSON(id, tuf as unknown as TufJSON);
+        return { key, id };
+      };
+      const carried = (ids: string[]) => {
+        for (const id of ids) keys[id] = cur.keys[id]!;
+        return ids;
+      };
+      const newRoot = rotated.includes('root') ? await fresh('root') : null;
+      const newTargets = rotated.includes('targets') ? await fresh('targets') : null;
+      const rootIds = newRoot ? [newRoot.id] : carried(oldRoot.keyIDs);
+      const targetsIds = newTargets ? [newTargets.id] : carried(oldTargets.keyIDs);
+      const targetsRole = () =>
+        new Role({ keyIDs: targetsIds, threshold: newTargets ? 1 : oldTargets.threshold });
+      const root = new Root({
+        version,
+        specVersion: cur.specVersion,
+        expires: expiresIn(this.settings.rootLifetimeMs),
+        consistentSnapshot: false,
+        keys,
+        roles: {
+          root: new Role({ keyIDs: rootIds, threshold: newRoot ? 1 : oldRoot.threshold }),
+          targets: targetsRole(),
+          // Not used by the director's chain, present for TUF's schema (as in version 1).
+          snapshot: targetsRole(),
+          timestamp: targetsRole(),
+        },
+      });
+      const md = new Metadata(root);
+      for (const key of oldRootKeys.slice(0, oldRoot.threshold)) await Director.sign(md, key);
+      if (newRoot) await Director.sign(md, newRoot.key);
+      // What devices check: the previous root's threshold, and the new root's own.
+      current.verifyDelegate('root', md);
+      md.verifyDelegate('root', md);
+      const signedBy = Object.keys(md.signatures);
+      const result: DirectorRotation = {
+        version,
+        rotated,
+        rootKeyIds: rootIds,
+        targetsKeyIds: targetsIds,
+        signedBy,
+        expires: root.expires,
+      };
+      await db.transaction().execute(async (tx) => {
+        await tx
+          .insertInto('director_roots')
+          .values({
+            version,
+            document: JSON.stringify(md.toJSON()),
+            expires: root.expires,
+            created_at: isoNow(),
+          })
+          .execute();
+        await this.audit.append(tx, {
+          actor,
+          action: 'director.rotate',
+          target: 'director:root',
+          outcome: 'success',
+          details: {
+            version,
+            rotated,
+            rootKeyIds: rootIds,
+            targetsKeyIds: targetsIds,
+            previousRootKeyIds: oldRoot.keyIDs,
+            previousTargetsKeyIds: oldTargets.keyIDs,
+          },
+        });
+      });
+      this.audit.sealSoon();
+      // Device documents are signed with the new targets key from now on.
+      this.signing = null;
+      this.logger.info(
+        { event: 'director.rotate', version, rotated, rootKeyIds: rootIds, targetsKeyIds: targetsIds },
+        `director root version ${version}: rotated ${rotated.join(' and ')}`,
+      );
+      return result;
     });
   }
 
@@ -378,9 +573,13 @@ export class Director {
       const unsigned = planned ? Director.targetFile(deviceId, planned) : null;
       const encrypted = planned?.release.encryption !== undefined;
       const certificate = encrypted ? await this.currentCertificate(db, deviceId) : null;
+      // The signing key is part of what is compared: after a rotation, a document signed by a key
+      // the newest root no longer lists is never served again.
+      const signing = await this.targetsKey();
       const content =
         canonicalJson(unsigned ? { [unsigned.path]: unsigned.toJSON() } : {}) +
-        (certificate ? `\ncontent key wrapped to certificate ${certificate.serial}` : '');
+        (certificate ? `\ncontent key wrapped to certificate ${certificate.serial}` : '') +
+        `\nsigned by ${signing.keyId}`;
       const stored = await db
         .selectFrom('director_metadata')
         .selectAll()
@@ -408,7 +607,7 @@ export class Director {
         targets,
       });
       const md = new Metadata(signed);
-      await Director.sign(md, await this.key(DIRECTOR_KEY_LABELS.targets));
+      await Director.sign(md, signing.key);
       const document = JSON.stringify(md.toJSON());
       const row = { version, content, document, expires: signed.expires, signed_at: isoNow() };
       await this.writes.run((tx) =>

@@ -2,6 +2,7 @@ import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest 
 import type { X509Certificate } from 'node:crypto';
 import { Type } from '@sinclair/typebox';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import { DirectorRotateBody, DirectorRotationView } from '@rampart/shared/api';
 import { Problem } from '@rampart/shared/problem';
 import { isTargetPath } from '@rampart/shared/updates';
 import { RampartError, STATUS_OF } from '../../errors.js';
@@ -20,7 +21,10 @@ export const AssignmentView = Type.Object({
   deploymentId: Type.Union([Type.String(), Type.Null()]),
 });
 
-/** `PUT/DELETE /devices/{id}/update-assignment`: what the director tells one device to install. */
+/**
+ * `PUT/DELETE /devices/{id}/update-assignment`: what the director tells one device to install;
+ * `POST /updates/director/rotate`: replace the director's root or targets key.
+ */
 export function directorApiRoutes(ctx: ApiContext & { updates?: UpdatesService }): FastifyPluginAsync {
   return async (base) => {
     const app = base.withTypeProvider<TypeBoxTypeProvider>();
@@ -105,6 +109,30 @@ export function directorApiRoutes(ctx: ApiContext & { updates?: UpdatesService }
         });
       },
     );
+    app.post(
+      '/updates/director/rotate',
+      {
+        config: { permission: 'release:write', audit: 'director.rotate' },
+        schema: {
+          tags: ['updates'],
+          summary: "Rotate the director's root key, its targets key, or both",
+          description:
+            'Creates the next director root version, listing fresh key-store keys for the named roles, signed by ' +
+            'the current root key(s) and the new root key (TUF root rotation). Devices walk to it from the root they pinned ' +
+            '(`/director/v1/<version>.root.json`); device targets are signed with the new targets key from their next ' +
+            'request on.',
+          body: DirectorRotateBody,
+          response: { 200: DirectorRotationView, ...errors },
+        },
+      },
+      async (request) => {
+        request.auditTarget = 'director:root';
+        const result = await director().rotate(request.body.roles, actorOf(request.principal));
+        // The director audits the rotation in the transaction that stores the new root.
+        request.audited = true;
+        return result;
+      },
+    );
     app.delete(
       '/devices/:id/update-assignment',
       {
@@ -143,7 +171,8 @@ function problem(reply: FastifyReply, err: RampartError): FastifyReply {
 
 /**
  * The device side of the director on the EST listener (mutual TLS with the operational
- * certificate): `/director/v1/root.json`, `/director/v1/repository` (the release repository's URL and
+ * certificate): `/director/v1/root.json` (the newest root), `/director/v1/<version>.root.json`,
+ * `/director/v1/repository` (the release repository's URL and
  * root, for the device to pin), `/director/v1/devices/{id}/targets.json` (own id only) and
  * `POST /director/v1/receipts`.
  */
@@ -173,6 +202,19 @@ export function registerDirectorDeviceRoutes(
       await director.authenticate(clientCertificateOf(request), request.raw.socket);
       const doc = await director.rootDocument(updates.storage.db);
       if (!doc) throw new RampartError('NOT_FOUND', 'the director has no root yet');
+      return json(reply, doc);
+    }),
+  );
+  // Every root version, for devices walking from the one they pinned to the newest (404 past it).
+  app.get(
+    '/director/v1/:file',
+    guarded(async (request, reply) => {
+      await director.authenticate(clientCertificateOf(request), request.raw.socket);
+      const file = (request.params as { file: string }).file;
+      const m = /^([1-9][0-9]{0,8})\.root\.json$/.exec(file);
+      if (!m) throw new RampartError('NOT_FOUND', `no such director document: ${file}`);
+      const doc = await director.rootDocument(updates.storage.db, Number(m[1]));
+      if (!doc) throw new RampartError('NOT_FOUND', `the director has no root version ${m[1]}`);
       return json(reply, doc);
     }),
   );
