@@ -1,4 +1,4 @@
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createHash, randomBytes } from 'node:crypto';
@@ -320,3 +320,145 @@ describe('rampart release: offline M-of-N approval and root rotation', { timeout
     expect(root.signatures).toHaveLength(2);
   });
 });
+
+describe(
+  'rampart release init: a production repository with offline keys from the start',
+  { timeout: 120_000 },
+  () => {
+    let t: TestPlatform;
+    let env: Record<string, string>;
+    let work: string;
+    const offline = (args: string[]) => runCli(args, { cwd: work, env: {} });
+    const cli = (args: string[]) => runCli(args, { cwd: work, env });
+    const json = (stdout: string) => JSON.parse(stdout);
+
+    beforeAll(async () => {
+      t = await startTestPlatform('sqlite', { 'updates.development': false });
+      env = cliEnvFor(t.dataDir);
+      work = mkdtempSync(join(tmpdir(), 'rampart-release-init-'));
+      for (const name of ['root-1', 'root-2', 'targets-1']) {
+        const r = await offline([
+          'release',
+          'keygen',
+          '--out',
+          `${name}.pem`,
+          '--public-out',
+          `${name}.pub.pem`,
+        ]);
+        expect(r.code, r.stderr).toBe(0);
+      }
+    });
+    afterAll(async () => {
+      await t?.close();
+      rmSync(work, { recursive: true, force: true });
+    });
+
+    it('--help shows the whole ceremony', async () => {
+      const help = await cli(['release', 'init', '--help']);
+      expect(help.code, help.stderr).toBe(0);
+      for (const option of ['--root-key', '--root-threshold', '--targets-key', '--targets-threshold'])
+        expect(help.stdout).toContain(option);
+      expect(help.stdout).toMatch(/rampart release keygen --out \/media\/token\/root-1\.pem/);
+      expect(help.stdout).toMatch(
+        /rampart release init --root-key root-1\.pub\.pem --root-key root-2\.pub\.pem/,
+      );
+      expect(help.stdout).toMatch(/rampart release request 1 --out request-1\.json/);
+      expect(help.stdout).toMatch(/rampart release sign request-1\.json --key/);
+      expect(help.stdout).toMatch(/rampart release submit sig-root-1\.json/);
+    });
+
+    it('refuses incomplete options before calling the server', async () => {
+      const noTargets = await cli([
+        'release',
+        'init',
+        '--root-key',
+        'root-1.pub.pem',
+        '--root-threshold',
+        '1',
+      ]);
+      expect(noTargets.code).toBe(2);
+      expect(noTargets.stderr).toMatch(/--targets-key/);
+      const tooMany = await cli([
+        'release',
+        'init',
+        '--root-key',
+        'root-1.pub.pem',
+        '--root-threshold',
+        '2',
+        '--targets-key',
+        'targets-1.pub.pem',
+        '--targets-threshold',
+        '1',
+      ]);
+      expect(tooMany.code).toBe(2);
+      expect(tooMany.stderr).toMatch(/--root-threshold must be a whole number from 1 to 1/);
+      expect((await t.call('GET', '/api/v1/updates/signing-requests')).body.items).toEqual([]);
+    });
+
+    it('initialises 2-of-2 root and 1-of-1 targets; the repository serves once the offline keys signed', async () => {
+      const initArgs = [
+        'release',
+        'init',
+        '--root-key',
+        'root-1.pub.pem',
+        '--root-key',
+        'root-2.pub.pem',
+        '--root-threshold',
+        '2',
+        '--targets-key',
+        'targets-1.pub.pem',
+        '--targets-threshold',
+        '1',
+      ];
+      const r = await cli([...initArgs, '--json']);
+      expect(r.code, r.stderr).toBe(0);
+      const out = json(r.stdout);
+      expect(out.root).toMatchObject({ role: 'root', version: 1, published: false });
+      expect(out.targets).toMatchObject({ role: 'targets', version: 1, published: false });
+      const again = await cli(initArgs);
+      expect(again.code).toBe(6);
+      expect(again.stderr).toMatch(/initialisation is under way/);
+
+      const [rootId, targetsId] = [String(out.root.signingRequest.id), String(out.targets.signingRequest.id)];
+      expect((await cli(['release', 'request', rootId, '--out', 'request-root.json'])).code).toBe(0);
+      expect((await cli(['release', 'request', targetsId, '--out', 'request-targets.json'])).code).toBe(0);
+      for (const [file, key, sig] of [
+        ['request-root.json', 'root-1.pem', 'sig-root-1.json'],
+        ['request-root.json', 'root-2.pem', 'sig-root-2.json'],
+        ['request-targets.json', 'targets-1.pem', 'sig-targets-1.json'],
+      ] as const) {
+        const s = await offline(['release', 'sign', file, '--key', key, '--out', sig]);
+        expect(s.code, s.stderr).toBe(0);
+      }
+      expect(json((await cli(['release', 'submit', 'sig-root-1.json', '--json'])).stdout).state).toBe(
+        'pending',
+      );
+      const notYet = await cli(['release', 'status', '--json']);
+      expect(json(notYet.stdout).initialized).toBe(false);
+      expect(json((await cli(['release', 'submit', 'sig-targets-1.json', '--json'])).stdout).state).toBe(
+        'published',
+      );
+      expect(json((await cli(['release', 'submit', 'sig-root-2.json', '--json'])).stdout).state).toBe(
+        'published',
+      );
+
+      const status = await cli(['release', 'status']);
+      expect(status.code, status.stderr).toBe(0);
+      expect(status.stdout).not.toMatch(/DEVELOPMENT/);
+      expect(status.stdout).toMatch(/Initialised\s+yes/);
+      expect(status.stdout).toMatch(/root\s+1\s+\S+\s+\S*\s*2 of 2/);
+
+      const updatesUrl = t.platform.listeners.find((l) => l.name === 'updates')!.url;
+      const dir = join(work, 'device');
+      mkdirSync(dir);
+      writeFileSync(join(dir, 'root.json'), await (await fetch(`${updatesUrl}/metadata/1.root.json`)).text());
+      await new Updater({
+        metadataDir: dir,
+        metadataBaseUrl: `${updatesUrl}/metadata`,
+        targetDir: dir,
+        targetBaseUrl: `${updatesUrl}/targets`,
+        config: { fetchRetries: 0 },
+      }).refresh();
+    });
+  },
+);

@@ -564,6 +564,82 @@ export function releaseCommand(): Command {
     ],
   );
 
+  withExamples(
+    cmd
+      .command('init')
+      .description(
+        'Initialise a production repository (updates.development: false) with offline root and targets keys: ' +
+          'root v1 and targets v1 wait as signing requests until the offline keys sign them, then the repository serves',
+      )
+      .option('--root-key <file>', 'offline root public key, PEM (repeatable; at least one)', collect)
+      .option('--root-threshold <n>', 'root signatures needed (1 to the number of root keys)')
+      .option('--targets-key <file>', 'offline targets public key, PEM (repeatable; at least one)', collect)
+      .option('--targets-threshold <n>', 'targets signatures needed (1 to the number of targets keys)')
+      .action(async (_o, command: Command) => {
+        const o = globalsOf<{
+          rootKey?: string[];
+          rootThreshold?: string;
+          targetsKey?: string[];
+          targetsThreshold?: string;
+        }>(command);
+        const role = (name: 'root' | 'targets', files?: string[], threshold?: string) => {
+          if (!files?.length)
+            throw new CliError(`at least one --${name}-key is required`, EXIT.usage, [
+              `make one offline: rampart release keygen --out ${name}-1.pem --public-out ${name}-1.pub.pem`,
+            ]);
+          const n = Number(threshold);
+          if (threshold === undefined || !Number.isInteger(n) || n < 1 || n > files.length)
+            throw new CliError(
+              `--${name}-threshold must be a whole number from 1 to ${files.length} (the number of --${name}-key)`,
+              EXIT.usage,
+            );
+          return { keys: files.map((f) => tufKeyOf(readPublicKeyFile(f))), threshold: n };
+        };
+        const body = {
+          root: role('root', o.rootKey, o.rootThreshold),
+          targets: role('targets', o.targetsKey, o.targetsThreshold),
+        };
+        type Proposal = {
+          role: string;
+          version: number;
+          published: boolean;
+          signingRequest: SigningRequestView | null;
+        };
+        await withClient(o, async (client) => {
+          const r = await client.post<{ root: Proposal; targets: Proposal }>(
+            '/api/v1/updates/repository/init',
+            body,
+          );
+          output(o, r, (v) => {
+            process.stdout.write(
+              `root v1 and targets v1 wait for offline signatures; the repository serves once both are signed\n\n`,
+            );
+            for (const p of [v.root, v.targets]) {
+              if (p.signingRequest) printRequest(p.signingRequest);
+              process.stdout.write('\n');
+            }
+            const ids = [v.root, v.targets].map((p) => p.signingRequest?.id).filter((id) => id !== undefined);
+            process.stdout.write(
+              'Next, for each request:\n' +
+                ids.map((id) => `  rampart release request ${id} --out request-${id}.json\n`).join('') +
+                '  rampart release sign request-ID.json --key KEY.pem --out sig.json   # on each offline machine\n' +
+                '  rampart release submit sig.json\n',
+            );
+          });
+        });
+      }),
+    [
+      'rampart release keygen --out /media/token/root-1.pem --public-out root-1.pub.pem   # offline; root-2 likewise',
+      'rampart release keygen --out /media/token/targets-1.pem --public-out targets-1.pub.pem   # offline',
+      'rampart release init --root-key root-1.pub.pem --root-key root-2.pub.pem --root-threshold 2 --targets-key targets-1.pub.pem --targets-threshold 1',
+      'rampart release request 1 --out request-1.json   # root v1; request 2 (targets v1) likewise',
+      'rampart release sign request-1.json --key /media/token/root-1.pem --out sig-root-1.json   # offline; root-2 likewise',
+      'rampart release sign request-2.json --key /media/token/targets-1.pem --out sig-targets-1.json   # offline',
+      'rampart release submit sig-root-1.json && rampart release submit sig-root-2.json && rampart release submit sig-targets-1.json',
+      'rampart release init --root-key r1.pub.pem --root-threshold 1 --targets-key t1.pub.pem --targets-threshold 1 --json',
+    ],
+  );
+
   const role = cmd.command('role').description('TUF roles: keys, thresholds, delegations, online keys');
   withExamples(
     role

@@ -184,7 +184,7 @@ export class UpdatesService {
     if (this.settings.development) this.logger.warn(DEVELOPMENT_WARNING);
     else if (!(await this.repository.root(this.storage.db)))
       this.logger.warn(
-        'the release repository has no root yet: it is not in development mode and offline root keys have not been set up',
+        'the release repository has no root yet: it is not in development mode and offline root keys have not been set up (rampart release init)',
       );
     // Releases a stop interrupted while their deltas were being generated are prepared again.
     const left = await this.storage.db

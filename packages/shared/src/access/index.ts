@@ -24,7 +24,7 @@ export const PERMISSIONS = {
     'Register and revoke factory stations and manufacturing CAs, import batch manifests, manage enrollment policies, reference values and per-model attestation settings.',
   'release:read': 'Read the release repository: releases, TUF roles and metadata, signing requests.',
   'release:write':
-    "Upload releases, change TUF roles, keys and delegations, rotate online keys and the director's keys, cancel signing requests.",
+    "Initialise a production release repository, upload releases, change TUF roles, keys and delegations, rotate online keys and the director's keys, cancel signing requests.",
   'release:sign': 'Hand in detached signatures for pending signing requests (M-of-N release approval).',
 } as const;
 export type Permission = keyof typeof PERMISSIONS;

@@ -188,6 +188,30 @@ export const SetRoleBody = Type.Object(
 );
 export type SetRoleBody = Static<typeof SetRoleBody>;
 
+const OfflineRoleKeys = (role: string) =>
+  Type.Object(
+    {
+      keys: Type.Array(TufKeyBody, {
+        minItems: 1,
+        maxItems: 32,
+        description: `The offline public keys of ${role} (TUF form), as \`rampart release keygen\` prints them.`,
+      }),
+      threshold: Type.Integer({
+        minimum: 1,
+        maximum: 32,
+        description: 'Signatures needed; at most the number of keys.',
+      }),
+    },
+    { additionalProperties: false },
+  );
+
+/** `POST /updates/repository/init`: set up a production repository with offline root and targets keys. */
+export const InitRepositoryBody = Type.Object(
+  { root: OfflineRoleKeys('root'), targets: OfflineRoleKeys('targets') },
+  { additionalProperties: false },
+);
+export type InitRepositoryBody = Static<typeof InitRepositoryBody>;
+
 export const RoleNameParam = Type.Object(
   { name: Type.String({ pattern: ROLE_NAME }) },
   { additionalProperties: false },

@@ -4,6 +4,7 @@ import { Type } from '@sinclair/typebox';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import {
   CreateReleaseQuery,
+  InitRepositoryBody,
   ReleaseList,
   RELEASE_STATES,
   ReleaseView,
@@ -64,6 +65,69 @@ export function updateRoutes(ctx: ApiContext & { updates?: UpdatesService }): Fa
         },
       },
       async () => u().view(ctx.storage.db),
+    );
+
+    app.post(
+      '/updates/repository/init',
+      {
+        config: { permission: 'release:write', audit: 'release.repository.init' },
+        schema: {
+          tags: TAGS,
+          summary: 'Initialise a production repository with offline root and targets keys',
+          description:
+            'For a repository that is not in development mode and has no root yet. The server makes online snapshot ' +
+            'and timestamp keys in its key store and builds root v1 (the offline `root` and `targets` keys with their ' +
+            'thresholds, the online keys) and an empty targets v1. Both wait as signing requests: root v1 for the ' +
+            'threshold of its own root keys, targets v1 for the targets keys (`rampart release request`, `sign`, ' +
+            '`submit`). Once both are signed they are published with the first snapshot and timestamp, and the ' +
+            'repository serves. 409 in development mode (it initialises itself), when a root exists or an ' +
+            'initialisation is pending; 400 naming the field for a malformed key or a threshold above the number ' +
+            'of keys. Nothing is written on refusal.',
+          body: InitRepositoryBody,
+          response: { 201: Type.Object({ root: Proposal, targets: Proposal }), ...errors },
+        },
+      },
+      async (request, reply) => {
+        request.auditTarget = 'tuf:root';
+        const body = request.body;
+        const p = await u().repository.exclusive(() =>
+          request.mutate(async (tx) => {
+            const r = await u().repository.initialiseOffline(
+              tx,
+              {
+                root: { keys: body.root.keys as TufKey[], threshold: body.root.threshold },
+                targets: { keys: body.targets.keys as TufKey[], threshold: body.targets.threshold },
+              },
+              actorOf(request.principal),
+            );
+            return {
+              result: r,
+              target: 'tuf:root',
+              details: {
+                development: false,
+                rootKeys: body.root.keys.length,
+                rootThreshold: body.root.threshold,
+                targetsKeys: body.targets.keys.length,
+                targetsThreshold: body.targets.threshold,
+                rootRequest: r.root.requestId,
+                targetsRequest: r.targets.requestId,
+              },
+            };
+          }),
+        );
+        const view = async (
+          role: string,
+          x: { version: number; published: boolean; requestId: number | null },
+        ) => ({
+          role,
+          version: x.version,
+          published: x.published,
+          signingRequest: await requestView(x.requestId),
+        });
+        return reply
+          .code(201)
+          .send({ root: await view('root', p.root), targets: await view('targets', p.targets) });
+      },
     );
 
     app.get(

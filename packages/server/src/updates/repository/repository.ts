@@ -160,9 +160,38 @@ export class TufRepository {
     const root = await this.root(db);
     if (!root)
       throw new RampartError('CONFLICT', 'the release repository is not initialised yet', [
-        { field: 'repository', message: 'set updates.development or initialise it with offline root keys' },
+        {
+          field: 'repository',
+          message:
+            'set updates.development, or initialise it with offline root and targets keys (rampart release init)',
+        },
       ]);
     return root;
+  }
+
+  /**
+   * The root that authorises the other top-level roles: the published one or, before any root is
+   * published, root v1 waiting in the signing request `initialiseOffline` made (so that the initial
+   * targets can collect its offline signatures at the same time as root).
+   */
+  private async rootInForce(db: Db | Tx): Promise<Metadata<Root>> {
+    const published = await this.root(db);
+    if (published) return published;
+    const pending = await this.pendingInitialRoot(db);
+    if (pending) return parse('root', pending.document) as Metadata<Root>;
+    return this.mustRoot(db);
+  }
+
+  /** Root v1 of an offline initialisation, while it waits for its signatures. */
+  private async pendingInitialRoot(db: Db | Tx): Promise<{ id: number; document: string } | null> {
+    const row = await db
+      .selectFrom('tuf_signing_requests')
+      .select(['id', 'document'])
+      .where('role', '=', 'root')
+      .where('version', '=', 1)
+      .where('state', '=', 'pending')
+      .executeTakeFirst();
+    return row ? { id: Number(row.id), document: row.document } : null;
   }
 
   async targets(db: Db | Tx, role = 'targets'): Promise<Metadata<Targets> | null> {
@@ -275,7 +304,7 @@ export class TufRepository {
       return out;
     }
     if (isTopLevelRole(role)) {
-      const root = await this.mustRoot(db);
+      const root = await this.rootInForce(db);
       const r = root.signed.roles[role]!;
       return [{ role, keys: pick(root.signed.keys, r.keyIDs), threshold: r.threshold }];
     }
@@ -407,9 +436,11 @@ export class TufRepository {
       const top = await this.targets(tx);
       if (top && !sameKeys(top, root, 'targets'))
         await this.bump(tx, 'targets', 'targets keys changed', 'system');
-      await this.newSnapshot(tx);
+      // An offline initialisation whose targets v1 still waits for signatures: no snapshot yet.
+      if (top) await this.newSnapshot(tx);
     } else if (role !== 'snapshot' && role !== 'timestamp') {
-      await this.newSnapshot(tx);
+      // Before root v1 of an offline initialisation is published there is nothing to snapshot for.
+      if (await this.root(tx)) await this.newSnapshot(tx);
     }
   }
 
@@ -520,6 +551,92 @@ export class TufRepository {
   }
 
   /**
+   * Initialise a repository that is not in development mode and has no root yet, from offline keys:
+   * root v1 names the offline root and targets keys and fresh online snapshot and timestamp keys
+   * (made in the key store now); root v1 and an empty targets v1 wait as signing requests for the
+   * thresholds of their own offline keys. When both are signed they are published, with the first
+   * snapshot and timestamp. Refused (409) in development mode, with a root, or with an
+   * initialisation pending; bad keys or thresholds (400) before anything is made.
+   */
+  async initialiseOffline(
+    tx: Tx,
+    spec: { root: { keys: TufKey[]; threshold: number }; targets: { keys: TufKey[]; threshold: number } },
+    actor: string,
+  ): Promise<{ root: Proposal; targets: Proposal }> {
+    if (this.settings.development)
+      throw new RampartError(
+        'CONFLICT',
+        'this is a development repository, which initialises itself with key-store keys; offline initialisation is for updates.development: false',
+      );
+    if (await this.root(tx))
+      throw new RampartError(
+        'CONFLICT',
+        'the release repository is initialised already; change its keys with PUT /updates/roles/{name} (rampart release role set)',
+      );
+    for (const role of ['root', 'targets']) {
+      const pending = await this.pendingRequest(tx, role);
+      if (pending !== null)
+        throw new RampartError(
+          'CONFLICT',
+          `an initialisation is under way: ${role} signing request ${pending} waits for signatures; sign it, or cancel it to start again`,
+        );
+    }
+    const rootKeys = parseKeys(spec.root.keys, 'root.keys');
+    const targetsKeys = parseKeys(spec.targets.keys, 'targets.keys');
+    for (const [name, keys, threshold] of [
+      ['root', rootKeys, spec.root.threshold],
+      ['targets', targetsKeys, spec.targets.threshold],
+    ] as const) {
+      if (keys.length === 0)
+        throw new RampartError('VALIDATION', `${name} needs at least one key`, [
+          { field: `${name}.keys`, message: 'empty' },
+        ]);
+      if (!Number.isInteger(threshold) || threshold < 1 || threshold > keys.length)
+        throw new RampartError(
+          'VALIDATION',
+          `threshold ${threshold} of ${name} is not between 1 and its ${keys.length} key(s)`,
+          [{ field: `${name}.threshold`, message: `between 1 and ${keys.length}` }],
+        );
+    }
+    const held = await this.serverHeldKeyIds(tx);
+    for (const k of [...rootKeys, ...targetsKeys]) {
+      if (held.has(k.id))
+        throw new RampartError('VALIDATION', `key ${k.id} is held by the server; offline keys only`, [
+          { field: rootKeys.includes(k) ? 'root.keys' : 'targets.keys', message: 'not an offline key' },
+        ]);
+      await this.recordKey(tx, k.tuf, 'offline', null);
+    }
+    const snapshotKey = await this.newServerKey(tx, 'snapshot', 'online');
+    const timestampKey = await this.newServerKey(tx, 'timestamp', 'online');
+    const keys: Record<string, Key> = {};
+    for (const k of [...rootKeys, ...targetsKeys]) keys[k.id] = keyFromTuf(k.tuf);
+    keys[snapshotKey.id] = keyFromTuf(snapshotKey.key);
+    keys[timestampKey.id] = keyFromTuf(timestampKey.key);
+    const root = new Root({
+      version: 1,
+      specVersion: '1.0.31',
+      expires: expiresIn(this.settings.lifetimes.root),
+      consistentSnapshot: true,
+      keys,
+      roles: {
+        root: new Role({ keyIDs: rootKeys.map((k) => k.id), threshold: spec.root.threshold }),
+        targets: new Role({ keyIDs: targetsKeys.map((k) => k.id), threshold: spec.targets.threshold }),
+        snapshot: new Role({ keyIDs: [snapshotKey.id], threshold: 1 }),
+        timestamp: new Role({ keyIDs: [timestampKey.id], threshold: 1 }),
+      },
+    });
+    // Root first: the targets request is authorised by this pending root v1 (see rootInForce).
+    const rootProposal = await this.propose(tx, 'root', root, 'initialise with offline keys', actor);
+    const targets = new Targets({
+      version: 1,
+      specVersion: '1.0.31',
+      expires: expiresIn(this.settings.lifetimes.targets),
+    });
+    const targetsProposal = await this.propose(tx, 'targets', targets, 'initialise with offline keys', actor);
+    return { root: rootProposal, targets: targetsProposal };
+  }
+
+  /**
    * Change a role: its keys and threshold (top-level roles: a new root version; delegated roles: a
    * new version of the top-level targets, created when absent, with `paths`).
    */
@@ -531,25 +648,9 @@ export class TufRepository {
   ): Promise<Proposal> {
     const keyIds: string[] = [];
     const newKeys: Record<string, Key> = {};
-    for (const k of change.keys ?? []) {
-      let id: string;
-      try {
-        // Parse it now: a malformed key must not reach published metadata.
-        const parsed = tufKeyOf(createPublicKey(k.keyval.public));
-        if (parsed.keytype !== k.keytype || parsed.scheme !== k.scheme)
-          throw new Error(`it is a ${parsed.keytype} key, not ${k.keytype}/${k.scheme}`);
-        id = tufKeyId(k);
-      } catch (err) {
-        throw new RampartError('VALIDATION', `a key is not a usable public key: ${(err as Error).message}`, [
-          { field: 'keys', message: 'must be ECDSA P-256 or Ed25519 public keys, PEM in keyval.public' },
-        ]);
-      }
-      if (keyIds.includes(id))
-        throw new RampartError('VALIDATION', `key ${id} is listed twice`, [
-          { field: 'keys', message: 'duplicate key' },
-        ]);
-      keyIds.push(id);
-      newKeys[id] = keyFromTuf(k);
+    for (const k of parseKeys(change.keys ?? [], 'keys')) {
+      keyIds.push(k.id);
+      newKeys[k.id] = keyFromTuf(k.tuf);
     }
     if (isTopLevelRole(name)) {
       if (change.paths)
@@ -764,7 +865,24 @@ export class TufRepository {
   async cancel(tx: Tx, id: number): Promise<string> {
     const row = await this.requestRow(tx, id);
     if (row.state !== 'pending') throw new RampartError('CONFLICT', `signing request ${id} is ${row.state}`);
-    await tx.updateTable('tuf_signing_requests').set({ state: 'cancelled' }).where('id', '=', id).execute();
+    const ids = [id];
+    // The two requests of an offline initialisation stand or fall together while root v1 waits:
+    // without it, nothing could authorise the initial targets.
+    const initialRoot = await this.pendingInitialRoot(tx);
+    if (initialRoot && (row.role === 'root' || row.role === 'targets')) {
+      const targets = await this.pendingRequest(tx, 'targets');
+      ids.push(initialRoot.id, ...(targets === null ? [] : [targets]));
+    } else if (row.role === 'targets' && !(await this.targets(tx)))
+      throw new RampartError(
+        'CONFLICT',
+        `signing request ${id} is the repository's first targets metadata and completes its initialisation; ` +
+          'sign it with the targets keys (to use other keys, change them first: PUT /updates/roles/targets)',
+      );
+    await tx
+      .updateTable('tuf_signing_requests')
+      .set({ state: 'cancelled' })
+      .where('id', 'in', [...new Set(ids)])
+      .execute();
     return row.role;
   }
 
@@ -873,4 +991,28 @@ function sameKeys(current: Metadata<Targets>, root: Root, role: string): boolean
   const r = root.roles[role]!;
   const signers = Object.keys(current.signatures);
   return signers.filter((id) => r.keyIDs.includes(id)).length >= r.threshold;
+}
+
+/** Parse offline public keys: a malformed key must not reach published metadata (400 naming `field`). */
+function parseKeys(keys: TufKey[], field: string): { id: string; tuf: TufKey }[] {
+  const out: { id: string; tuf: TufKey }[] = [];
+  for (const k of keys) {
+    let id: string;
+    try {
+      const parsed = tufKeyOf(createPublicKey(k.keyval.public));
+      if (parsed.keytype !== k.keytype || parsed.scheme !== k.scheme)
+        throw new Error(`it is a ${parsed.keytype} key, not ${k.keytype}/${k.scheme}`);
+      id = tufKeyId(k);
+    } catch (err) {
+      throw new RampartError('VALIDATION', `a key is not a usable public key: ${(err as Error).message}`, [
+        { field, message: 'must be ECDSA P-256 or Ed25519 public keys, PEM in keyval.public' },
+      ]);
+    }
+    if (out.some((o) => o.id === id))
+      throw new RampartError('VALIDATION', `key ${id} is listed twice`, [
+        { field, message: 'duplicate key' },
+      ]);
+    out.push({ id, tuf: k });
+  }
+  return out;
 }
