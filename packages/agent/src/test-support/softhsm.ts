@@ -94,6 +94,7 @@ export interface KeyObjectAttributes {
   alwaysSensitive: boolean;
   neverExtractable: boolean;
   sign: boolean;
+  derive: boolean;
   /** The return code when asked for the private value (CKA_VALUE); null if the token gave it out. */
   valueRead: string | null;
 }
@@ -155,6 +156,7 @@ export async function inspectKeys(
         alwaysSensitive: bool(h, p11.CKA_ALWAYS_SENSITIVE),
         neverExtractable: bool(h, p11.CKA_NEVER_EXTRACTABLE),
         sign: bool(h, p11.CKA_SIGN),
+        derive: bool(h, p11.CKA_DERIVE),
         valueRead,
       };
     });
@@ -162,6 +164,62 @@ export async function inspectKeys(
     if (logout) lib.C_Logout(session);
     lib.C_CloseSession(session);
     return { privateKeys, publicKeys };
+  } finally {
+    if (finalize) lib.C_Finalize();
+  }
+}
+
+/**
+ * A P-256 key pair labelled `keyLabel` as the agent generated it before it unwrapped content keys:
+ * sensitive, not extractable, signing only (no CKA_DERIVE). Generated with pkcs11js directly.
+ */
+export async function generateSignOnlyKey(token: SoftHsmToken, keyLabel: string): Promise<void> {
+  const { default: p11 } = await import('pkcs11js');
+  const lib = new p11.PKCS11();
+  lib.load(token.module);
+  const code = (err: unknown) => (err instanceof Error ? /CKR_[A-Z_]+/.exec(err.message)?.[0] : undefined);
+  let finalize = true;
+  try {
+    lib.C_Initialize();
+  } catch (err) {
+    if (code(err) !== 'CKR_CRYPTOKI_ALREADY_INITIALIZED') throw err;
+    finalize = false;
+  }
+  try {
+    const slot = lib.C_GetSlotList(true).find((s) => lib.C_GetTokenInfo(s).label.trim() === token.tokenLabel);
+    if (!slot) throw new Error(`token ${token.tokenLabel} not found`);
+    const session = lib.C_OpenSession(slot, p11.CKF_SERIAL_SESSION | p11.CKF_RW_SESSION);
+    let logout = true;
+    try {
+      lib.C_Login(session, p11.CKU_USER, token.pin);
+    } catch (err) {
+      if (code(err) !== 'CKR_USER_ALREADY_LOGGED_IN') throw err;
+      logout = false;
+    }
+    const common = [
+      { type: p11.CKA_TOKEN, value: true },
+      { type: p11.CKA_LABEL, value: keyLabel },
+      { type: p11.CKA_ID, value: randomBytes(16) },
+    ];
+    lib.C_GenerateKeyPair(
+      session,
+      { mechanism: p11.CKM_EC_KEY_PAIR_GEN },
+      [
+        ...common,
+        { type: p11.CKA_VERIFY, value: true },
+        { type: p11.CKA_EC_PARAMS, value: Buffer.from('06082a8648ce3d030107', 'hex') },
+      ],
+      [
+        ...common,
+        { type: p11.CKA_PRIVATE, value: true },
+        { type: p11.CKA_SIGN, value: true },
+        { type: p11.CKA_DERIVE, value: false },
+        { type: p11.CKA_SENSITIVE, value: true },
+        { type: p11.CKA_EXTRACTABLE, value: false },
+      ],
+    );
+    if (logout) lib.C_Logout(session);
+    lib.C_CloseSession(session);
   } finally {
     if (finalize) lib.C_Finalize();
   }

@@ -1,16 +1,23 @@
 import { spawn } from 'node:child_process';
-import { createHash, verify, type KeyObject } from 'node:crypto';
+import { createHash, generateKeyPairSync, randomBytes, verify, type KeyObject } from 'node:crypto';
 import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { CompactEncrypt } from 'jose';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { parseCsr } from '@rampart/shared/pki';
 import { trustAnchorFor } from '../anchor.js';
 import { loadAgentConfig } from '../config.js';
 import { AgentError } from '../errors.js';
 import { createDeviceCsr } from '../identity/csr.js';
-import { createSoftHsmToken, inspectKeys, type SoftHsmToken } from '../test-support/softhsm.js';
+import { CONTENT_KEY_ALG, CONTENT_KEY_ENC } from '@rampart/shared/updates';
+import {
+  createSoftHsmToken,
+  generateSignOnlyKey,
+  inspectKeys,
+  type SoftHsmToken,
+} from '../test-support/softhsm.js';
 import { Pkcs11TrustAnchor, ecdsaSignatureToDer, type Pkcs11TrustAnchorOptions } from './pkcs11.js';
 
 /** The PKCS#11 trust anchor against a real token: SoftHSM2 through pkcs11js. */
@@ -85,6 +92,7 @@ describe('PKCS#11 trust anchor (SoftHSM2)', () => {
         alwaysSensitive: true,
         neverExtractable: true,
         sign: true,
+        derive: true,
         valueRead: 'CKR_ATTRIBUTE_SENSITIVE',
       },
     ]);
@@ -213,6 +221,46 @@ describe('PKCS#11 trust anchor (SoftHSM2)', () => {
     }
   });
 
+  it('opens a content key wrapped to its key with the ECDH in the token, and refuses one wrapped to another key', async () => {
+    const anchor = anchorOn(token);
+    const pub = await anchor.ensureKey();
+    const contentKey = randomBytes(32);
+    const opened = await anchor.unwrapKey(await wrapForDevice(contentKey, pub));
+    expect(Buffer.from(opened).equals(contentKey)).toBe(true);
+    const keys = Array.from({ length: 4 }, () => randomBytes(32));
+    const jwes = await Promise.all(keys.map((k) => wrapForDevice(k, pub)));
+    const all = await Promise.all(jwes.map((j) => anchor.unwrapKey(j)));
+    all.forEach((k, i) => expect(Buffer.from(k).equals(keys[i]!)).toBe(true));
+
+    const elsewhere = await wrapForDevice(
+      contentKey,
+      generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey,
+    );
+    const err = await agentError(anchor.unwrapKey(elsewhere));
+    expect(err.code).toBe('TRUST_ANCHOR');
+    expect(err.message).toMatch(/does not unwrap with this device key/);
+    // The derived secrets were destroyed at once: none is left, not even in the anchor's open session
+    // (session objects are visible to every session of the process).
+    expect(await secretKeysOn(token)).toBe(0);
+    await anchor.close();
+    const { privateKeys, publicKeys } = await inspectKeys(token, 'rampart-device');
+    expect(privateKeys).toHaveLength(1);
+    expect(privateKeys[0]).toMatchObject({ sensitive: true, extractable: false, derive: true });
+    expect(publicKeys).toBe(1);
+  });
+
+  it('refuses to unwrap with a key generated before it could (no CKA_DERIVE), saying what to do; that key still signs', async () => {
+    await generateSignOnlyKey(token, 'sign-only');
+    const anchor = anchorOn(token, { keyLabel: 'sign-only' });
+    const pub = await anchor.ensureKey();
+    const err = await agentError(anchor.unwrapKey(await wrapForDevice(randomBytes(32), pub)));
+    expect(err.code).toBe('TRUST_ANCHOR');
+    expect(err.message).toMatch(/"sign-only" .* generated before .* lacks CKA_DERIVE/);
+    expect(err.message).toMatch(/re-provision the device .* or publish unencrypted releases/);
+    const data = Buffer.from('still signs');
+    expect(verify('sha256', data, pub, await anchor.sign(data))).toBe(true);
+  });
+
   it('turns r || s into a DER ECDSA-Sig-Value, with the zero bytes DER needs', () => {
     const r = Buffer.alloc(32, 0);
     r[1] = 0x01; // leading zero byte dropped
@@ -223,6 +271,53 @@ describe('PKCS#11 trust anchor (SoftHSM2)', () => {
     );
   });
 });
+
+/** A content key wrapped as the director wraps it (server wrapForDevice: jose, these header members). */
+function wrapForDevice(contentKey: Uint8Array, key: KeyObject): Promise<string> {
+  return new CompactEncrypt(contentKey)
+    .setProtectedHeader({
+      alg: CONTENT_KEY_ALG,
+      enc: CONTENT_KEY_ENC,
+      rampart_artifact: 'ab'.repeat(32),
+      rampart_device: 'hsm-device-1',
+    })
+    .encrypt(key);
+}
+
+/**
+ * How many secret-key objects (token or session objects, of any session of this process) the token
+ * shows; works while an anchor of the process has the module open and is logged in.
+ */
+async function secretKeysOn(t: SoftHsmToken): Promise<number> {
+  const { default: p11 } = await import('pkcs11js');
+  const lib = new p11.PKCS11();
+  lib.load(t.module);
+  const code = (err: unknown) => (err instanceof Error ? /CKR_[A-Z_]+/.exec(err.message)?.[0] : undefined);
+  let finalize = true;
+  try {
+    lib.C_Initialize();
+  } catch (err) {
+    if (code(err) !== 'CKR_CRYPTOKI_ALREADY_INITIALIZED') throw err;
+    finalize = false;
+  }
+  try {
+    const slot = lib.C_GetSlotList(true).find((s) => lib.C_GetTokenInfo(s).label.trim() === t.tokenLabel)!;
+    const session = lib.C_OpenSession(slot, p11.CKF_SERIAL_SESSION);
+    try {
+      lib.C_Login(session, p11.CKU_USER, t.pin);
+    } catch (err) {
+      if (code(err) !== 'CKR_USER_ALREADY_LOGGED_IN') throw err;
+    }
+    lib.C_FindObjectsInit(session, [{ type: p11.CKA_CLASS, value: p11.CKO_SECRET_KEY }]);
+    const found = lib.C_FindObjects(session, 100);
+    lib.C_FindObjectsFinal(session);
+    // No C_Logout: the login belongs to the whole process, and the anchor is still using it.
+    lib.C_CloseSession(session);
+    return found.length;
+  } finally {
+    if (finalize) lib.C_Finalize();
+  }
+}
 
 /** The built command (tests run after `tsc -b`, as `npm test` does). */
 const BIN = fileURLToPath(new URL('../../dist/bin/rampart-agent.js', import.meta.url));

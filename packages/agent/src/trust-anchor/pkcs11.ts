@@ -6,6 +6,7 @@ import type { PKCS11, Template } from 'pkcs11js';
 import { der, readDer } from '@rampart/shared/pki';
 import { AgentError } from '../errors.js';
 import type { OpensslKey } from '../tls/openssl-tunnel.js';
+import { openEcdhEsJwe } from './jwe-ecdh.js';
 import type { TrustAnchor } from './trust-anchor.js';
 
 export interface Pkcs11TrustAnchorOptions {
@@ -208,6 +209,11 @@ interface TokenSession {
  * Signing hashes in Node (SHA-256) and has the token sign the digest with CKM_ECDSA, which every
  * token with EC keys has, and turns the token's r || s into DER.
  *
+ * The private key may also derive (CKA_DERIVE), for the content keys of encrypted releases: the
+ * ECDH with the sender's ephemeral key is CKM_ECDH1_DERIVE in the token, giving the shared secret
+ * as a short-lived session object that is read and destroyed; the rest of the JWE is jwe-ecdh.ts.
+ * Keys generated before that are sign-only: they still sign, and `unwrapKey` refuses them.
+ *
  * A session is opened and the user logged in on first use, then kept until `close()`. Operations run
  * one at a time; a session the token dropped (removed, reset) is opened again once.
  *
@@ -311,6 +317,90 @@ export class Pkcs11TrustAnchor implements TrustAnchor {
       }
       return ecdsaSignatureToDer(raw);
     });
+  }
+
+  /**
+   * Open a JWE encrypted to the identity key (`ECDH-ES+A256KW` / `A256GCM`): the ECDH is
+   * CKM_ECDH1_DERIVE in the token, the rest is jwe-ecdh.ts. Refuses a key generated before this was
+   * possible (without CKA_DERIVE).
+   */
+  async unwrapKey(jwe: string): Promise<Uint8Array> {
+    return openEcdhEsJwe(jwe, (epk) => this.ecdh(epk));
+  }
+
+  /**
+   * Z, the x coordinate of the identity key's private scalar times `peer` (a P-256 point): derived
+   * in the token (CKM_ECDH1_DERIVE, CKD_NULL, the peer's uncompressed point) into a 32-byte generic
+   * secret that exists only in this session and may be read — the identity key itself stays
+   * sensitive and non-extractable —, read, and destroyed at once.
+   */
+  private ecdh(peer: KeyObject): Promise<Buffer> {
+    const jwk = peer.export({ format: 'jwk' });
+    const point = Buffer.concat([
+      Buffer.from([0x04]),
+      Buffer.from(jwk.x ?? '', 'base64url'),
+      Buffer.from(jwk.y ?? '', 'base64url'),
+    ]);
+    return this.withSession((s) => {
+      const key = this.findPrivateKey(s);
+      if (!key)
+        throw new AgentError(
+          'TRUST_ANCHOR',
+          `PKCS#11 token "${this.tokenLabel}" has no identity key "${this.keyLabel}" yet; run: rampart-agent identity init`,
+        );
+      const { api, lib } = s.library;
+      const [derive] = this.attributes(s, key, [api.CKA_DERIVE]);
+      if (!boolOf(derive!)) throw this.cannotDerive();
+      let secret: Handle;
+      try {
+        secret = lib.C_DeriveKey(
+          s.handle,
+          {
+            mechanism: api.CKM_ECDH1_DERIVE,
+            parameter: { type: api.CK_PARAMS_EC_DH, kdf: api.CKD_NULL, publicData: point } as Pkcs11js.ECDH1,
+          },
+          key,
+          [
+            { type: api.CKA_CLASS, value: api.CKO_SECRET_KEY },
+            { type: api.CKA_KEY_TYPE, value: api.CKK_GENERIC_SECRET },
+            { type: api.CKA_VALUE_LEN, value: 32 },
+            { type: api.CKA_TOKEN, value: false },
+            { type: api.CKA_PRIVATE, value: true },
+            { type: api.CKA_SENSITIVE, value: false },
+            { type: api.CKA_EXTRACTABLE, value: true },
+          ],
+        );
+      } catch (err) {
+        const code = returnCode(err);
+        if (code === 'CKR_KEY_FUNCTION_NOT_PERMITTED') throw this.cannotDerive(err);
+        if (code === 'CKR_MECHANISM_INVALID' || code === 'CKR_MECHANISM_PARAM_INVALID')
+          throw new AgentError(
+            'TRUST_ANCHOR',
+            `PKCS#11 token "${this.tokenLabel}" cannot do ECDH with CKM_ECDH1_DERIVE (${code}), so it cannot open encrypted releases; publish unencrypted releases for this device`,
+            { cause: err },
+          );
+        throw this.failure('deriving the ECDH secret (C_DeriveKey)', err);
+      }
+      try {
+        const [value] = this.attributes(s, secret, [api.CKA_VALUE]);
+        return value!;
+      } finally {
+        try {
+          lib.C_DestroyObject(s.handle, secret);
+        } catch {
+          // a session object goes with the session anyway
+        }
+      }
+    });
+  }
+
+  private cannotDerive(cause?: unknown): AgentError {
+    return new AgentError(
+      'TRUST_ANCHOR',
+      `key "${this.keyLabel}" on PKCS#11 token "${this.tokenLabel}" was generated before the agent could unwrap content keys with a PKCS#11 token ` +
+        '(it lacks CKA_DERIVE), so it cannot open encrypted releases; re-provision the device (a new identity key and certificate), or publish unencrypted releases for it',
+      cause === undefined ? {} : { cause },
+    );
   }
 
   /** Log out (when no other anchor of the process uses the token), close the session, release the library. */
@@ -603,7 +693,10 @@ export class Pkcs11TrustAnchor implements TrustAnchor {
     return key;
   }
 
-  /** A new ECDSA P-256 key pair inside the token; the private key is sensitive and not extractable. */
+  /**
+   * A new P-256 key pair inside the token, for ECDSA and ECDH; the private key is sensitive and not
+   * extractable.
+   */
   private generate(s: TokenSession): void {
     const { api, lib } = s.library;
     // One CKA_ID for both halves, so that the public key is found again from the private one.
@@ -627,6 +720,8 @@ export class Pkcs11TrustAnchor implements TrustAnchor {
           ...common,
           { type: api.CKA_PRIVATE, value: true },
           { type: api.CKA_SIGN, value: true },
+          // ECDH for the content keys of encrypted releases (unwrapKey).
+          { type: api.CKA_DERIVE, value: true },
           { type: api.CKA_SENSITIVE, value: true },
           { type: api.CKA_EXTRACTABLE, value: false },
         ],

@@ -1,15 +1,32 @@
 import { execFile } from 'node:child_process';
-import { createHash, verify } from 'node:crypto';
+import { createHash, generateKeyPairSync, randomBytes, verify } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
+import { CompactEncrypt } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parseTpmPublic } from '@rampart/shared/attestation';
 import { parseCsr } from '@rampart/shared/pki';
+import { CONTENT_KEY_ALG, CONTENT_KEY_ENC } from '@rampart/shared/updates';
+import { AgentError } from '../errors.js';
 import { createDeviceCsr } from '../identity/csr.js';
+import type { KeyObject } from 'node:crypto';
 import { startSwtpm, type Swtpm } from '../test-support/swtpm.js';
-import { TpmTrustAnchor } from './tpm.js';
+import { runTpm2 } from './tpm-tools.js';
+import { DEFAULT_PARENT_HANDLE, TpmTrustAnchor } from './tpm.js';
+
+/** A content key wrapped as the director wraps it (server wrapForDevice: jose, these header members). */
+const wrapForDevice = (contentKey: Uint8Array, key: KeyObject) =>
+  new CompactEncrypt(contentKey)
+    .setProtectedHeader({
+      alg: CONTENT_KEY_ALG,
+      enc: CONTENT_KEY_ENC,
+      rampart_artifact: 'ab'.repeat(32),
+      rampart_device: 'tpm-device-1',
+    })
+    .encrypt(key);
 
 /** The TPM trust anchor against a real (software) TPM 2.0 through unmodified tpm2-tools. */
 describe('TPM 2.0 trust anchor (swtpm + tpm2-tools)', () => {
@@ -67,6 +84,70 @@ describe('TPM 2.0 trust anchor (swtpm + tpm2-tools)', () => {
     const messages = Array.from({ length: 8 }, (_, i) => Buffer.from(`message ${i}`));
     const signatures = await Promise.all(messages.map((m) => anchor.sign(m)));
     messages.forEach((m, i) => expect(verify('sha256', m, pub, signatures[i]!)).toBe(true));
+  });
+
+  it('creates the key for both ECDSA and ECDH (sign and decrypt, no scheme of its own)', async () => {
+    await new TpmTrustAnchor({ dir, tcti: tpm.tcti }).ensureKey();
+    const key = parseTpmPublic(readFileSync(join(dir, 'tpm-key.pub')));
+    expect(key.flags).toMatchObject({ sign: true, decrypt: true, restricted: false, fixedTPM: true });
+  });
+
+  it('opens a content key wrapped to its key with the ECDH in the TPM, and refuses one wrapped to another key', async () => {
+    const anchor = new TpmTrustAnchor({ dir, tcti: tpm.tcti });
+    const pub = await anchor.ensureKey();
+    const contentKey = randomBytes(32);
+    const opened = await anchor.unwrapKey(await wrapForDevice(contentKey, pub));
+    expect(Buffer.from(opened).equals(contentKey)).toBe(true);
+    // Several at once go to the TPM one at a time.
+    const keys = Array.from({ length: 4 }, () => randomBytes(32));
+    const jwes = await Promise.all(keys.map((k) => wrapForDevice(k, pub)));
+    const all = await Promise.all(jwes.map((j) => anchor.unwrapKey(j)));
+    all.forEach((k, i) => expect(Buffer.from(k).equals(keys[i]!)).toBe(true));
+
+    const elsewhere = await wrapForDevice(
+      contentKey,
+      generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey,
+    );
+    await expect(anchor.unwrapKey(elsewhere)).rejects.toThrow(/does not unwrap with this device key/);
+    // And the TPM is left with no object loaded: signing still works.
+    expect(verify('sha256', Buffer.from('after'), pub, await anchor.sign(Buffer.from('after')))).toBe(true);
+  });
+
+  it('refuses to unwrap with a key created before it could (sign only), saying what to do; that key still signs', async () => {
+    const old = mkdtempSync(join(tmpdir(), 'rampart-tpm-old-'));
+    try {
+      // What ensureKey created before: an ECDSA signing key without the decrypt attribute.
+      const parent = `0x${DEFAULT_PARENT_HANDLE.toString(16)}`;
+      await runTpm2(
+        'tpm2_create',
+        [
+          '-C',
+          parent,
+          '-G',
+          'ecc256:ecdsa-sha256',
+          '-a',
+          'fixedtpm|fixedparent|sensitivedataorigin|userwithauth|sign',
+          '-u',
+          join(old, 'tpm-key.pub'),
+          '-r',
+          join(old, 'tpm-key.priv'),
+        ],
+        tpm.tcti,
+      );
+      const anchor = new TpmTrustAnchor({ dir: old, tcti: tpm.tcti });
+      const pub = await anchor.ensureKey();
+      const err = await anchor.unwrapKey(await wrapForDevice(randomBytes(32), pub)).then(
+        () => null,
+        (e: unknown) => e,
+      );
+      expect(err).toBeInstanceOf(AgentError);
+      expect((err as AgentError).code).toBe('TRUST_ANCHOR');
+      expect((err as Error).message).toMatch(/created before .* lacks the decrypt attribute/);
+      expect((err as Error).message).toMatch(/re-provision the device .* or publish unencrypted releases/);
+      expect(verify('sha256', Buffer.from('old'), pub, await anchor.sign(Buffer.from('old')))).toBe(true);
+    } finally {
+      rmSync(old, { recursive: true, force: true });
+    }
   });
 
   it('cannot use the key blobs in another TPM: signing there fails and says where', async () => {

@@ -6,6 +6,7 @@ import { writeFileAtomic } from '../identity/files.js';
 import { join } from 'node:path';
 import { AgentError } from '../errors.js';
 import type { OpensslKey } from '../tls/openssl-tunnel.js';
+import { openEcdhEsJwe } from './jwe-ecdh.js';
 import { certify, loadKey } from './tpm-commands.js';
 import { TpmConnection, runTpm2 } from './tpm-tools.js';
 import type { TrustAnchor } from './trust-anchor.js';
@@ -45,8 +46,18 @@ interface KeyBlobs {
 const MAX_QUALIFYING_DATA = 64;
 
 /**
- * A TPM 2.0 trust anchor through tpm2-tools: the identity key (ECDSA P-256, `fixedtpm|fixedparent`)
- * is created inside the TPM and never leaves it; the agent keeps only the TPM-wrapped blobs, which
+ * The identity key's attributes: an unrestricted ECC P-256 key that both signs (ECDSA, the scheme
+ * given with each command) and decrypts (TPM2_ECDH_ZGen, for the content keys of encrypted
+ * releases). A key that does both must have no scheme of its own (TPM_ALG_NULL), hence `null:null`.
+ * Keys created before the agent unwrapped content keys are `sign` only: they still sign, and
+ * `unwrapKey` refuses them.
+ */
+const IDENTITY_KEY_ALG = 'ecc256:null:null';
+const IDENTITY_KEY_ATTRIBUTES = 'fixedtpm|fixedparent|sensitivedataorigin|userwithauth|sign|decrypt';
+
+/**
+ * A TPM 2.0 trust anchor through tpm2-tools: the identity key (ECC P-256 for ECDSA and ECDH,
+ * `fixedtpm|fixedparent`) is created inside the TPM and never leaves it; the agent keeps only the TPM-wrapped blobs, which
  * no other TPM can load. Signing loads the key, signs the SHA-256 digest inside the TPM and flushes
  * it again, one command at a time (a TPM has few object slots, and without a resource manager, as
  * with swtpm, nothing else frees them).
@@ -95,11 +106,7 @@ export class TpmTrustAnchor implements TrustAnchor {
 
   async ensureKey(): Promise<KeyObject> {
     return this.exclusive(async () => {
-      await this.createKey(
-        this.identityBlobs,
-        'ecc256:ecdsa-sha256',
-        'fixedtpm|fixedparent|sensitivedataorigin|userwithauth|sign',
-      );
+      await this.createKey(this.identityBlobs, IDENTITY_KEY_ALG, IDENTITY_KEY_ATTRIBUTES);
       return this.loadPublic();
     });
   }
@@ -150,9 +157,73 @@ export class TpmTrustAnchor implements TrustAnchor {
         const signature = join(scratch, 'signature');
         writeFileSync(message, data);
         await this.withLoadedKey(scratch, (ctx) =>
-          this.tpm('tpm2_sign', ['-c', ctx, '-g', 'sha256', '-f', 'plain', '-o', signature, message]),
+          this.tpm('tpm2_sign', [
+            '-c',
+            ctx,
+            '-g',
+            'sha256',
+            '-s',
+            'ecdsa',
+            '-f',
+            'plain',
+            '-o',
+            signature,
+            message,
+          ]),
         );
         return readFileSync(signature);
+      }),
+    );
+  }
+
+  /**
+   * Open a JWE encrypted to the identity key (`ECDH-ES+A256KW` / `A256GCM`): the ECDH with the
+   * sender's ephemeral key is TPM2_ECDH_ZGen (`tpm2_ecdhzgen`) inside the TPM, the rest is
+   * jwe-ecdh.ts. Refuses a key created before this was possible (without the `decrypt` attribute).
+   */
+  async unwrapKey(jwe: string): Promise<Uint8Array> {
+    this.requireKey(this.identityBlobs, 'identity key', 'run: rampart-agent identity init');
+    let decrypts: boolean;
+    try {
+      decrypts = parseTpmPublic(readFileSync(this.pubFile)).flags.decrypt;
+    } catch (err) {
+      throw new AgentError('TRUST_ANCHOR', `the identity key blob ${this.pubFile} is not a TPM2B_PUBLIC`, {
+        cause: err,
+      });
+    }
+    if (!decrypts)
+      throw new AgentError(
+        'TRUST_ANCHOR',
+        `the identity key in ${this.options.dir} was created before the agent could unwrap content keys with a TPM ` +
+          '(it lacks the decrypt attribute), so it cannot open encrypted releases; re-provision the device ' +
+          '(a new identity key and certificate), or publish unencrypted releases for it',
+      );
+    return openEcdhEsJwe(jwe, (epk) => this.ecdhZGen(epk));
+  }
+
+  /** Z, the x coordinate of the identity key's private scalar times `peer` (a P-256 point), from the TPM. */
+  private ecdhZGen(peer: KeyObject): Promise<Buffer> {
+    const jwk = peer.export({ format: 'jwk' });
+    const x = Buffer.from(jwk.x ?? '', 'base64url');
+    const y = Buffer.from(jwk.y ?? '', 'base64url');
+    return this.exclusive(() =>
+      this.withScratch(async (scratch) => {
+        const point = join(scratch, 'peer.point');
+        const out = join(scratch, 'z.point');
+        writeFileSync(point, eccPoint(x, y));
+        try {
+          await this.withLoadedKey(scratch, (ctx) =>
+            this.tpm('tpm2_ecdhzgen', ['-c', ctx, '-u', point, '-o', out]),
+          );
+        } finally {
+          // tpm2_ecdhzgen (5.4) leaves the authorization session it started loaded; a TPM without a
+          // resource manager (swtpm) has only three session slots. Safe for the same reason as
+          // flushTransient: one operation at a time, and the agent keeps no session of its own.
+          await this.tpm('tpm2_flushcontext', ['-l']).catch(() => undefined);
+        }
+        const z = eccPointX(readFileSync(out));
+        rmSync(out, { force: true });
+        return z;
       }),
     );
   }
@@ -443,6 +514,30 @@ function isAttestationKey(blob: Buffer): boolean {
   } catch {
     return false;
   }
+}
+
+/** A TPM2B_ECC_POINT (as tpm2-tools reads and writes it): size, then x and y, each a TPM2B. */
+function eccPoint(x: Buffer, y: Buffer): Buffer {
+  const u16 = (n: number) => {
+    const b = Buffer.alloc(2);
+    b.writeUInt16BE(n);
+    return b;
+  };
+  return Buffer.concat([u16(4 + x.length + y.length), u16(x.length), x, u16(y.length), y]);
+}
+
+/** The x coordinate of a P-256 TPM2B_ECC_POINT (what tpm2_ecdhzgen writes): Z of the ECDH. */
+function eccPointX(blob: Buffer): Buffer {
+  const size = blob.length >= 4 ? blob.readUInt16BE(0) : -1;
+  const xLength = blob.length >= 4 ? blob.readUInt16BE(2) : -1;
+  if (size + 2 !== blob.length || xLength !== 32 || blob.length < 4 + xLength)
+    throw new AgentError(
+      'TRUST_ANCHOR',
+      'tpm2_ecdhzgen returned a point that is not a P-256 TPM2B_ECC_POINT',
+    );
+  const x = Buffer.from(blob.subarray(4, 4 + xLength));
+  blob.fill(0);
+  return x;
 }
 
 /**

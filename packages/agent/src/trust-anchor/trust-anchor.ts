@@ -27,8 +27,10 @@ export interface TrustAnchor {
   /**
    * Open a JWE (RFC 7516 compact serialization, `ECDH-ES+A256KW` / `A256GCM`) encrypted to the
    * device key, returning its plaintext: how the content key of an encrypted release reaches the
-   * device. Optional: only the software anchor has it today; without it the agent refuses
-   * encrypted releases.
+   * device. The software anchor opens it with its key file; the TPM (TPM2_ECDH_ZGen) and PKCS#11
+   * (CKM_ECDH1_DERIVE) anchors do the ECDH in the hardware and the rest in `jwe-ecdh.ts`, and refuse
+   * an identity key created before they could (without the decrypt attribute / CKA_DERIVE).
+   * Optional: without it the agent refuses encrypted releases.
    */
   unwrapKey?(jwe: string): Promise<Uint8Array>;
   /**

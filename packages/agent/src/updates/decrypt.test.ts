@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ArtifactEncryption } from '@rampart/shared/updates';
 import { AgentError } from '../errors.js';
 import { SoftwareTrustAnchor } from '../trust-anchor/software.js';
+import { Pkcs11TrustAnchor } from '../trust-anchor/pkcs11.js';
 import { TpmTrustAnchor } from '../trust-anchor/tpm.js';
 import { decryptArtifact, wrappedContentKey, type Refuse } from './decrypt.js';
 
@@ -114,15 +115,49 @@ describe('encrypted releases on the device (decrypt.ts, real software anchor and
     expect(refusals[0]).toMatch(/does not open with this device's key/);
   });
 
-  it('refuses an encrypted release on a trust anchor that cannot unwrap keys (TPM), and one without a key', () => {
-    const tpm = new TpmTrustAnchor({ dir, tcti: 'device:/dev/null' });
+  it('refuses an encrypted release on a trust anchor that cannot unwrap keys, and one without a key', () => {
     refusals.length = 0;
-    expect(() => wrappedContentKey(tpm, 'DW100/fw.bin', { contentKey: 'x.y.z' }, refuse)).toThrow(
+    expect(() => wrappedContentKey({ kind: 'tpm' }, 'DW100/fw.bin', { contentKey: 'x.y.z' }, refuse)).toThrow(
       /the tpm trust anchor cannot unwrap content keys/,
     );
     expect(() => wrappedContentKey(device, 'DW100/fw.bin', { deviceId: 'D1' }, refuse)).toThrow(
       /carries no content key for this device/,
     );
     expect(wrappedContentKey(device, 'DW100/fw.bin', { contentKey: 'a.b.c.d.e' }, refuse)).toBe('a.b.c.d.e');
+    // The hardware anchors unwrap too (tpm.test.ts and pkcs11.test.ts open real JWEs with them).
+    const tpm = new TpmTrustAnchor({ dir, tcti: 'device:/dev/null' });
+    const pkcs11 = new Pkcs11TrustAnchor({ module: '/nonexistent.so', tokenLabel: 't', pin: '0000' });
+    for (const anchor of [tpm, pkcs11])
+      expect(wrappedContentKey(anchor, 'DW100/fw.bin', { contentKey: 'a.b.c.d.e' }, refuse)).toBe(
+        'a.b.c.d.e',
+      );
+  });
+
+  it('says so when the anchor itself cannot unwrap (a hardware key created before it could), not "another device"', async () => {
+    const destination = join(dir, 'plain-old-key');
+    refusals.length = 0;
+    const old = {
+      unwrapKey: () =>
+        Promise.reject(
+          new AgentError(
+            'TRUST_ANCHOR',
+            'the identity key was created before the agent could unwrap content keys with a TPM; re-provision the device',
+          ),
+        ),
+    };
+    await expect(
+      decryptArtifact({
+        anchor: old,
+        target: 'DW100/fw-1.0.0.bin',
+        ciphertext: ciphertextFile,
+        destination,
+        encryption,
+        wrappedKey: await wrapTo(device, contentKey),
+        refuse,
+      }),
+    ).rejects.toThrow(/update refused/);
+    expect(refusals[0]).toMatch(/cannot be unwrapped on this device: the identity key was created before/);
+    expect(refusals[0]).not.toMatch(/another device/);
+    expect(existsSync(destination)).toBe(false);
   });
 });

@@ -8,6 +8,8 @@ import {
   CONTENT_KEY_BYTES,
   type ArtifactEncryption,
 } from '@rampart/shared/updates';
+import { AgentError } from '../errors.js';
+import { isJweRefusal } from '../trust-anchor/jwe-ecdh.js';
 import type { TrustAnchor } from '../trust-anchor/trust-anchor.js';
 
 /** Refuse the update: logs `update.refused` and throws UPDATE_REFUSED (the update client's `refuse`). */
@@ -25,6 +27,8 @@ export type Refuse = (reason: string, details?: Record<string, unknown>) => neve
 /**
  * The wrapped content key the director sent for an encrypted target, refusing before anything is
  * downloaded when this device cannot open it at all (an anchor without `unwrapKey`, no key sent).
+ * The software, TPM and PKCS#11 anchors all have `unwrapKey`; a hardware key created before it
+ * existed is refused by the anchor itself when the key is unwrapped (see decryptArtifact).
  */
 export function wrappedContentKey(
   anchor: Pick<TrustAnchor, 'kind' | 'unwrapKey'> | undefined,
@@ -34,8 +38,8 @@ export function wrappedContentKey(
 ): string {
   if (!anchor?.unwrapKey)
     refuse(
-      `${target} is encrypted, and the ${anchor?.kind ?? 'configured'} trust anchor cannot unwrap content keys ` +
-        '(only the software trust anchor can today); publish an unencrypted release for this device, or use the software anchor',
+      `${target} is encrypted, and the ${anchor?.kind ?? 'configured'} trust anchor cannot unwrap content keys; ` +
+        'publish an unencrypted release for this device, or use a trust anchor that can (software, TPM 2.0, PKCS#11)',
       { target, anchor: anchor?.kind ?? null },
     );
   const wrapped = (directorCustom as { contentKey?: unknown } | undefined)?.contentKey;
@@ -61,12 +65,16 @@ export async function decryptArtifact(opts: {
   refuse: Refuse;
 }): Promise<void> {
   const { target, encryption, refuse } = opts;
-  const key = await opts.anchor.unwrapKey!(opts.wrappedKey).catch((err: unknown) =>
-    refuse(
+  const key = await opts.anchor.unwrapKey!(opts.wrappedKey).catch((err: unknown) => {
+    // The anchor could not do its part (a hardware key created before it could unwrap, no key, the
+    // TPM or token not answering): said as it is, not as a key meant for another device.
+    if (err instanceof AgentError && err.code === 'TRUST_ANCHOR' && !isJweRefusal(err))
+      refuse(`the content key for ${target} cannot be unwrapped on this device: ${err.message}`, { target });
+    return refuse(
       `the content key for ${target} does not open with this device's key (${(err as Error).message}): it was wrapped for another device or altered`,
       { target },
-    ),
-  );
+    );
+  });
   const iv = Buffer.from(encryption.iv, 'base64url');
   const tag = Buffer.from(encryption.tag, 'base64url');
   if (key.length !== CONTENT_KEY_BYTES || iv.length !== 12 || tag.length !== ARTIFACT_TAG_BYTES)

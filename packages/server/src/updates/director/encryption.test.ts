@@ -261,12 +261,29 @@ describe(
       );
     });
 
-    it('refuses an encrypted release on a trust anchor that cannot unwrap keys (TPM), before downloading', async () => {
+    it('refuses an encrypted release on a trust anchor that cannot unwrap keys, before downloading', async () => {
       const d = await enroll('ENC-0003');
       await t.call('PUT', `/api/v1/devices/${d.id}/update-assignment`, { body: { path: rel.path } });
-      const tpm = new TpmTrustAnchor({ dir: join(d.dataDir, 'tpm'), tcti: 'device:/dev/null' });
-      await refused(d, d.client({ anchor: tpm }).check(), /the tpm trust anchor cannot unwrap content keys/);
+      // An anchor without unwrapKey (the TPM and PKCS#11 anchors have one since content keys can be
+      // unwrapped in hardware; tpm.test.ts and pkcs11.test.ts open real JWEs with them).
+      const signOnly = { kind: 'pkcs11' as const };
+      await refused(
+        d,
+        d.client({ anchor: signOnly }).check(),
+        /the pkcs11 trust anchor cannot unwrap content keys/,
+      );
       expect(existsSync(join(d.dataDir, 'updates', 'downloads', `${rel.sha256}.fw-1.0.0.bin`))).toBe(false);
+    });
+
+    it('refuses, installing nothing, when the TPM cannot unwrap (no key in it): said as such, not as another device', async () => {
+      const d = await enroll('ENC-0103');
+      await t.call('PUT', `/api/v1/devices/${d.id}/update-assignment`, { body: { path: rel.path } });
+      const tpm = new TpmTrustAnchor({ dir: join(d.dataDir, 'tpm'), tcti: 'device:/dev/null' });
+      await refused(
+        d,
+        d.client({ anchor: tpm }).check(),
+        /cannot be unwrapped on this device: the device has no identity key in the TPM yet/,
+      );
     });
 
     it('refuses to assign an encrypted release to a device whose key cannot do ECDH (RSA)', async () => {
