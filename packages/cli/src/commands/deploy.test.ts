@@ -115,6 +115,45 @@ describe('rampart deploy', { timeout: 60_000 }, () => {
     expect(w.stdout).toContain('cancelled');
   });
 
+  it('--canary-wait sets the canary wait (a bad one is refused naming the field); show says why it paused itself', async () => {
+    const api = await t.call('POST', '/api/v1/deployments', {
+      body: { release, target: { devices: ['w1'] }, canaryWaitTimeout: 'soon' },
+    });
+    expect([api.status, api.body.errors?.[0]?.field]).toEqual([400, 'canaryWaitTimeout']);
+    const bad = await cli(['deploy', 'create', release, '--devices', 'w1', '--canary-wait', '8d']);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain('canaryWaitTimeout');
+
+    // w2 is held by a higher-priority deployment: the canary of the other has no free device.
+    const high = await cli(['deploy', 'create', release, '--devices', 'w2', '--priority', '9', '--json']);
+    expect(high.code, high.stderr).toBe(0);
+    const low = await cli([
+      'deploy',
+      'create',
+      release,
+      '--devices',
+      'w1,w2',
+      '--canary',
+      '2',
+      '--canary-wait',
+      '0s',
+      '--priority',
+      '7',
+      '--json',
+    ]);
+    expect(low.code, low.stderr).toBe(0);
+    const created = JSON.parse(low.stdout);
+    expect(created.canaryWaitTimeoutMs).toBe(0);
+    await t.platform.deployments.tick();
+    const show = await cli(['deploy', 'show', String(created.id)]);
+    expect(show.code, show.stderr).toBe(0);
+    expect(show.stdout).toContain('paused');
+    expect(show.stdout).toContain('canary short: 1 of 2 canary device(s) (w2) are held by deployment(s)');
+    expect(show.stdout).toMatch(/canary wait\s+0 min/);
+    for (const id of [created.id, JSON.parse(high.stdout).id])
+      expect((await cli(['deploy', 'cancel', String(id)])).code).toBe(0);
+  });
+
   it("assign sets one device's assignment outside any deployment; unassign clears it", async () => {
     expect((await t.call('POST', '/api/v1/devices', { body: { id: 'a1', model: 'DW100' } })).status).toBe(
       201,

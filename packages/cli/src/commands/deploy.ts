@@ -92,6 +92,13 @@ function printDeployment(d: DeploymentView): void {
       d.abortAtPercent === null ? 'none' : `${d.abortAtPercent}% failed of at least ${d.minSample}`,
     ],
     ['receipt time-out', `${Math.round(d.receiptTimeoutMs / 60_000)} min`],
+    [
+      'canary wait',
+      `${Math.round(d.canaryWaitTimeoutMs / 60_000)} min` +
+        (d.canaryWaitingSince
+          ? color.yellow(` (canary short of devices since ${shortTime(d.canaryWaitingSince)})`)
+          : ''),
+    ],
     ['devices', `${d.counts.total}: ${progressText(d.counts)}`],
     ['created', `${shortTime(d.createdAt)} by ${d.createdBy}`],
     ['finished', shortTime(d.finishedAt)],
@@ -129,6 +136,11 @@ export function deployCommand(): Command {
       .option('--abort-at <p%>', 'abort when this share of finished devices failed')
       .option('--min-sample <n>', 'finished devices needed before the abort rule applies', '5')
       .option('--receipt-timeout <duration>', 'time a device has to send its signed receipt', '30m')
+      .option(
+        '--canary-wait <duration>',
+        'how long a canary short of devices (held by a higher-priority deployment, none free to replace them) ' +
+          'waits before the deployment pauses itself (default 1h; 0s: at once)',
+      )
       .option('--continuous', 'keep going: devices entering the target later get the release too')
       .option('--priority <n>', 'higher takes devices over from lower-priority deployments', '0')
       .action(async (release: string, _o, command: Command) => {
@@ -144,6 +156,7 @@ export function deployCommand(): Command {
           abortAt?: string;
           minSample: string;
           receiptTimeout: string;
+          canaryWait?: string;
           continuous?: boolean;
           priority: string;
         }>(command);
@@ -180,6 +193,7 @@ export function deployCommand(): Command {
           ...(o.abortAt
             ? { abortAtPercent: positiveNumber(o.abortAt.replace(/%$/, ''), '--abort-at', '--abort-at 20%') }
             : {}),
+          ...(o.canaryWait !== undefined ? { canaryWaitTimeout: o.canaryWait } : {}),
           ...(o.continuous ? { continuous: true } : {}),
         };
         await withClient(o, async (client) => {
@@ -192,6 +206,7 @@ export function deployCommand(): Command {
       }),
     [
       'rampart deploy create DW100/sensor-fw-1.4.2.bin --group eu-sensors --canary 5% --rate 10/min --abort-at 20% --min-sample 5',
+      'rampart deploy create DW100/sensor-fw-1.4.2.bin --group eu-sensors --canary 10 --canary-wait 30m',
       'rampart deploy create DW100/sensor-fw-1.4.2.bin --query \'model = "DW100"\' --window "Mon-Fri 01:00-05:00 Europe/Berlin" --continuous',
       'rampart deploy create DW100/hotfix-1.4.3.bin --devices dw-0001,dw-0002 --priority 10 --receipt-timeout 15m --json',
     ],
@@ -395,7 +410,12 @@ export function deployCommand(): Command {
         const final = await withClient(o, async (client) => {
           for (;;) {
             const { deployment: d } = await client.get<DeploymentDetail>(`/api/v1/deployments/${n}`);
-            const snapshot = JSON.stringify({ state: d.state, counts: d.counts, phases: d.phases });
+            const snapshot = JSON.stringify({
+              state: d.state,
+              reason: d.reason,
+              counts: d.counts,
+              phases: d.phases,
+            });
             if (snapshot !== last) {
               last = snapshot;
               if (o.json)
@@ -419,7 +439,7 @@ export function deployCommand(): Command {
                 }
               } else
                 process.stdout.write(
-                  `${new Date().toISOString().slice(11, 19)} deployment ${d.id} ${d.state} phase ${d.phase}: ${progressText(d.counts)}\n`,
+                  `${new Date().toISOString().slice(11, 19)} deployment ${d.id} ${d.state}${d.reason ? ` (${d.reason})` : ''} phase ${d.phase}: ${progressText(d.counts)}\n`,
                 );
             }
             if (FINAL.includes(d.state)) return d;

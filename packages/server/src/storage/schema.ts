@@ -488,6 +488,10 @@ export interface DeploymentsTable {
   abort_at_percent: number | null;
   min_sample: number;
   receipt_timeout_ms: number;
+  /** How long a canary short of devices waits for free ones before the deployment pauses (0013). */
+  canary_wait_ms: number;
+  /** Since when the canary has been short of devices; null when it is not (0013). */
+  canary_waiting_since: string | null;
   continuous: number;
   priority: number;
   rollout_started_at: string | null;

@@ -109,6 +109,15 @@ export const CreateDeploymentBody = Type.Object(
         description: 'Time a device has to send its signed receipt after assignment. Default `30m`.',
       }),
     ),
+    canaryWaitTimeout: Type.Optional(
+      Type.String({
+        pattern: '^[0-9]+(s|m|h|d)$',
+        description:
+          'How long the canary waits for a free device when one of its devices is held by (or taken over by) a ' +
+          'higher-priority deployment and no other device of the target can replace it; then the deployment ' +
+          'pauses itself with the reason. `0s` pauses at once. At most `7d`. Default `1h`.',
+      }),
+    ),
     continuous: Type.Optional(
       Type.Boolean({ description: 'Keep running: devices entering the target later get the release too.' }),
     ),
@@ -151,7 +160,9 @@ export const DeploymentView = Type.Object({
     value: Type.String({ description: 'Group id, query, or comma-separated device ids.' }),
   }),
   state: StringEnum(DEPLOYMENT_STATES),
-  reason: Type.Union([Type.String(), Type.Null()], { description: 'Why it stopped (abort rule, cancel).' }),
+  reason: Type.Union([Type.String(), Type.Null()], {
+    description: 'Why it stopped (abort rule, cancel) or paused itself (a canary short of devices).',
+  }),
   canary: Type.Union([Type.Integer(), Type.String()]),
   canarySize: Type.Integer({ description: 'Devices chosen for the canary.' }),
   ratePerMinute: Type.Number(),
@@ -162,6 +173,13 @@ export const DeploymentView = Type.Object({
   abortAtPercent: Type.Union([Type.Number(), Type.Null()]),
   minSample: Type.Integer(),
   receiptTimeoutMs: Type.Integer(),
+  canaryWaitTimeoutMs: Type.Integer({
+    description: 'How long a canary short of devices waits for a free one before the deployment pauses.',
+  }),
+  canaryWaitingSince: Type.Union([Type.String(), Type.Null()], {
+    description:
+      'Since when the canary has been short of devices (held by another deployment, none free to replace them).',
+  }),
   continuous: Type.Boolean(),
   priority: Type.Integer(),
   phase: Type.Integer({ description: 'Current phase (0: canary).' }),
@@ -198,7 +216,10 @@ export const DeploymentEvent = Type.Object({
   release: Type.String(),
   deviceId: Type.String(),
   event: Type.String({
-    description: 'assigned, succeeded, failed, rolled-back, timed-out, superseded, cancelled, late-receipt',
+    description:
+      'assigned, succeeded, failed, rolled-back, timed-out, superseded, cancelled, late-receipt, ' +
+      'canary-replaced (another device took its place in the canary), canary-short (no device could; the ' +
+      'deployment paused)',
   }),
   at: Type.String(),
   detail: Type.Union([Type.String(), Type.Null()]),

@@ -44,7 +44,10 @@ export function deploymentRoutes(ctx: ApiContext): FastifyPluginAsync {
           summary: 'Create and start a deployment',
           description:
             'Rolls a published release out to a target: first the canary (all at once; the rollout waits until every ' +
-            'canary device has sent its receipt or timed out), then `ratePerMinute` devices a minute, growing by ' +
+            'canary device has sent its receipt or timed out; a canary device a higher-priority deployment holds or ' +
+            'takes over is replaced by a free device of the target, and when none is free within ' +
+            '`canaryWaitTimeout` the deployment pauses itself with the reason), then `ratePerMinute` devices a ' +
+            'minute, growing by ' +
             '`rateGrowth` every `phaseMinutes`. Devices are assigned only while a maintenance window is open. A device ' +
             'succeeds only with its signed receipt within `receiptTimeout`. The abort rule stops the deployment when ' +
             '`abortAtPercent` of at least `minSample` finished devices failed. A device is in one active deployment at ' +

@@ -12,6 +12,7 @@ import * as m0009 from './0009_director.js';
 import * as m0010 from './0010_deployments.js';
 import * as m0011 from './0011_update_deltas.js';
 import * as m0012 from './0012_update_encryption.js';
+import * as m0013 from './0013_deployment_canary_wait.js';
 
 interface DialectMigration {
   up(db: Kysely<unknown>, dialect: SqlDialect): Promise<void>;
@@ -32,6 +33,7 @@ const MIGRATIONS: Record<string, DialectMigration> = {
   '0010_deployments': m0010,
   '0011_update_deltas': m0011,
   '0012_update_encryption': m0012,
+  '0013_deployment_canary_wait': m0013,
 };
 
 export class RampartMigrations implements MigrationProvider {

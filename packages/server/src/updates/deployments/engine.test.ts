@@ -88,6 +88,27 @@ describe.each(DIALECTS)('deployment engine on %s', (dialect) => {
       receiptId: `r-${id}-${deviceId}`,
       at: now.toISOString(),
     });
+  /** Make these devices the canary (the first rows by sequence), as if the shuffle had chosen them. */
+  const pinCanary = async (id: number, canary: string[]) => {
+    const rows = await t.storage.db
+      .selectFrom('deployment_devices')
+      .select('device_id')
+      .where('deployment_id', '=', id)
+      .orderBy('seq')
+      .execute();
+    const rest = rows
+      .map((r) => r.device_id)
+      .filter((dev) => !canary.includes(dev))
+      .sort();
+    const order = [...canary, ...rest];
+    for (const [i, dev] of order.entries())
+      await t.storage.db
+        .updateTable('deployment_devices')
+        .set({ seq: i + 1 })
+        .where('deployment_id', '=', id)
+        .where('device_id', '=', dev)
+        .execute();
+  };
   const directorHas = async (db: Executor, deviceId: string) =>
     (
       await db
@@ -346,6 +367,128 @@ describe.each(DIALECTS)('deployment engine on %s', (dialect) => {
     ]);
   });
 
+  it('replaces a canary device held by a higher-priority deployment instead of starting the rollout without it', async () => {
+    // The high-priority deployment holds dev-000 and dev-001 (its receipts do not come).
+    const high = await create({
+      target: { devices: ['dev-000', 'dev-001'] },
+      release: OTHER,
+      priority: 5,
+      receiptTimeout: '1d',
+    });
+    await at(0);
+    await at(1);
+    expect((await assigned(high.id)).sort()).toEqual(['dev-000', 'dev-001']);
+    // The low one targets dev-000..dev-003 with a canary of 2; pin the canary to the held devices.
+    const low = await create({
+      target: { devices: devices(4) },
+      canary: 2,
+      ratePerMinute: 60,
+      receiptTimeout: '1d',
+    });
+    await pinCanary(low.id, ['dev-000', 'dev-001']);
+    await at(0);
+    await at(90);
+    // The canary is two free devices of the target, and the rollout waits for their receipts.
+    const canary = (await assigned(low.id)).sort();
+    expect(canary).toEqual(['dev-002', 'dev-003']);
+    const v = await engine.view(t.storage.db, low.id);
+    expect(v).toMatchObject({ state: 'running', phase: 0, canarySize: 2 });
+    expect(v.phases[0]).toMatchObject({ name: 'canary', counts: { assigned: 2 } });
+    expect(v.canaryWaitingSince).toBeNull();
+    // (Replaced at creation already, then again after pinCanary put it back.)
+    const events = (await engine.history(t.storage.db, 'dev-000')).map((e) => [e.deploymentId, e.event]);
+    expect(events[0]).toEqual([low.id, 'canary-replaced']);
+    expect(events).toContainEqual([low.id, 'superseded']);
+    expect(events.at(-1)).toEqual([high.id, 'assigned']);
+  });
+
+  it('replaces a canary device a higher-priority deployment takes over, and the rollout waits for the replacement', async () => {
+    const low = await create({ target: { devices: devices(4) }, canary: 2, ratePerMinute: 60 });
+    await pinCanary(low.id, ['dev-000', 'dev-001']);
+    await at(0);
+    expect((await assigned(low.id)).sort()).toEqual(['dev-000', 'dev-001']);
+    await report(low.id, 'dev-001', 'committed');
+    await create({ target: { devices: ['dev-000'] }, release: OTHER, priority: 5 });
+    await at(1);
+    // dev-002 took dev-000's place in the canary; the rollout has not started.
+    expect(await assigned(low.id)).toEqual(['dev-002']);
+    expect((await engine.view(t.storage.db, low.id)).phase).toBe(0);
+    await at(5);
+    expect(await assigned(low.id)).toEqual(['dev-002']);
+    await report(low.id, 'dev-002', 'committed');
+    await at(0); // the canary is done: the rollout starts with one device
+    expect(await assigned(low.id)).toEqual(['dev-003']);
+    const v = await engine.view(t.storage.db, low.id);
+    expect(v.phases.map((p) => [p.name, p.counts.succeeded, p.counts.assigned])).toEqual([
+      ['canary', 2, 0],
+      ['rollout', 0, 1],
+    ]);
+  });
+
+  it('pauses itself with the reason when no free device replaces a held canary device within the canary wait', async () => {
+    const high = await create({
+      target: { devices: ['dev-000', 'dev-001'] },
+      release: OTHER,
+      priority: 5,
+      receiptTimeout: '1d',
+    });
+    const low = await create({ target: { devices: devices(3) }, canary: 3, canaryWaitTimeout: '30m' });
+    expect(low.canaryWaitTimeoutMs).toBe(30 * MINUTE);
+    await at(0);
+    expect(await assigned(low.id)).toEqual(['dev-002']);
+    const waiting = await engine.view(t.storage.db, low.id);
+    expect(waiting).toMatchObject({ state: 'running', canaryWaitingSince: now.toISOString() });
+    await report(low.id, 'dev-002', 'committed');
+    await at(29);
+    // The free canary device is done, but the canary is short: the rollout does not start.
+    expect((await engine.view(t.storage.db, low.id)).state).toBe('running');
+    await at(1);
+    const paused = await engine.view(t.storage.db, low.id);
+    expect(paused).toMatchObject({ state: 'paused', canarySize: 1, canaryWaitingSince: null });
+    expect(paused.reason).toBe(
+      `canary short: 2 of 3 canary device(s) (dev-000, dev-001) are held by deployment(s) ${high.id} and no ` +
+        'other device of the target was free within 30 min; resume to go on with a canary of 1, or cancel',
+    );
+    expect((await engine.history(t.storage.db, 'dev-001'))[0]).toMatchObject({
+      deploymentId: low.id,
+      event: 'canary-short',
+    });
+    // Resumed, it goes on with the canary it has: done, nothing else to assign.
+    await t.storage.db.transaction().execute((tx) => engine.resume(tx, low.id));
+    expect((await engine.view(t.storage.db, low.id)).reason).toBeNull();
+    await at(1);
+    expect(await engine.view(t.storage.db, low.id)).toMatchObject({
+      state: 'completed',
+      counts: { succeeded: 1, other: 2 },
+    });
+    expect(await directorHas(t.storage.db, 'dev-000')).toBe(String(high.id));
+  });
+
+  it('with a canary wait of 0s pauses at once; in continuous mode a device entering the target fills the canary', async () => {
+    await create({ target: { devices: ['dev-000'] }, release: OTHER, priority: 5 });
+    const now0 = await create({
+      target: { devices: ['dev-000', 'dev-001'] },
+      canary: 2,
+      canaryWaitTimeout: '0s',
+    });
+    await at(0);
+    expect((await engine.view(t.storage.db, now0.id)).state).toBe('paused');
+    await t.storage.db.transaction().execute((tx) => engine.cancel(tx, now0.id, 'token:test'));
+
+    await fleet.groups.create(t.storage.db, { id: 'lab' });
+    await fleet.groups.addMembers(t.storage.db, 'lab', ['dev-000', 'dev-001']);
+    const cont = await create({ target: { group: 'lab' }, continuous: true, canary: 2 });
+    await at(0);
+    await at(10);
+    expect(await assigned(cont.id)).toEqual(['dev-001']);
+    expect((await engine.view(t.storage.db, cont.id)).canaryWaitingSince).not.toBeNull();
+    await fleet.groups.addMembers(t.storage.db, 'lab', ['dev-005']);
+    await at(1);
+    expect((await assigned(cont.id)).sort()).toEqual(['dev-001', 'dev-005']);
+    const v = await engine.view(t.storage.db, cont.id);
+    expect(v).toMatchObject({ state: 'running', phase: 0, canaryWaitingSince: null });
+  });
+
   it('refuses a target with devices the release does not fit (model, hardware revision), naming them and the fix', async () => {
     const db = t.storage.db;
     await fleet.models.create(db, { id: 'GW200' });
@@ -399,6 +542,8 @@ describe.each(DIALECTS)('deployment engine on %s', (dialect) => {
     expect(await codes({ target: { group: 'nope' } })).toEqual(['VALIDATION', 'target.group']);
     expect(await codes({ target: { query: 'group = "nope"' } })).toEqual(['QUERY_INVALID', 'query']);
     expect(await codes({ window: 'Mon 01:00-02:00 Nowhere/City' })).toEqual(['VALIDATION', 'window']);
+    for (const bad of ['soon', '8d', '1ms'])
+      expect(await codes({ canaryWaitTimeout: bad })).toEqual(['VALIDATION', 'canaryWaitTimeout']);
     expect(await t.storage.db.selectFrom('deployments').select('id').execute()).toEqual([]);
   });
 });

@@ -47,11 +47,21 @@ const OPEN: DeploymentDeviceState[] = ['pending', 'assigned'];
 const FAILURES: DeploymentDeviceState[] = ['failed', 'rolled-back', 'timed-out'];
 const ACTOR = 'system:deployments';
 const IN_CHUNK = 500;
+/** Default and longest time a canary short of devices waits for a free one. */
+const CANARY_WAIT_DEFAULT = '1h';
+const CANARY_WAIT_MAX_MS = 7 * 86_400_000;
 
 type Row = Omit<DeploymentsTable, 'id'> & { id: number };
 
 function iso(d: Date): string {
   return d.toISOString();
+}
+
+/** A duration for people: `90 min`, `2 h`, `45 s`. */
+function durationText(ms: number): string {
+  if (ms % 3_600_000 === 0 && ms > 0) return `${ms / 3_600_000} h`;
+  if (ms % 60_000 === 0 && ms > 0) return `${ms / 60_000} min`;
+  return `${Math.round(ms / 1000)} s`;
 }
 
 function minutesBetween(from: string, to: Date): number {
@@ -145,6 +155,11 @@ export class DeploymentEngine {
       throw new RampartError('VALIDATION', 'receiptTimeout is not a duration', [
         { field: 'receiptTimeout', message: 'must be a duration such as 30m' },
       ]);
+    const canaryWait = parseDuration(body.canaryWaitTimeout ?? CANARY_WAIT_DEFAULT);
+    if (canaryWait === null || canaryWait > CANARY_WAIT_MAX_MS)
+      throw new RampartError('VALIDATION', 'canaryWaitTimeout is not a duration from 0s to 7d', [
+        { field: 'canaryWaitTimeout', message: 'must be a duration from 0s to 7d, such as 1h' },
+      ]);
     const { kind, value } = targetOf(body.target);
     const devices = await this.resolveTarget(tx, kind, value);
     const priority = body.priority ?? 0;
@@ -205,6 +220,8 @@ export class DeploymentEngine {
         abort_at_percent: body.abortAtPercent ?? null,
         min_sample: body.minSample ?? 5,
         receipt_timeout_ms: timeout,
+        canary_wait_ms: canaryWait,
+        canary_waiting_since: null,
         continuous: body.continuous ? 1 : 0,
         priority,
         rollout_started_at: null,
@@ -225,6 +242,8 @@ export class DeploymentEngine {
       [order[i], order[j]] = [order[j]!, order[i]!];
     }
     await this.addDevices(tx, id, priority, order, 1, holders, now);
+    // Canary devices a higher-priority deployment holds are replaced by free ones at once.
+    await this.refillCanary(tx, id, canarySize, now);
     return this.view(tx, id);
   }
 
@@ -251,10 +270,10 @@ export class DeploymentEngine {
         `deployment ${id} is ${d.state}; only a paused deployment can be resumed`,
       );
     const now = iso(this.clock());
-    // No rate credit for the time it was paused.
+    // No rate credit for the time it was paused; a canary short of devices waits afresh.
     await tx
       .updateTable('deployments')
-      .set({ state: 'running', updated_at: now, last_tick_at: now })
+      .set({ state: 'running', reason: null, updated_at: now, last_tick_at: now, canary_waiting_since: null })
       .where('id', '=', id)
       .execute();
     return this.view(tx, id);
@@ -326,8 +345,12 @@ export class DeploymentEngine {
     const windowOpen = d.window === null || isWindowOpen(parseWindows(d.window), now);
     let rolloutStartedAt = d.rollout_started_at;
     let credit = d.credit;
+    let canaryWaitingSince = d.canary_waiting_since;
     if (windowOpen && rolloutStartedAt === null) {
-      // Canary: all of it at once, then wait until every canary device is done.
+      // Canary: all of it at once, then wait until every canary device is done. A canary device
+      // another deployment holds (or took over) is replaced by a free device of the target; while
+      // none is free the canary is short: it waits up to the canary wait, then the deployment pauses.
+      await this.refillCanary(tx, id, d.canary_size, nowIso);
       const canary = await tx
         .selectFrom('deployment_devices')
         .select(['device_id', 'state'])
@@ -336,7 +359,19 @@ export class DeploymentEngine {
         .execute();
       for (const r of canary) if (r.state === 'pending') await this.assign(tx, d, r.device_id, 0, nowIso);
       const open = canary.filter((r) => OPEN.includes(r.state as DeploymentDeviceState)).length;
-      if (open === 0) {
+      const held = canary
+        .filter((r) => r.state === 'superseded')
+        .map((r) => r.device_id)
+        .sort();
+      if (!held.length) canaryWaitingSince = null;
+      else {
+        canaryWaitingSince ??= nowIso;
+        if (now.getTime() - Date.parse(canaryWaitingSince) >= d.canary_wait_ms) {
+          await this.pauseShortCanary(tx, d, held, nowIso);
+          return null;
+        }
+      }
+      if (open === 0 && !held.length) {
         // The rollout starts with one device at once, then goes on at its rate.
         rolloutStartedAt = nowIso;
         credit = 1;
@@ -372,6 +407,7 @@ export class DeploymentEngine {
         rollout_started_at: rolloutStartedAt,
         credit,
         last_tick_at: nowIso,
+        canary_waiting_since: canaryWaitingSince,
         ...(done ? { state: 'completed', finished_at: nowIso, updated_at: nowIso } : {}),
       })
       .where('id', '=', id)
@@ -391,6 +427,124 @@ export class DeploymentEngine {
     // Credit grows at the rate: the next whole device is due when it reaches 1.
     const rate = rateOf(d, rolloutPhase(d, minutesBetween(rolloutStartedAt, now)));
     return rate > 0 ? (Math.max(0, 1 - credit) / rate) * 60_000 : null;
+  }
+
+  /**
+   * Replace canary devices (the first `canarySize` rows by sequence) that another deployment holds
+   * or took over (superseded) by the next pending devices of the target: they swap sequence numbers,
+   * so that the replacement is in the canary and the superseded device is not. Pending devices are
+   * free: a device another deployment holds is superseded here.
+   */
+  private async refillCanary(tx: Executor, id: number, canarySize: number, nowIso: string): Promise<void> {
+    if (canarySize === 0) return;
+    const held = await tx
+      .selectFrom('deployment_devices')
+      .select(['device_id', 'seq'])
+      .where('deployment_id', '=', id)
+      .where('seq', '<=', canarySize)
+      .where('state', '=', 'superseded')
+      .orderBy('seq')
+      .execute();
+    if (!held.length) return;
+    const spare = await tx
+      .selectFrom('deployment_devices')
+      .select(['device_id', 'seq'])
+      .where('deployment_id', '=', id)
+      .where('seq', '>', canarySize)
+      .where('state', '=', 'pending')
+      .orderBy('seq')
+      .limit(held.length)
+      .execute();
+    for (const [i, s] of spare.entries()) {
+      const h = held[i]!;
+      await this.setSeq(tx, id, s.device_id, Number(h.seq));
+      await this.setSeq(tx, id, h.device_id, Number(s.seq));
+      await this.event(
+        tx,
+        id,
+        h.device_id,
+        'canary-replaced',
+        nowIso,
+        `replaced in the canary by ${s.device_id}`,
+      );
+    }
+  }
+
+  private async setSeq(tx: Executor, id: number, deviceId: string, seq: number): Promise<void> {
+    await tx
+      .updateTable('deployment_devices')
+      .set({ seq })
+      .where('deployment_id', '=', id)
+      .where('device_id', '=', deviceId)
+      .execute();
+  }
+
+  /**
+   * The canary waited `canary_wait_ms` for free devices in place of `held` and none came: pause the
+   * deployment with the reason, and shrink the canary to the devices it has, so that a resume goes on
+   * with them (a cancel ends it).
+   */
+  private async pauseShortCanary(tx: Executor, d: Row, held: string[], nowIso: string): Promise<void> {
+    const rows = await tx
+      .selectFrom('deployment_devices')
+      .select(['device_id', 'state', 'seq'])
+      .where('deployment_id', '=', d.id)
+      .orderBy('seq')
+      .execute();
+    const inCanary = rows.filter((r) => Number(r.seq) <= d.canary_size);
+    const keep = inCanary.filter((r) => r.state !== 'superseded');
+    const size = keep.length;
+    // The kept devices take sequence numbers 1..size; the held ones move past the last.
+    let last = rows.reduce((m, r) => Math.max(m, Number(r.seq)), 0);
+    for (const r of inCanary) if (r.state === 'superseded') await this.setSeq(tx, d.id, r.device_id, ++last);
+    const taken = new Set(keep.map((r) => Number(r.seq)).filter((s) => s <= size));
+    const free = Array.from({ length: size }, (_, i) => i + 1).filter((s) => !taken.has(s));
+    for (const r of keep.filter((k) => Number(k.seq) > size))
+      await this.setSeq(tx, d.id, r.device_id, free.shift()!);
+
+    const holders: { detail: string | null }[] = [];
+    for (const part of chunks(held, IN_CHUNK))
+      holders.push(
+        ...(await tx
+          .selectFrom('deployment_events')
+          .select('detail')
+          .where('deployment_id', '=', d.id)
+          .where('event', '=', 'superseded')
+          .where('device_id', 'in', part)
+          .execute()),
+      );
+    const by = [
+      ...new Set(
+        holders.map((h) => /deployment ([0-9]+)/.exec(h.detail ?? '')?.[1]).filter((x) => x !== undefined),
+      ),
+    ];
+    const reason =
+      `canary short: ${held.length} of ${d.canary_size} canary device(s) (${held.slice(0, 5).join(', ')}` +
+      `${held.length > 5 ? ', …' : ''}) are held by ${by.length ? `deployment(s) ${by.join(', ')}` : 'another deployment'} ` +
+      `and no other device of the target was free within ${durationText(d.canary_wait_ms)}; ` +
+      `resume to go on with a canary of ${size}, or cancel`;
+    for (const dev of held)
+      await this.event(tx, d.id, dev, 'canary-short', nowIso, 'no free device to replace it in the canary');
+    await tx
+      .updateTable('deployments')
+      .set({
+        state: 'paused',
+        reason,
+        canary_size: size,
+        canary_waiting_since: null,
+        last_tick_at: nowIso,
+        updated_at: nowIso,
+      })
+      .where('id', '=', d.id)
+      .execute();
+    await this.audit?.append(tx, {
+      actor: ACTOR,
+      action: 'deployment.pause',
+      target: `deployment:${d.id}`,
+      outcome: 'success',
+      details: { release: d.release_path, reason },
+    });
+    this.logger?.warn({ deployment: d.id, reason }, 'deployment paused: canary short of devices');
   }
 
   /** Continuous mode: add devices that entered the target, drop pending ones that left it. */
@@ -736,6 +890,8 @@ export class DeploymentEngine {
       abortAtPercent: d.abort_at_percent,
       minSample: d.min_sample,
       receiptTimeoutMs: d.receipt_timeout_ms,
+      canaryWaitTimeoutMs: d.canary_wait_ms,
+      canaryWaitingSince: d.canary_waiting_since,
       continuous: d.continuous === 1,
       priority: d.priority,
       phase: currentPhase,
@@ -830,6 +986,7 @@ function normalize(d: Row): Row {
     abort_at_percent: d.abort_at_percent === null ? null : Number(d.abort_at_percent),
     min_sample: Number(d.min_sample),
     receipt_timeout_ms: Number(d.receipt_timeout_ms),
+    canary_wait_ms: Number(d.canary_wait_ms),
     continuous: Number(d.continuous),
     priority: Number(d.priority),
     credit: Number(d.credit),
