@@ -262,7 +262,8 @@ export class UpdateClient {
 
   /**
    * The director root: pinned at the first check (over mutual TLS, to the pinned platform CA), then
-   * moved forward the TUF way at every check — see `followDirectorRoots`.
+   * moved forward the TUF way at every check — see `followDirectorRoots`. The newest root must not
+   * have expired: an expired one is refused (`update.refused`) and nothing is installed.
    */
   private async directorRoot(): Promise<Metadata<Root>> {
     const file = join(this.dir, 'director', 'root.json');
@@ -275,7 +276,14 @@ export class UpdateClient {
       writeFileAtomic(file, JSON.stringify(doc), 0o644);
       this.o.log.info({ file, version: root.signed.version }, 'director root pinned');
     } else root = Metadata.fromJSON(MetadataKind.Root, JSON.parse(readFileSync(file, 'utf8')) as TufJSON);
-    return this.followDirectorRoots(root, file);
+    const newest = await this.followDirectorRoots(root, file);
+    // TUF 5.3.10: the newest root, after the walk, must not have expired (a frozen director).
+    if (newest.signed.isExpired(this.now))
+      this.refuse(
+        `the director root expired at ${newest.signed.expires} (version ${newest.signed.version}, the newest the director serves: a frozen director)`,
+        { directorRoot: newest.signed.version, expires: newest.signed.expires },
+      );
+    return newest;
   }
 
   /**

@@ -216,7 +216,7 @@ export class UpdatesService {
     await this.preparing;
   }
 
-  /** Re-sign what expires soon; audited as `system`. */
+  /** Re-sign what expires soon (the director root included); audited as `system`. */
   async refresh(now = Date.now()): Promise<string[]> {
     const done = await this.repository.exclusive(() =>
       this.storage.db.transaction().execute(async (tx) => {
@@ -236,6 +236,8 @@ export class UpdatesService {
       this.audit.sealSoon();
       this.logger.info({ roles: done }, 'TUF metadata re-signed before expiry');
     }
+    // The director root too (its own lock and audit record): devices refuse an expired one.
+    if (await this.director.resignRootIfExpiring(now)) done.push('director-root');
     return done;
   }
 

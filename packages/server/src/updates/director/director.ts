@@ -324,106 +324,177 @@ export class Director {
         { field: 'roles', message: 'at least one of root, targets' },
       ]);
     return this.exclusive(async () => {
-      const db = this.storage.db;
-      const text = await this.rootDocument(db);
+      const text = await this.rootDocument(this.storage.db);
       if (!text) throw new RampartError('CONFLICT', 'the director has no root yet');
       const current = Director.parseRoot(text);
       const cur = current.signed;
-      const version = cur.version + 1;
-      const oldRoot = cur.roles.root!;
-      const oldTargets = cur.roles.targets!;
-      // The previous root's threshold must sign: the keys of it that the server holds.
-      const oldRootKeys: PlatformKey[] = [];
-      for (const id of oldRoot.keyIDs) {
-        const key = await this.heldKey('root', id, cur.version);
-        if (key) oldRootKeys.push(key);
-      }
-      if (oldRootKeys.length < oldRoot.threshold)
+      const held = await this.heldRootKeys(cur);
+      if (held.length < cur.roles.root!.threshold)
         throw new RampartError(
           'CONFLICT',
-          `the key store holds ${oldRootKeys.length} of the ${oldRoot.threshold} root keys of director root version ${cur.version} needed to sign its successor`,
+          `the key store holds ${held.length} of the ${cur.roles.root!.threshold} root keys of director root version ${cur.version} needed to sign its successor`,
         );
-      const keys: Record<string, Key> = {};
-      const fresh = async (role: DirectorRole) => {
-        const key = await this.key(directorKeyLabel(role, version));
-        const tuf = tufKeyOf(key.publicKey);
-        const id = tufKeyId(tuf);
-        keys[id] = Key.fromJSON(id, tuf as unknown as TufJSON);
-        return { key, id };
-      };
-      const carried = (ids: string[]) => {
-        for (const id of ids) keys[id] = cur.keys[id]!;
-        return ids;
-      };
-      const newRoot = rotated.includes('root') ? await fresh('root') : null;
-      const newTargets = rotated.includes('targets') ? await fresh('targets') : null;
-      const rootIds = newRoot ? [newRoot.id] : carried(oldRoot.keyIDs);
-      const targetsIds = newTargets ? [newTargets.id] : carried(oldTargets.keyIDs);
-      const targetsRole = () =>
-        new Role({ keyIDs: targetsIds, threshold: newTargets ? 1 : oldTargets.threshold });
-      const root = new Root({
-        version,
-        specVersion: cur.specVersion,
-        expires: expiresIn(this.settings.rootLifetimeMs),
-        consistentSnapshot: false,
-        keys,
-        roles: {
-          root: new Role({ keyIDs: rootIds, threshold: newRoot ? 1 : oldRoot.threshold }),
-          targets: targetsRole(),
-          // Not used by the director's chain, present for TUF's schema (as in version 1).
-          snapshot: targetsRole(),
-          timestamp: targetsRole(),
-        },
-      });
-      const md = new Metadata(root);
-      for (const key of oldRootKeys.slice(0, oldRoot.threshold)) await Director.sign(md, key);
-      if (newRoot) await Director.sign(md, newRoot.key);
-      // What devices check: the previous root's threshold, and the new root's own.
-      current.verifyDelegate('root', md);
-      md.verifyDelegate('root', md);
-      const signedBy = Object.keys(md.signatures);
-      const result: DirectorRotation = {
-        version,
-        rotated,
-        rootKeyIds: rootIds,
-        targetsKeyIds: targetsIds,
-        signedBy,
-        expires: root.expires,
-      };
-      await db.transaction().execute(async (tx) => {
-        await tx
-          .insertInto('director_roots')
-          .values({
-            version,
-            document: JSON.stringify(md.toJSON()),
-            expires: root.expires,
-            created_at: isoNow(),
-          })
-          .execute();
-        await this.audit.append(tx, {
-          actor,
-          action: 'director.rotate',
-          target: 'director:root',
-          outcome: 'success',
-          details: {
-            version,
-            rotated,
-            rootKeyIds: rootIds,
-            targetsKeyIds: targetsIds,
-            previousRootKeyIds: oldRoot.keyIDs,
-            previousTargetsKeyIds: oldTargets.keyIDs,
+      return this.successor(current, held, rotated, actor);
+    });
+  }
+
+  /**
+   * Re-sign the director root before it expires (the upkeep calls this): when the newest root has
+   * less than half of `rootLifetimeMs` left, root version N+1 with the same keys and thresholds and
+   * a fresh expiry, signed by the root keys the server holds, so that devices walk to it and never
+   * meet an expired root (which they refuse as a frozen director). When the key store does not hold
+   * the threshold of root keys, a warning says when the root expires and nothing is done. Audited
+   * as `director.root-resign`. Returns what was made, or null.
+   */
+  async resignRootIfExpiring(now = Date.now()): Promise<DirectorRotation | null> {
+    return this.exclusive(async () => {
+      const text = await this.rootDocument(this.storage.db);
+      if (!text) return null;
+      const current = Director.parseRoot(text);
+      const cur = current.signed;
+      if (Date.parse(cur.expires) - now >= this.settings.rootLifetimeMs / 2) return null;
+      const held = await this.heldRootKeys(cur);
+      const threshold = cur.roles.root!.threshold;
+      if (held.length < threshold) {
+        this.logger.warn(
+          {
+            event: 'director.root-expiring',
+            version: cur.version,
+            expires: cur.expires,
+            held: held.length,
+            threshold,
           },
-        });
+          `the director root (version ${cur.version}) will expire on ${cur.expires} and the key store holds only ${held.length} of the ${threshold} root keys needed to re-sign it: restore the director root keys (key store labels director-root, director-root-N) before then; devices refuse an expired director root and install nothing until a re-signed root is served`,
+        );
+        return null;
+      }
+      return this.successor(current, held, [], 'system', now);
+    });
+  }
+
+  /** The keys of `root`'s root role that the key store holds. */
+  private async heldRootKeys(root: Root): Promise<PlatformKey[]> {
+    const held: PlatformKey[] = [];
+    for (const id of root.roles.root!.keyIDs) {
+      const key = await this.heldKey('root', id, root.version);
+      if (key) held.push(key);
+    }
+    return held;
+  }
+
+  /**
+   * Make, verify and store root version N+1 after `current`: fresh keys for the `rotated` roles
+   * (none: the same keys, a re-signing before expiry), the rest carried over, a fresh expiry; signed
+   * by the threshold of `current`'s root keys (`oldRootKeys`, held) and by a new root key. Audited
+   * as `director.rotate`, or `director.root-resign` when nothing rotated. Run inside `exclusive`.
+   */
+  private async successor(
+    current: Metadata<Root>,
+    oldRootKeys: PlatformKey[],
+    rotated: DirectorRole[],
+    actor: string,
+    now = Date.now(),
+  ): Promise<DirectorRotation> {
+    const db = this.storage.db;
+    const cur = current.signed;
+    const version = cur.version + 1;
+    const oldRoot = cur.roles.root!;
+    const oldTargets = cur.roles.targets!;
+    const keys: Record<string, Key> = {};
+    const fresh = async (role: DirectorRole) => {
+      const key = await this.key(directorKeyLabel(role, version));
+      const tuf = tufKeyOf(key.publicKey);
+      const id = tufKeyId(tuf);
+      keys[id] = Key.fromJSON(id, tuf as unknown as TufJSON);
+      return { key, id };
+    };
+    const carried = (ids: string[]) => {
+      for (const id of ids) keys[id] = cur.keys[id]!;
+      return ids;
+    };
+    const newRoot = rotated.includes('root') ? await fresh('root') : null;
+    const newTargets = rotated.includes('targets') ? await fresh('targets') : null;
+    const rootIds = newRoot ? [newRoot.id] : carried(oldRoot.keyIDs);
+    const targetsIds = newTargets ? [newTargets.id] : carried(oldTargets.keyIDs);
+    const targetsRole = () =>
+      new Role({ keyIDs: targetsIds, threshold: newTargets ? 1 : oldTargets.threshold });
+    const root = new Root({
+      version,
+      specVersion: cur.specVersion,
+      expires: expiresIn(this.settings.rootLifetimeMs, now),
+      consistentSnapshot: false,
+      keys,
+      roles: {
+        root: new Role({ keyIDs: rootIds, threshold: newRoot ? 1 : oldRoot.threshold }),
+        targets: targetsRole(),
+        // Not used by the director's chain, present for TUF's schema (as in version 1).
+        snapshot: targetsRole(),
+        timestamp: targetsRole(),
+      },
+    });
+    const md = new Metadata(root);
+    for (const key of oldRootKeys.slice(0, oldRoot.threshold)) await Director.sign(md, key);
+    if (newRoot) await Director.sign(md, newRoot.key);
+    // What devices check: the previous root's threshold, and the new root's own.
+    current.verifyDelegate('root', md);
+    md.verifyDelegate('root', md);
+    const signedBy = Object.keys(md.signatures);
+    const result: DirectorRotation = {
+      version,
+      rotated,
+      rootKeyIds: rootIds,
+      targetsKeyIds: targetsIds,
+      signedBy,
+      expires: root.expires,
+    };
+    const resign = rotated.length === 0;
+    await db.transaction().execute(async (tx) => {
+      await tx
+        .insertInto('director_roots')
+        .values({
+          version,
+          document: JSON.stringify(md.toJSON()),
+          expires: root.expires,
+          created_at: isoNow(),
+        })
+        .execute();
+      await this.audit.append(tx, {
+        actor,
+        action: resign ? 'director.root-resign' : 'director.rotate',
+        target: 'director:root',
+        outcome: 'success',
+        details: resign
+          ? {
+              version,
+              expires: root.expires,
+              previousExpires: cur.expires,
+              rootKeyIds: rootIds,
+              targetsKeyIds: targetsIds,
+            }
+          : {
+              version,
+              rotated,
+              rootKeyIds: rootIds,
+              targetsKeyIds: targetsIds,
+              previousRootKeyIds: oldRoot.keyIDs,
+              previousTargetsKeyIds: oldTargets.keyIDs,
+            },
       });
-      this.audit.sealSoon();
-      // Device documents are signed with the new targets key from now on.
-      this.signing = null;
+    });
+    this.audit.sealSoon();
+    // Device documents are signed with the targets key of the new root from now on.
+    this.signing = null;
+    if (resign)
+      this.logger.info(
+        { event: 'director.root-resign', version, expires: root.expires, previousExpires: cur.expires },
+        `director root version ${version}: re-signed with the same keys before version ${cur.version} expires (${cur.expires}); it expires ${root.expires}`,
+      );
+    else
       this.logger.info(
         { event: 'director.rotate', version, rotated, rootKeyIds: rootIds, targetsKeyIds: targetsIds },
         `director root version ${version}: rotated ${rotated.join(' and ')}`,
       );
-      return result;
-    });
+    return result;
   }
 
   async rootDocument(db: Db | Tx, version?: number): Promise<string | null> {
