@@ -3,6 +3,8 @@ import { randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type * as Pkcs11js from 'pkcs11js';
+import type { PKCS11 } from 'pkcs11js';
 
 /** Debian's SoftHSM2 module (package `softhsm2`); RAMPART_TEST_SOFTHSM_MODULE points elsewhere. */
 export const SOFTHSM_MODULE = process.env.RAMPART_TEST_SOFTHSM_MODULE ?? '/usr/lib/softhsm/libsofthsm2.so';
@@ -99,14 +101,17 @@ export interface KeyObjectAttributes {
   valueRead: string | null;
 }
 
+type Pkcs11Module = typeof Pkcs11js;
+
 /**
- * What the token itself says about the private keys labelled `keyLabel`, read with pkcs11js directly
- * (not through the anchor), and how many public keys carry the label.
+ * Run `work` in a read/write session on `token`, logged in as the user, through pkcs11js directly
+ * (not through an anchor). Works while an anchor of this process has the module open and is logged
+ * in: the module is then neither finalised nor logged out here, since both belong to the process.
  */
-export async function inspectKeys(
+export async function withTokenSession<T>(
   token: SoftHsmToken,
-  keyLabel: string,
-): Promise<{ privateKeys: KeyObjectAttributes[]; publicKeys: number }> {
+  work: (lib: PKCS11, session: Buffer, p11: Pkcs11Module) => T,
+): Promise<T> {
   const { default: p11 } = await import('pkcs11js');
   const lib = new p11.PKCS11();
   lib.load(token.module);
@@ -129,6 +134,26 @@ export async function inspectKeys(
       if (code(err) !== 'CKR_USER_ALREADY_LOGGED_IN') throw err;
       logout = false;
     }
+    try {
+      return work(lib, session, p11);
+    } finally {
+      if (logout) lib.C_Logout(session);
+      lib.C_CloseSession(session);
+    }
+  } finally {
+    if (finalize) lib.C_Finalize();
+  }
+}
+
+/**
+ * What the token itself says about the private keys labelled `keyLabel`, read with pkcs11js directly
+ * (not through the anchor), and how many public keys carry the label.
+ */
+export function inspectKeys(
+  token: SoftHsmToken,
+  keyLabel: string,
+): Promise<{ privateKeys: KeyObjectAttributes[]; publicKeys: number }> {
+  return withTokenSession(token, (lib, session, p11) => {
     const find = (cls: number) => {
       lib.C_FindObjectsInit(session, [
         { type: p11.CKA_CLASS, value: cls },
@@ -147,7 +172,7 @@ export async function inspectKeys(
       try {
         lib.C_GetAttributeValue(session, h, [{ type: p11.CKA_VALUE }]);
       } catch (err) {
-        valueRead = code(err) ?? String(err);
+        valueRead = (err instanceof Error ? /CKR_[A-Z_]+/.exec(err.message)?.[0] : undefined) ?? String(err);
       }
       return {
         token: bool(h, p11.CKA_TOKEN),
@@ -160,42 +185,16 @@ export async function inspectKeys(
         valueRead,
       };
     });
-    const publicKeys = find(p11.CKO_PUBLIC_KEY).length;
-    if (logout) lib.C_Logout(session);
-    lib.C_CloseSession(session);
-    return { privateKeys, publicKeys };
-  } finally {
-    if (finalize) lib.C_Finalize();
-  }
+    return { privateKeys, publicKeys: find(p11.CKO_PUBLIC_KEY).length };
+  });
 }
 
 /**
  * A P-256 key pair labelled `keyLabel` as the agent generated it before it unwrapped content keys:
  * sensitive, not extractable, signing only (no CKA_DERIVE). Generated with pkcs11js directly.
  */
-export async function generateSignOnlyKey(token: SoftHsmToken, keyLabel: string): Promise<void> {
-  const { default: p11 } = await import('pkcs11js');
-  const lib = new p11.PKCS11();
-  lib.load(token.module);
-  const code = (err: unknown) => (err instanceof Error ? /CKR_[A-Z_]+/.exec(err.message)?.[0] : undefined);
-  let finalize = true;
-  try {
-    lib.C_Initialize();
-  } catch (err) {
-    if (code(err) !== 'CKR_CRYPTOKI_ALREADY_INITIALIZED') throw err;
-    finalize = false;
-  }
-  try {
-    const slot = lib.C_GetSlotList(true).find((s) => lib.C_GetTokenInfo(s).label.trim() === token.tokenLabel);
-    if (!slot) throw new Error(`token ${token.tokenLabel} not found`);
-    const session = lib.C_OpenSession(slot, p11.CKF_SERIAL_SESSION | p11.CKF_RW_SESSION);
-    let logout = true;
-    try {
-      lib.C_Login(session, p11.CKU_USER, token.pin);
-    } catch (err) {
-      if (code(err) !== 'CKR_USER_ALREADY_LOGGED_IN') throw err;
-      logout = false;
-    }
+export function generateSignOnlyKey(token: SoftHsmToken, keyLabel: string): Promise<void> {
+  return withTokenSession(token, (lib, session, p11) => {
     const common = [
       { type: p11.CKA_TOKEN, value: true },
       { type: p11.CKA_LABEL, value: keyLabel },
@@ -218,9 +217,5 @@ export async function generateSignOnlyKey(token: SoftHsmToken, keyLabel: string)
         { type: p11.CKA_EXTRACTABLE, value: false },
       ],
     );
-    if (logout) lib.C_Logout(session);
-    lib.C_CloseSession(session);
-  } finally {
-    if (finalize) lib.C_Finalize();
-  }
+  });
 }

@@ -15,6 +15,7 @@ import { CONTENT_KEY_ALG, CONTENT_KEY_ENC } from '@rampart/shared/updates';
 import {
   createSoftHsmToken,
   generateSignOnlyKey,
+  withTokenSession,
   inspectKeys,
   type SoftHsmToken,
 } from '../test-support/softhsm.js';
@@ -288,35 +289,13 @@ function wrapForDevice(contentKey: Uint8Array, key: KeyObject): Promise<string> 
  * How many secret-key objects (token or session objects, of any session of this process) the token
  * shows; works while an anchor of the process has the module open and is logged in.
  */
-async function secretKeysOn(t: SoftHsmToken): Promise<number> {
-  const { default: p11 } = await import('pkcs11js');
-  const lib = new p11.PKCS11();
-  lib.load(t.module);
-  const code = (err: unknown) => (err instanceof Error ? /CKR_[A-Z_]+/.exec(err.message)?.[0] : undefined);
-  let finalize = true;
-  try {
-    lib.C_Initialize();
-  } catch (err) {
-    if (code(err) !== 'CKR_CRYPTOKI_ALREADY_INITIALIZED') throw err;
-    finalize = false;
-  }
-  try {
-    const slot = lib.C_GetSlotList(true).find((s) => lib.C_GetTokenInfo(s).label.trim() === t.tokenLabel)!;
-    const session = lib.C_OpenSession(slot, p11.CKF_SERIAL_SESSION);
-    try {
-      lib.C_Login(session, p11.CKU_USER, t.pin);
-    } catch (err) {
-      if (code(err) !== 'CKR_USER_ALREADY_LOGGED_IN') throw err;
-    }
+function secretKeysOn(t: SoftHsmToken): Promise<number> {
+  return withTokenSession(t, (lib, session, p11) => {
     lib.C_FindObjectsInit(session, [{ type: p11.CKA_CLASS, value: p11.CKO_SECRET_KEY }]);
     const found = lib.C_FindObjects(session, 100);
     lib.C_FindObjectsFinal(session);
-    // No C_Logout: the login belongs to the whole process, and the anchor is still using it.
-    lib.C_CloseSession(session);
     return found.length;
-  } finally {
-    if (finalize) lib.C_Finalize();
-  }
+  });
 }
 
 /** The built command (tests run after `tsc -b`, as `npm test` does). */
