@@ -4,14 +4,12 @@ import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { CompactEncrypt } from 'jose';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { parseCsr } from '@rampart/shared/pki';
 import { trustAnchorFor } from '../anchor.js';
 import { loadAgentConfig } from '../config.js';
 import { AgentError } from '../errors.js';
 import { createDeviceCsr } from '../identity/csr.js';
-import { CONTENT_KEY_ALG, CONTENT_KEY_ENC } from '@rampart/shared/updates';
 import {
   createSoftHsmToken,
   generateSignOnlyKey,
@@ -20,6 +18,7 @@ import {
   type SoftHsmToken,
 } from '../test-support/softhsm.js';
 import { Pkcs11TrustAnchor, ecdsaSignatureToDer, type Pkcs11TrustAnchorOptions } from './pkcs11.js';
+import { wrapLikeDirector } from '../test-support/content-key.js';
 
 /** The PKCS#11 trust anchor against a real token: SoftHSM2 through pkcs11js. */
 
@@ -226,16 +225,17 @@ describe('PKCS#11 trust anchor (SoftHSM2)', () => {
     const anchor = anchorOn(token);
     const pub = await anchor.ensureKey();
     const contentKey = randomBytes(32);
-    const opened = await anchor.unwrapKey(await wrapForDevice(contentKey, pub));
+    const opened = await anchor.unwrapKey(await wrapLikeDirector(contentKey, pub, 'hsm-device-1'));
     expect(Buffer.from(opened).equals(contentKey)).toBe(true);
     const keys = Array.from({ length: 4 }, () => randomBytes(32));
-    const jwes = await Promise.all(keys.map((k) => wrapForDevice(k, pub)));
+    const jwes = await Promise.all(keys.map((k) => wrapLikeDirector(k, pub, 'hsm-device-1')));
     const all = await Promise.all(jwes.map((j) => anchor.unwrapKey(j)));
     all.forEach((k, i) => expect(Buffer.from(k).equals(keys[i]!)).toBe(true));
 
-    const elsewhere = await wrapForDevice(
+    const elsewhere = await wrapLikeDirector(
       contentKey,
       generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey,
+      'hsm-device-1',
     );
     const err = await agentError(anchor.unwrapKey(elsewhere));
     expect(err.code).toBe('TRUST_ANCHOR');
@@ -254,7 +254,9 @@ describe('PKCS#11 trust anchor (SoftHSM2)', () => {
     await generateSignOnlyKey(token, 'sign-only');
     const anchor = anchorOn(token, { keyLabel: 'sign-only' });
     const pub = await anchor.ensureKey();
-    const err = await agentError(anchor.unwrapKey(await wrapForDevice(randomBytes(32), pub)));
+    const err = await agentError(
+      anchor.unwrapKey(await wrapLikeDirector(randomBytes(32), pub, 'hsm-device-1')),
+    );
     expect(err.code).toBe('TRUST_ANCHOR');
     expect(err.message).toMatch(/"sign-only" .* generated before .* lacks CKA_DERIVE/);
     expect(err.message).toMatch(/re-provision the device .* or publish unencrypted releases/);
@@ -272,18 +274,6 @@ describe('PKCS#11 trust anchor (SoftHSM2)', () => {
     );
   });
 });
-
-/** A content key wrapped as the director wraps it (server wrapForDevice: jose, these header members). */
-function wrapForDevice(contentKey: Uint8Array, key: KeyObject): Promise<string> {
-  return new CompactEncrypt(contentKey)
-    .setProtectedHeader({
-      alg: CONTENT_KEY_ALG,
-      enc: CONTENT_KEY_ENC,
-      rampart_artifact: 'ab'.repeat(32),
-      rampart_device: 'hsm-device-1',
-    })
-    .encrypt(key);
-}
 
 /**
  * How many secret-key objects (token or session objects, of any session of this process) the token

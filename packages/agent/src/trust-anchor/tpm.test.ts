@@ -5,28 +5,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { CompactEncrypt } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseTpmPublic } from '@rampart/shared/attestation';
 import { parseCsr } from '@rampart/shared/pki';
-import { CONTENT_KEY_ALG, CONTENT_KEY_ENC } from '@rampart/shared/updates';
 import { AgentError } from '../errors.js';
 import { createDeviceCsr } from '../identity/csr.js';
-import type { KeyObject } from 'node:crypto';
 import { startSwtpm, type Swtpm } from '../test-support/swtpm.js';
 import { runTpm2 } from './tpm-tools.js';
 import { DEFAULT_PARENT_HANDLE, TpmTrustAnchor } from './tpm.js';
-
-/** A content key wrapped as the director wraps it (server wrapForDevice: jose, these header members). */
-const wrapForDevice = (contentKey: Uint8Array, key: KeyObject) =>
-  new CompactEncrypt(contentKey)
-    .setProtectedHeader({
-      alg: CONTENT_KEY_ALG,
-      enc: CONTENT_KEY_ENC,
-      rampart_artifact: 'ab'.repeat(32),
-      rampart_device: 'tpm-device-1',
-    })
-    .encrypt(key);
+import { wrapLikeDirector } from '../test-support/content-key.js';
 
 /** The TPM trust anchor against a real (software) TPM 2.0 through unmodified tpm2-tools. */
 describe('TPM 2.0 trust anchor (swtpm + tpm2-tools)', () => {
@@ -96,17 +83,18 @@ describe('TPM 2.0 trust anchor (swtpm + tpm2-tools)', () => {
     const anchor = new TpmTrustAnchor({ dir, tcti: tpm.tcti });
     const pub = await anchor.ensureKey();
     const contentKey = randomBytes(32);
-    const opened = await anchor.unwrapKey(await wrapForDevice(contentKey, pub));
+    const opened = await anchor.unwrapKey(await wrapLikeDirector(contentKey, pub, 'tpm-device-1'));
     expect(Buffer.from(opened).equals(contentKey)).toBe(true);
     // Several at once go to the TPM one at a time.
     const keys = Array.from({ length: 4 }, () => randomBytes(32));
-    const jwes = await Promise.all(keys.map((k) => wrapForDevice(k, pub)));
+    const jwes = await Promise.all(keys.map((k) => wrapLikeDirector(k, pub, 'tpm-device-1')));
     const all = await Promise.all(jwes.map((j) => anchor.unwrapKey(j)));
     all.forEach((k, i) => expect(Buffer.from(k).equals(keys[i]!)).toBe(true));
 
-    const elsewhere = await wrapForDevice(
+    const elsewhere = await wrapLikeDirector(
       contentKey,
       generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey,
+      'tpm-device-1',
     );
     await expect(anchor.unwrapKey(elsewhere)).rejects.toThrow(/does not unwrap with this device key/);
     // And the TPM is left with no object loaded: signing still works.
@@ -136,7 +124,7 @@ describe('TPM 2.0 trust anchor (swtpm + tpm2-tools)', () => {
       );
       const anchor = new TpmTrustAnchor({ dir: old, tcti: tpm.tcti });
       const pub = await anchor.ensureKey();
-      const err = await anchor.unwrapKey(await wrapForDevice(randomBytes(32), pub)).then(
+      const err = await anchor.unwrapKey(await wrapLikeDirector(randomBytes(32), pub, 'tpm-device-1')).then(
         () => null,
         (e: unknown) => e,
       );
