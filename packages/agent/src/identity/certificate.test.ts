@@ -1,6 +1,6 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import { TestPki, type TestCa } from '../test-support/pki.js';
-import { PemMemo, parsePinnedRoots } from './certificate.js';
+import { parsePinnedRoots } from './certificate.js';
 
 let pki: TestPki;
 let root: TestCa;
@@ -37,29 +37,5 @@ describe('pinned roots', () => {
     );
     expect(() => parsePinnedRoots(issuing.pem, 'b.pem')).toThrow(/b\.pem holds CN=Memo Issuing CA/);
     expect(() => parsePinnedRoots('', 'c.pem')).toThrow(/c\.pem holds no PEM certificate/);
-  });
-});
-
-describe('PemMemo', () => {
-  it('keeps the last few texts, most recently used last, and never what failed to parse', () => {
-    const memo = new PemMemo<{ text: string }>(2);
-    let parses = 0;
-    const parse = (text: string) => {
-      parses++;
-      if (text === 'bad') throw new Error('bad text');
-      return { text };
-    };
-    const a = memo.get('a', parse);
-    expect(memo.get('a', parse)).toBe(a);
-    memo.get('b', parse);
-    memo.get('a', parse); // a is now the most recent
-    memo.get('c', parse); // drops b
-    expect(parses).toBe(3);
-    expect(memo.get('a', parse)).toBe(a);
-    memo.get('b', parse);
-    expect(parses).toBe(4);
-    expect(() => memo.get('bad', parse)).toThrow('bad text');
-    expect(() => memo.get('bad', parse)).toThrow('bad text');
-    expect(parses).toBe(6);
   });
 });

@@ -11,6 +11,7 @@ import {
   serialFromBytes,
 } from '@rampart/shared/pki';
 import { AgentError } from '../errors.js';
+import { RecentMemo } from '../recent-memo.js';
 
 /** What the agent reports about a certificate. Dates serialize to ISO-8601 in JSON. */
 export interface CertificateInfo {
@@ -86,7 +87,7 @@ function validAt(cert: ParsedCertificate, now: number): boolean {
 /**
  * Whether `issuer` issued `cert` and its signature over it checks out. Both certificates are
  * immutable, so the answer for a pair of objects never changes: it is remembered (weakly, per
- * object), and a certificate parsed once and kept (see `PemMemo`) is not verified again.
+ * object), and a certificate parsed once and kept (see `RecentMemo`) is not verified again.
  */
 const issuedByMemo = new WeakMap<X509Certificate, WeakMap<X509Certificate, boolean>>();
 
@@ -105,33 +106,6 @@ function issuedBy(cert: X509Certificate, issuer: X509Certificate): boolean {
   return answer;
 }
 
-/**
- * The last few PEM texts parsed, with what they parsed to, so that a file read again unchanged
- * (the device certificate and the pinned root, at every connection and update check) is not parsed
- * again: asn1js is slow on a small device. Keyed by the whole text, so a file that changed in any
- * way is parsed afresh. Only successes are kept (a parse that throws throws again next time);
- * every caller gets the same value, so what is kept should be frozen (see `frozenCertificate`).
- */
-export class PemMemo<T> {
-  private readonly entries = new Map<string, T>();
-
-  constructor(private readonly max: number) {}
-
-  get(pem: string, parse: (pem: string) => T): T {
-    const hit = this.entries.get(pem);
-    if (hit !== undefined) {
-      // Most recently used last: the first entry is the one to drop.
-      this.entries.delete(pem);
-      this.entries.set(pem, hit);
-      return hit;
-    }
-    const value = parse(pem);
-    this.entries.set(pem, value);
-    if (this.entries.size > this.max) this.entries.delete(this.entries.keys().next().value!);
-    return value;
-  }
-}
-
 /** A parsed certificate made read-only (the DER buffer and the X509Certificate cannot be frozen, and are not written to). */
 export function frozenCertificate(cert: ParsedCertificate): ParsedCertificate {
   Object.freeze(cert.info);
@@ -139,7 +113,11 @@ export function frozenCertificate(cert: ParsedCertificate): ParsedCertificate {
   return Object.freeze(cert);
 }
 
-const pinnedRootsMemo = new PemMemo<readonly ParsedCertificate[]>(8);
+/**
+ * Pinned roots by the text of their file, which every connection and update check reads again: asn1js
+ * is slow on a small device, and a file that changed in any way is parsed afresh.
+ */
+const pinnedRootsMemo = new RecentMemo<readonly ParsedCertificate[]>(8);
 
 /**
  * The pinned root CA(s) of a PEM file: each must be a self-signed CA certificate. Throws with what

@@ -3,7 +3,6 @@ import { join } from 'node:path';
 import { toPem } from '@rampart/shared/pki';
 import { AgentError } from '../errors.js';
 import {
-  PemMemo,
   certificatesFromPem,
   checkIssuedCertificate,
   frozenCertificate,
@@ -15,6 +14,7 @@ import {
   type ParsedCertificate,
 } from './certificate.js';
 import { writeFileAtomic } from './files.js';
+import { RecentMemo } from '../recent-memo.js';
 
 /** Certificates are public: readable by every user of the device (the key is not here). */
 export const CERT_FILE_MODE = 0o644;
@@ -46,8 +46,8 @@ export class IdentityStore {
    * The device certificate and the chain as last parsed, by file content: each is read at every
    * connection and update check, but parsed only when its file changed (renewal, enrollment).
    */
-  private readonly certMemo = new PemMemo<ParsedCertificate>(2);
-  private readonly chainMemo = new PemMemo<readonly ParsedCertificate[]>(2);
+  private readonly certMemo = new RecentMemo<ParsedCertificate>(2);
+  private readonly chainMemo = new RecentMemo<readonly ParsedCertificate[]>(2);
 
   /** Where the device enrolled (EST URL) and as whom, so that renewal needs no flags. */
   server(): { estUrl: string; deviceId: string } | null {

@@ -5,6 +5,7 @@ import { connect as tlsConnect, createSecureContext, type SecureContext, type TL
 import { AgentError } from '../errors.js';
 import type { TrustAnchor } from '../trust-anchor/trust-anchor.js';
 import { OpensslTunnel, type OpensslKey } from './openssl-tunnel.js';
+import { RecentMemo } from '../recent-memo.js';
 
 /** Where a mutually authenticated TLS connection goes, and what it presents and trusts. */
 export interface MutualTlsTarget {
@@ -56,7 +57,7 @@ export interface ClientContextInput {
 }
 
 const SECURE_CONTEXTS_MAX = 8;
-const secureContexts = new Map<string, SecureContext>();
+const secureContexts = new RecentMemo<SecureContext>(SECURE_CONTEXTS_MAX);
 
 /**
  * A client TLS context (TLS 1.2 at least) trusting only `ca`, presenting `cert` with `key` when
@@ -73,22 +74,14 @@ export function clientSecureContext(input: ClientContextInput): SecureContext {
     const bytes = typeof part === 'string' ? Buffer.from(part, 'utf8') : part;
     h.update(`${typeof part === 'string' ? 's' : 'b'}${bytes.length}:`).update(bytes);
   }
-  const id = h.digest('base64');
-  const hit = secureContexts.get(id);
-  if (hit) {
-    secureContexts.delete(id);
-    secureContexts.set(id, hit);
-    return hit;
-  }
-  const context = createSecureContext({
-    ca: [input.ca],
-    ...(input.cert !== undefined ? { cert: input.cert } : {}),
-    ...(input.key !== undefined ? { key: input.key } : {}),
-    minVersion: 'TLSv1.2',
-  });
-  secureContexts.set(id, context);
-  if (secureContexts.size > SECURE_CONTEXTS_MAX) secureContexts.delete(secureContexts.keys().next().value!);
-  return context;
+  return secureContexts.get(h.digest('base64'), () =>
+    createSecureContext({
+      ca: [input.ca],
+      ...(input.cert !== undefined ? { cert: input.cert } : {}),
+      ...(input.key !== undefined ? { key: input.key } : {}),
+      minVersion: 'TLSv1.2',
+    }),
+  );
 }
 
 /** A key's PEM, by key object: an anchor keeps its key object, so a key is exported once. */
