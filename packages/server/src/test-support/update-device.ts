@@ -1,6 +1,7 @@
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { expect } from 'vitest';
 import { createLogger } from '@rampart/shared/logging';
 import type { TestPlatform } from './platform.js';
 // The device side is the real agent code, talking to the real platform over mutual TLS.
@@ -13,6 +14,7 @@ import type { TrustAnchor } from '../../../agent/src/trust-anchor/trust-anchor.j
 import { FileRollbackCounter } from '../../../agent/src/updates/counter.js';
 import { Installer } from '../../../agent/src/updates/installer.js';
 import { UpdateClient } from '../../../agent/src/updates/client.js';
+import { AgentError } from '../../../agent/src/errors.js';
 
 /** A device enrolled with the test platform, with the agent's installer and update client. */
 export interface UpdateDevice {
@@ -109,4 +111,42 @@ export async function enrollUpdateDevice(
         },
       }),
   };
+}
+
+/**
+ * Create a release through the API (`query`: name, version, model, …) and wait until it is
+ * published: a release after an earlier one of the model is first `preparing` (deltas).
+ */
+export async function publishRelease(
+  t: TestPlatform,
+  query: string,
+  body: Buffer,
+): Promise<{ path: string; sha256: string }> {
+  const r = await t.call('POST', `/api/v1/updates/releases?${query}`, {
+    raw: body,
+    contentType: 'application/octet-stream',
+  });
+  expect(r.status, JSON.stringify(r.body)).toBe(201);
+  await t.platform.updates.preparationsSettled();
+  return r.body as { path: string; sha256: string };
+}
+
+/**
+ * Expect `check` to fail as the agent refuses an update (UPDATE_REFUSED, the message matching
+ * `message`), logged by `device` as `update.refused`; the device's log is cleared afterwards.
+ */
+export async function expectUpdateRefused(
+  check: Promise<unknown>,
+  message: RegExp,
+  device: UpdateDevice,
+): Promise<void> {
+  const err = await check.then(
+    () => null,
+    (e: unknown) => e,
+  );
+  expect(err).toBeInstanceOf(AgentError);
+  expect((err as AgentError).code).toBe('UPDATE_REFUSED');
+  expect((err as AgentError).message).toMatch(message);
+  expect(device.logs.some((l) => l.includes('"update.refused"'))).toBe(true);
+  device.logs.length = 0;
 }

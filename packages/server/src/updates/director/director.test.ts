@@ -8,7 +8,12 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { signDocument } from '@rampart/shared/provisioning';
 import { verifyReceipt, type SignedUpdateReceipt } from '@rampart/shared/updates';
 import { startTestPlatform, type TestPlatform } from '../../test-support/platform.js';
-import { enrollUpdateDevice, type UpdateDevice } from '../../test-support/update-device.js';
+import {
+  enrollUpdateDevice,
+  expectUpdateRefused,
+  publishRelease,
+  type UpdateDevice,
+} from '../../test-support/update-device.js';
 import { CONNECTION_AUTH_REUSE_MS } from './director.js';
 // The device side is the real agent code, talking to the real platform over mutual TLS.
 import { mutualTlsIdentity } from '../../../../agent/src/identity/current.js';
@@ -24,32 +29,11 @@ describe('director and the agent update loop (Uptane style)', { timeout: 60_000 
   const v2 = randomBytes(20_000);
   const v0 = randomBytes(10_000);
 
-  const upload = async (query: string, body: Buffer) => {
-    const r = await t.call('POST', `/api/v1/updates/releases?${query}`, {
-      raw: body,
-      contentType: 'application/octet-stream',
-    });
-    expect(r.status, JSON.stringify(r.body)).toBe(201);
-    // A release after an earlier one of the model is first `preparing` (deltas), then published.
-    await t.platform.updates.preparationsSettled();
-    return r.body as { path: string; sha256: string };
-  };
+  const upload = (query: string, body: Buffer) => publishRelease(t, query, body);
   const db = () => t.platform.updates.storage.db;
 
   const enroll = (id: string, options: { selfTest?: string } = {}): Promise<Device> =>
     enrollUpdateDevice(t, { id, model: 'DW100', dirs, ...options });
-
-  async function refused(p: Promise<unknown>, message: RegExp, device: Device) {
-    const err = await p.then(
-      () => null,
-      (e: unknown) => e,
-    );
-    expect(err).toBeInstanceOf(AgentError);
-    expect((err as AgentError).code).toBe('UPDATE_REFUSED');
-    expect((err as AgentError).message).toMatch(message);
-    expect(device.logs.some((l) => l.includes('"update.refused"'))).toBe(true);
-    device.logs.length = 0;
-  }
 
   let dev: Device;
   let rel1: { path: string; sha256: string };
@@ -151,7 +135,7 @@ describe('director and the agent update loop (Uptane style)', { timeout: 60_000 
       .set({ sha256: rel1.sha256, length: v1.length })
       .where('path', '=', up.path)
       .execute();
-    await refused(dev.client().check(), /disagree on .*fw-2\.0\.0/, dev);
+    await expectUpdateRefused(dev.client().check(), /disagree on .*fw-2\.0\.0/, dev);
     await db()
       .updateTable('update_releases')
       .set({ sha256: up.sha256, length: v2.length })
@@ -183,7 +167,7 @@ describe('director and the agent update loop (Uptane style)', { timeout: 60_000 
       .set({ target_path: 'DW100/evil-6.6.6.bin' })
       .where('device_id', '=', dev.id)
       .execute();
-    await refused(dev.client().check(), /release repository does not have/, dev);
+    await expectUpdateRefused(dev.client().check(), /release repository does not have/, dev);
   });
 
   it('refuses a release for another hardware model', async () => {
@@ -202,7 +186,7 @@ describe('director and the agent update loop (Uptane style)', { timeout: 60_000 
       .set({ target_path: other.path })
       .where('device_id', '=', dev.id)
       .execute();
-    await refused(dev.client().check(), /is for OTHER, this device is a DW100/, dev);
+    await expectUpdateRefused(dev.client().check(), /is for OTHER, this device is a DW100/, dev);
   });
 
   it('refuses a rollback to a lower release counter', async () => {
@@ -210,12 +194,12 @@ describe('director and the agent update loop (Uptane style)', { timeout: 60_000 
       body: { path: rel0.path },
     });
     expect(a.status).toBe(200);
-    await refused(dev.client().check(), /release counter 3 .* below the 5 .*\(rollback\)/, dev);
+    await expectUpdateRefused(dev.client().check(), /release counter 3 .* below the 5 .*\(rollback\)/, dev);
   });
 
   it('refuses expired director metadata (freeze)', async () => {
     const later = () => new Date(Date.now() + 3 * 24 * 3600_000);
-    await refused(dev.client({ now: later }).check(), /expired .*frozen or replayed/, dev);
+    await expectUpdateRefused(dev.client({ now: later }).check(), /expired .*frozen or replayed/, dev);
   });
 
   it("refuses a device reading another device's director metadata", async () => {
@@ -513,7 +497,7 @@ describe('director and the agent update loop (Uptane style)', { timeout: 60_000 
       const d = await enroll('DIR-0005');
       await t.call('PUT', `/api/v1/devices/${d.id}/update-assignment`, { body: { path: rel1.path } });
       mode = 'endless';
-      await refused(d.client().check(), /release repository's metadata does not verify/, d);
+      await expectUpdateRefused(d.client().check(), /release repository's metadata does not verify/, d);
     });
   });
 });

@@ -8,10 +8,14 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { RampartTarget } from '@rampart/shared/updates';
 import { startTestPlatform, type TestPlatform } from '../../test-support/platform.js';
-import { enrollUpdateDevice, type UpdateDevice } from '../../test-support/update-device.js';
+import {
+  enrollUpdateDevice,
+  type UpdateDevice,
+  expectUpdateRefused,
+} from '../../test-support/update-device.js';
 // The device side is the real agent code, talking to the real platform over mutual TLS.
 import { TpmTrustAnchor } from '../../../../agent/src/trust-anchor/tpm.js';
-import { AgentError } from '../../../../agent/src/errors.js';
+import type { AgentError } from '../../../../agent/src/errors.js';
 
 type Device = UpdateDevice;
 
@@ -59,20 +63,12 @@ describe(
       ['a', 'b'].map((s) => join(d.dataDir, 'slots', s, 'fw-1.0.0.bin')).filter((f) => existsSync(f));
 
     async function refused(d: Device, p: Promise<unknown>, message: RegExp) {
-      const err = await p.then(
-        () => null,
-        (e: unknown) => e,
-      );
-      expect(err).toBeInstanceOf(AgentError);
-      expect((err as AgentError).code).toBe('UPDATE_REFUSED');
-      expect((err as AgentError).message).toMatch(message);
-      expect(d.logs.some((l) => l.includes('"update.refused"'))).toBe(true);
+      await expectUpdateRefused(p, message, d);
       expect(slotFiles(d)).toEqual([]);
       // No plaintext is left behind in the downloads.
       const downloads = join(d.dataDir, 'updates', 'downloads');
       if (existsSync(downloads))
         for (const f of filesUnder(downloads)) expect(readFileSync(f).equals(image)).toBe(false);
-      d.logs.length = 0;
     }
 
     /** The director's metadata for `deviceId`, made due for re-signing (a higher version) at the next check. */

@@ -5,10 +5,14 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger } from '@rampart/shared/logging';
 import type { KeyStore } from '../../keystore/index.js';
 import { startTestPlatform, type TestPlatform } from '../../test-support/platform.js';
-import { enrollUpdateDevice, type UpdateDevice } from '../../test-support/update-device.js';
+import {
+  enrollUpdateDevice,
+  expectUpdateRefused,
+  publishRelease,
+  type UpdateDevice,
+} from '../../test-support/update-device.js';
 import { Director } from './director.js';
 // The device side is the real agent code, talking to the real platform over mutual TLS.
-import { AgentError } from '../../../../agent/src/errors.js';
 
 const HOUR = 3_600_000;
 
@@ -41,14 +45,11 @@ describe(
         'updates.rootExpiry': '2h',
       });
       await t.call('POST', '/api/v1/device-models', { body: { id: 'DW100' } });
-      const r = await t.call(
-        'POST',
-        '/api/v1/updates/releases?name=fw&version=1.0.0&model=DW100&releaseCounter=1&fileName=fw.bin',
-        { raw: randomBytes(20_000), contentType: 'application/octet-stream' },
+      rel = await publishRelease(
+        t,
+        'name=fw&version=1.0.0&model=DW100&releaseCounter=1&fileName=fw.bin',
+        randomBytes(20_000),
       );
-      expect(r.status, JSON.stringify(r.body)).toBe(201);
-      await t.platform.updates.preparationsSettled();
-      rel = r.body as { path: string; sha256: string };
       d = await enrollUpdateDevice(t, { id: 'EXP-0001', model: 'DW100', dirs });
     });
     afterAll(async () => {
@@ -67,21 +68,13 @@ describe(
       ).toBe(200);
 
       // The director root the device pinned has expired and the director serves nothing newer: a frozen director.
-      const err = await d
-        .client({ now: expired })
-        .check()
-        .then(
-          () => null,
-          (e: unknown) => e,
-        );
-      expect(err).toBeInstanceOf(AgentError);
-      expect((err as AgentError).code).toBe('UPDATE_REFUSED');
-      expect((err as AgentError).message).toMatch(
+      await expectUpdateRefused(
+        d.client({ now: expired }).check(),
         new RegExp(
           `the director root expired at ${v1!.signed.expires}.*a frozen director.*nothing was installed`,
         ),
+        d,
       );
-      expect(d.logs.some((l) => l.includes('"update.refused"'))).toBe(true);
       const state = d.installer.state();
       expect([state.slots.a, state.slots.b, state.install, state.pending]).toEqual([null, null, null, null]);
 

@@ -6,11 +6,15 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Metadata, MetadataKind, Signature, Targets } from '@tufjs/models';
 import { signedBytes, tufKeyId, tufKeyOf } from '@rampart/shared/updates';
 import { startTestPlatform, type TestPlatform } from '../../test-support/platform.js';
-import { enrollUpdateDevice, type UpdateDevice } from '../../test-support/update-device.js';
+import {
+  enrollUpdateDevice,
+  expectUpdateRefused,
+  publishRelease,
+  type UpdateDevice,
+} from '../../test-support/update-device.js';
 import { DIRECTOR_KEY_LABELS, Director } from './director.js';
 // The device side is the real agent code, talking to the real platform over mutual TLS.
 import { mutualTlsIdentity } from '../../../../agent/src/identity/current.js';
-import { AgentError } from '../../../../agent/src/errors.js';
 
 type TufJSON = Parameters<typeof Metadata.fromJSON>[1];
 
@@ -29,31 +33,12 @@ describe('director root rotation: devices walk from the root they pinned', { tim
   let v1RootKeyId: string;
 
   const db = () => t.platform.updates.storage.db;
-  const upload = async (query: string, body: Buffer) => {
-    const r = await t.call('POST', `/api/v1/updates/releases?${query}`, {
-      raw: body,
-      contentType: 'application/octet-stream',
-    });
-    expect(r.status, JSON.stringify(r.body)).toBe(201);
-    await t.platform.updates.preparationsSettled();
-    return r.body as { path: string; sha256: string };
-  };
+  const upload = (query: string, body: Buffer) => publishRelease(t, query, body);
   const pinned = (d: UpdateDevice) =>
     JSON.parse(readFileSync(join(d.dataDir, 'updates', 'director', 'root.json'), 'utf8')) as {
       signed: { version: number; roles: { targets: { keyids: string[] } } };
       signatures: { keyid: string }[];
     };
-  async function refused(p: Promise<unknown>, message: RegExp, d: UpdateDevice) {
-    const err = await p.then(
-      () => null,
-      (e: unknown) => e,
-    );
-    expect(err).toBeInstanceOf(AgentError);
-    expect((err as AgentError).code).toBe('UPDATE_REFUSED');
-    expect((err as AgentError).message).toMatch(message);
-    expect(d.logs.some((l) => l.includes('"update.refused"'))).toBe(true);
-    d.logs.length = 0;
-  }
   /** GET a director path over mutual TLS with the device's certificate. */
   const get = async (d: UpdateDevice, path: string) => {
     const id = await mutualTlsIdentity(d.store, d.anchor, Date.now(), 'test');
@@ -213,7 +198,7 @@ describe('director root rotation: devices walk from the root they pinned', { tim
       .set({ document: retired })
       .where('device_id', '=', a.id)
       .execute();
-    await refused(a.client().check(), /does not verify with the pinned director root/, a);
+    await expectUpdateRefused(a.client().check(), /does not verify with the pinned director root/, a);
     // The retired key (stolen, say) signs a fresh document with a higher version: refused as well.
     const oldKey = (await t.platform.keys.get(DIRECTOR_KEY_LABELS.targets))!;
     const forged = Metadata.fromJSON(MetadataKind.Targets, JSON.parse(row.document) as TufJSON);
@@ -229,7 +214,7 @@ describe('director root rotation: devices walk from the root they pinned', { tim
       .set({ document: JSON.stringify(md.toJSON()) })
       .where('device_id', '=', a.id)
       .execute();
-    await refused(a.client().check(), /does not verify with the pinned director root/, a);
+    await expectUpdateRefused(a.client().check(), /does not verify with the pinned director root/, a);
     await db()
       .updateTable('director_metadata')
       .set({ document: row.document })
@@ -253,7 +238,7 @@ describe('director root rotation: devices walk from the root they pinned', { tim
       .where('version', '=', 2)
       .execute();
     try {
-      await refused(
+      await expectUpdateRefused(
         b.client().check(),
         /director root version 2 does not verify .*version 1 stays pinned/,
         b,
